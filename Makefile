@@ -1,0 +1,33 @@
+# glacgrid: two set-up commands, `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.glacgrid-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test hef clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "glacgrid needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# CPU-only torch first, pinned by the constraints file (an unpinned torch pulls CUDA packages)
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@if $(BIN)/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
+		echo "error: CUDA packages were installed; check constraints.txt" >&2; exit 1; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/glacgrid demo --out demo-output
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+hef: install
+	$(BIN)/glacgrid run examples/hef.toml
+
+clean:
+	rm -rf $(VENV) demo-output hef-output .pytest_cache

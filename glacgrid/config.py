@@ -1,0 +1,427 @@
+"""The run configuration: one validated TOML file describes a whole run.
+
+Every section maps to a frozen dataclass. Unknown keys, wrong types, missing required values and
+missing files are reported together, each with the section, the key, what was received and what was
+expected. Relative paths are resolved against the directory of the config file.
+
+Print a commented template with ``glacgrid run --template``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "ClimateConfig",
+    "GridConfig",
+    "GlaciersConfig",
+    "PeriodConfig",
+    "DownscaleParams",
+    "ModelConfig",
+    "ObservationsConfig",
+    "GeometryParams",
+    "OutputConfig",
+    "ClusterConfig",
+    "load_config",
+    "config_from_dict",
+    "TEMPLATE",
+]
+
+
+@dataclass(frozen=True)
+class ClimateConfig:
+    """ERA5-Land monthly files (netCDF) and the invariant file with geopotential ``z``."""
+
+    files: tuple[Path, ...]
+    invariant: Path
+    variables: tuple[str, ...] = ("t2m", "tp")
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The target grid: a DEM GeoTIFF; optionally cropped to the glaciers plus ``buffer`` (CRS units)."""
+
+    dem: Path
+    chunks: int = 256
+    crop_to_glaciers: bool = True
+    buffer: float = 500.0
+
+
+@dataclass(frozen=True)
+class GlaciersConfig:
+    """Glacier outlines (shapefile / GeoPackage), their id column, and an optional thickness raster."""
+
+    outlines: Path
+    id_column: str = "RGIId"
+    name_column: str = ""
+    thickness: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeriodConfig:
+    """Hydrological years to simulate, labelled by their end year (``start``..``end`` inclusive)."""
+
+    start: int
+    end: int
+    hemisphere: str = "north"
+
+
+@dataclass(frozen=True)
+class DownscaleParams:
+    """Science parameters of the downscaling (bilinear + lapse rate).
+
+    lapse_rate : K m-1 (negative: colder with height). precip_factor : 1.
+    precip_gradient : relative increase of precipitation per metre above the climate orography (m-1).
+    snow_threshold, rain_threshold : degC; all precipitation is solid below ``snow_threshold``, liquid
+    above ``rain_threshold``, linear in between.
+    """
+
+    lapse_rate: float = -0.0065
+    precip_factor: float = 1.0
+    precip_gradient: float = 0.0
+    snow_threshold: float = 0.0
+    rain_threshold: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The SMB model, its predictors and the cross-validation scheme."""
+
+    kind: str = "lasso"
+    features: tuple[str, ...] = ("cpdd", "snow_winter", "snow_summer")
+    cv: str = "logo"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ObservationsConfig:
+    """Glacier-wide annual mass balance to train on.
+
+    ``format = "wgms"``: WGMS ``mbdata`` CSVs (columns YEAR, ANNUAL_BALANCE in mm w.e., and ``id_column``).
+    ``format = "table"``: CSV with columns ``id_column``, ``year`` and ``smb`` in m w.e.
+    ``links`` maps an observation id to one or more outline ids (e.g. a glacier split into divides);
+    without a link an observation id must equal an outline id.
+    """
+
+    files: tuple[Path, ...] = ()
+    format: str = "wgms"
+    id_column: str = "RGI_ID"
+    links: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GeometryParams:
+    """Densities (kg m-3) used to turn m w.e. into ice thickness in the delta-h update."""
+
+    rho_ice: float = 900.0
+    rho_water: float = 1000.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    directory: Path = Path("glacgrid-output")
+    plot: bool = True
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Dask cluster: ``local`` (LocalCluster with ``n_workers``) or a scheduler address."""
+
+    kind: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "4GiB"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run. ``mode`` is ``reconstruct`` (static geometry) or ``evolve`` (annual delta-h loop)."""
+
+    climate: ClimateConfig
+    grid: GridConfig
+    glaciers: GlaciersConfig
+    period: PeriodConfig
+    name: str = "glacgrid-run"
+    mode: str = "reconstruct"
+    downscale: DownscaleParams = field(default_factory=DownscaleParams)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    observations: ObservationsConfig = field(default_factory=ObservationsConfig)
+    geometry: GeometryParams = field(default_factory=GeometryParams)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    source: Path | None = None
+
+
+_SECTIONS: dict[str, type] = {
+    "climate": ClimateConfig,
+    "grid": GridConfig,
+    "glaciers": GlaciersConfig,
+    "period": PeriodConfig,
+    "downscale": DownscaleParams,
+    "model": ModelConfig,
+    "observations": ObservationsConfig,
+    "geometry": GeometryParams,
+    "output": OutputConfig,
+    "cluster": ClusterConfig,
+}
+_TOP_LEVEL = {"name": str, "mode": str}
+_CHOICES = {
+    ("run", "mode"): ("reconstruct", "evolve"),
+    ("period", "hemisphere"): ("north", "south"),
+    ("model", "kind"): ("lasso", "ols", "ridge", "ann"),
+    ("model", "cv"): ("logo", "loyo"),
+    ("observations", "format"): ("wgms", "table"),
+}
+_FEATURES = (
+    "cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
+    "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin",
+)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, msg: str) -> None:
+        self.problems.append(msg)
+
+
+def _suggest(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(value: Any, tp: Any, where: str, base: Path, errs: _Collector) -> Any:
+    """Check ``value`` against the annotation ``tp``; resolve paths against ``base``."""
+    origin = typing.get_origin(tp)
+    if tp is Path:
+        if not isinstance(value, str):
+            errs.add(f"{where}: expected a path string, got {value!r}.")
+            return None
+        return (base / value).expanduser() if not Path(value).is_absolute() else Path(value)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            if inner is Path and isinstance(item, str) and any(c in item for c in "*?["):
+                pattern = str(base / item) if not Path(item).is_absolute() else item
+                matched = sorted(glob.glob(pattern))
+                if not matched:
+                    errs.add(f"{where}[{i}]: the pattern {item!r} matches no file (looked in {base}).")
+                out.extend(Path(m) for m in matched)
+            else:
+                out.append(_coerce(item, inner, f"{where}[{i}]", base, errs))
+        return tuple(out)
+    if origin is dict:
+        if not isinstance(value, dict):
+            errs.add(f"{where}: expected a table of id = [ids], got {value!r}.")
+            return {}
+        return {str(k): tuple(v if isinstance(v, list) else [v]) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errs.add(f"{where}: expected a number, got {value!r}.")
+            return None
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errs.add(f"{where}: expected an integer, got {value!r}.")
+            return None
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            errs.add(f"{where}: expected true or false, got {value!r}.")
+            return None
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            errs.add(f"{where}: expected a string, got {value!r}.")
+            return None
+        return value
+    return value
+
+
+def _build(cls: type, section: str, raw: Any, base: Path, errs: _Collector) -> Any:
+    if not isinstance(raw, dict):
+        errs.add(f"[{section}] must be a table, got {raw!r}.")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            errs.add(f"[{section}] has an unknown key {key!r}.{_suggest(key, fields)} "
+                     f"Valid keys: {', '.join(fields)}.")
+            continue
+        kwargs[key] = _coerce(value, hints[key], f"[{section}] {key}", base, errs)
+        choices = _CHOICES.get((section, key))
+        if choices and kwargs[key] not in choices:
+            errs.add(f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}.")
+    for name, f in fields.items():
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if no_default and name not in kwargs:
+            errs.add(f"[{section}] is missing the required key {name!r}.")
+    if any(v is None for v in kwargs.values()):
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - guarded above
+        errs.add(f"[{section}]: {err}")
+        return None
+
+
+def config_from_dict(raw: dict[str, Any], base: str | Path = ".", source: Path | None = None) -> RunConfig:
+    """Validate a configuration dictionary (the parsed TOML) and build a :class:`RunConfig`."""
+    errs = _Collector()
+    base = Path(base)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            kwargs[key] = _build(_SECTIONS[key], key, value, base, errs)
+        elif key in _TOP_LEVEL:
+            kwargs[key] = _coerce(value, _TOP_LEVEL[key], key, base, errs)
+            if key == "mode" and value not in _CHOICES[("run", "mode")]:
+                errs.add(f"mode = {value!r} is not one of {', '.join(_CHOICES[('run', 'mode')])}.")
+        else:
+            valid = list(_SECTIONS) + list(_TOP_LEVEL)
+            errs.add(f"Unknown top-level key or section {key!r}.{_suggest(key, valid)} Valid: {', '.join(valid)}.")
+    for required in ("climate", "grid", "glaciers", "period"):
+        if required not in raw:
+            errs.add(f"The section [{required}] is required.")
+    if not errs.problems:
+        _check_semantics(kwargs, errs)
+    if errs.problems:
+        where = f" in {source}" if source else ""
+        lines = "\n  - ".join(errs.problems)
+        raise ConfigError(f"Invalid glacgrid configuration{where}:\n  - {lines}\n"
+                          "Print a commented template with `glacgrid run --template`.")
+    return RunConfig(**kwargs, source=source)
+
+
+def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
+    climate: ClimateConfig = kw["climate"]
+    for p in (*climate.files, climate.invariant):
+        if not p.exists():
+            errs.add(f"[climate] file {p} does not exist.")
+    if not climate.files:
+        errs.add("[climate] files is empty: list the ERA5-Land monthly netCDF files (globs allowed).")
+    missing = {"t2m", "tp"} - set(climate.variables)
+    if missing:
+        errs.add(f"[climate] variables must include t2m and tp; missing {sorted(missing)}.")
+    if not kw["grid"].dem.exists():
+        errs.add(f"[grid] dem {kw['grid'].dem} does not exist.")
+    if kw["grid"].chunks < 16:
+        errs.add(f"[grid] chunks = {kw['grid'].chunks} is too small; use at least 16 (256-1024 is typical).")
+    glaciers: GlaciersConfig = kw["glaciers"]
+    for p in (glaciers.outlines, *glaciers.thickness):
+        if not p.exists():
+            errs.add(f"[glaciers] file {p} does not exist.")
+    period: PeriodConfig = kw["period"]
+    if period.end < period.start:
+        errs.add(f"[period] end ({period.end}) is before start ({period.start}).")
+    if kw.get("mode", "reconstruct") == "evolve" and not glaciers.thickness:
+        errs.add("mode = 'evolve' needs an initial ice thickness: set [glaciers] thickness = [...].")
+    model: ModelConfig = kw.get("model", ModelConfig())
+    bad = [f for f in model.features if f not in _FEATURES]
+    if bad:
+        errs.add(f"[model] features {bad} are unknown. Available: {', '.join(_FEATURES)}.")
+    if not model.features:
+        errs.add("[model] features is empty.")
+    obs: ObservationsConfig = kw.get("observations", ObservationsConfig())
+    if not obs.files:
+        errs.add("[observations] files is empty: the model needs glacier-wide SMB to train on.")
+    for p in obs.files:
+        if not p.exists():
+            errs.add(f"[observations] file {p} does not exist.")
+    ds: DownscaleParams = kw.get("downscale", DownscaleParams())
+    if ds.rain_threshold <= ds.snow_threshold:
+        errs.add(f"[downscale] rain_threshold ({ds.rain_threshold}) must exceed snow_threshold ({ds.snow_threshold}).")
+    if ds.precip_factor <= 0:
+        errs.add(f"[downscale] precip_factor must be positive, got {ds.precip_factor}.")
+    geom: GeometryParams = kw.get("geometry", GeometryParams())
+    if geom.rho_ice <= 0 or geom.rho_water <= 0:
+        errs.add("[geometry] densities must be positive.")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run configuration."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Config file {path} does not exist. Print a template with `glacgrid run --template`.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}.") from err
+    return config_from_dict(raw, base=path.resolve().parent, source=path)
+
+
+TEMPLATE = '''\
+# glacgrid run configuration. Relative paths are relative to this file.
+name = "my-region"
+mode = "reconstruct"            # "reconstruct" (static geometry) or "evolve" (annual delta-h loop)
+
+[climate]                        # ERA5-Land monthly means as downloaded from the CDS
+files = ["era5land/*.nc"]        # t2m and tp, split per year / month / variable, globs allowed
+invariant = "era5land/invariant.nc"   # geopotential z (and lsm)
+variables = ["t2m", "tp"]
+
+[grid]
+dem = "dem.tif"                  # the target grid and its surface elevation (m)
+chunks = 256                     # pixels per dask chunk along y and x
+crop_to_glaciers = true
+buffer = 500.0                   # crop margin in grid CRS units
+
+[glaciers]
+outlines = "outlines.shp"        # RGI v6 / v7 shapefile or GeoPackage
+id_column = "RGIId"
+thickness = []                   # ice thickness GeoTIFFs (needed for mode = "evolve")
+
+[period]                         # hydrological years, labelled by their end year
+start = 1982
+end = 2018
+hemisphere = "north"             # north: 1 Oct - 30 Sep; south: 1 Apr - 31 Mar
+
+[downscale]
+lapse_rate = -0.0065             # K m-1
+precip_factor = 1.0
+precip_gradient = 0.0            # m-1, relative increase per metre above the climate orography
+snow_threshold = 0.0             # degC
+rain_threshold = 2.0             # degC
+
+[model]
+kind = "lasso"                   # lasso, ols, ridge, ann
+features = ["cpdd", "snow_winter", "snow_summer"]
+cv = "logo"                      # leave-one-glacier-out (logo) or leave-one-year-out (loyo)
+seed = 0
+
+[observations]
+files = ["mbdata_WGMS-*.csv"]
+format = "wgms"                  # "wgms" (mm w.e.) or "table" (columns id, year, smb in m w.e.)
+id_column = "RGI_ID"
+[observations.links]             # observation id -> outline ids (e.g. glacier divides)
+# "RGI60-11.00719" = ["RGI50-11.00719_d01", "RGI50-11.00719_d02"]
+
+[geometry]
+rho_ice = 900.0                  # kg m-3
+rho_water = 1000.0               # kg m-3
+
+[output]
+directory = "glacgrid-output"
+plot = true
+
+[cluster]
+kind = "local"                   # "local" or a scheduler address (tcp://...)
+n_workers = 2
+threads_per_worker = 1
+memory_limit = "4GiB"
+'''
