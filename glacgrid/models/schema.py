@@ -1,0 +1,274 @@
+"""The contract between a trained model and the data it is applied to.
+
+:class:`FeatureSchema` records the features a model was trained on (names, units, order); a model
+artifact stores it and :meth:`FeatureSchema.check` refuses data that differ, naming the difference.
+This module also holds the :class:`SMBModel` protocol, the input checks shared by every model and
+the helpers that read and write ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import InputDataError, ModelError, SchemaMismatchError
+
+#: Version of the ``model.json`` layout; bumped when a reader could misread an older file.
+ARTIFACT_FORMAT = 1
+MODEL_JSON = "model.json"
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Names and units of a model's features, in column order.
+
+    Parameters
+    ----------
+    names : tuple of str
+        Feature names, unique, in the column order of ``X``.
+    units : tuple of str
+        Units of each feature (e.g. ``"K day"``, ``"m w.e."``), same length as ``names``.
+        Compared as exact strings (after stripping blanks).
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.names, str) or isinstance(self.units, str):
+            raise ModelError("FeatureSchema names and units must be sequences of strings, not one string.")
+        names = tuple(str(n) for n in self.names)
+        units = tuple(str(u).strip() for u in self.units)
+        if not names:
+            raise ModelError("FeatureSchema needs at least one feature name.")
+        if len(names) != len(units):
+            raise ModelError(
+                f"FeatureSchema has {len(names)} names {list(names)} but {len(units)} units {list(units)}; "
+                "give one unit per feature (use '1' for dimensionless)."
+            )
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ModelError(f"FeatureSchema names must be unique; duplicated: {dup}.")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "units", units)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def check(self, other: FeatureSchema) -> None:
+        """Raise :class:`SchemaMismatchError` unless ``other`` equals this schema.
+
+        ``self`` is the schema a model was trained with; ``other`` describes the data it is
+        about to be applied to. The message lists missing, extra, reordered and unit-changed
+        features.
+        """
+        if not isinstance(other, FeatureSchema):
+            raise ModelError(f"Expected a FeatureSchema to compare with, got {type(other).__name__}.")
+        if other == self:
+            return
+        problems = []
+        missing = [n for n in self.names if n not in other.names]
+        extra = [n for n in other.names if n not in self.names]
+        if missing:
+            problems.append(f"missing from the data: {missing}")
+        if extra:
+            problems.append(f"not used by the model: {extra}")
+        common_model = [n for n in self.names if n in other.names]
+        common_data = [n for n in other.names if n in self.names]
+        if common_model != common_data:
+            problems.append(f"reordered: model order {common_model}, data order {common_data}")
+        mine = dict(zip(self.names, self.units))
+        theirs = dict(zip(other.names, other.units))
+        changed = [f"{n}: model {mine[n]!r}, data {theirs[n]!r}" for n in common_model if mine[n] != theirs[n]]
+        if changed:
+            problems.append("units changed: " + "; ".join(changed))
+        raise SchemaMismatchError(
+            f"Features differ from those the model was trained on ({'; '.join(problems)}). "
+            f"Model expects {self.describe()}; data has {other.describe()}. Build the features with "
+            "the same names, units and order, or retrain the model on these features."
+        )
+
+    def describe(self) -> str:
+        """``name [units], ...`` in column order."""
+        return ", ".join(f"{n} [{u}]" for n, u in zip(self.names, self.units))
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"names": [...], "units": [...]}``."""
+        return {"names": list(self.names), "units": list(self.units)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSchema:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict) or "names" not in d or "units" not in d:
+            raise ModelError(f"A FeatureSchema dict needs keys 'names' and 'units'; got {d!r}.")
+        return cls(tuple(d["names"]), tuple(d["units"]))
+
+
+@runtime_checkable
+class SMBModel(Protocol):
+    """What every glacgrid SMB model provides (see :class:`LinearModel`, :class:`ANNModel`).
+
+    ``predict`` takes ``X`` of shape (n_samples, n_features) in schema order and returns float64
+    predictions in target units; rows holding NaN give NaN. It must be thread-safe and must not
+    modify the model, because the pixel pipeline calls it from many dask threads.
+    """
+
+    schema: FeatureSchema
+
+    def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None) -> SMBModel: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def to_artifact(self, directory: str | Path) -> Path: ...
+
+
+def check_training_data(
+    X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None, *, min_samples: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate training arrays against ``schema``; return them as float64.
+
+    Raises :class:`InputDataError` for NaN/inf or bad shapes (naming the feature) and
+    :class:`ModelError` for too few samples or a schema of the wrong length. Nothing is dropped.
+    """
+    if not isinstance(schema, FeatureSchema):
+        raise ModelError(f"schema must be a FeatureSchema, got {type(schema).__name__}.")
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2:
+        raise InputDataError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}.")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise InputDataError(f"y must be 1-D with one value per row of X ({X.shape[0]}); got shape {y.shape}.")
+    if X.shape[1] != len(schema):
+        raise ModelError(
+            f"X has {X.shape[1]} columns but the schema names {len(schema)} features ({schema.describe()})."
+        )
+    if X.shape[0] < min_samples:
+        raise ModelError(f"Need at least {min_samples} training samples; got {X.shape[0]}.")
+    bad = ~np.isfinite(X).all(axis=0)
+    if bad.any():
+        cols = [f"{schema.names[j]} ({int((~np.isfinite(X[:, j])).sum())} rows)" for j in np.flatnonzero(bad)]
+        raise InputDataError(
+            f"Training features hold NaN or inf: {', '.join(cols)}. Drop or fill those rows before fitting."
+        )
+    if not np.isfinite(y).all():
+        raise InputDataError(
+            f"Training target holds NaN or inf in {int((~np.isfinite(y)).sum())} rows. "
+            "Drop those rows before fitting."
+        )
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != y.shape or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise InputDataError(
+                f"sample_weight must be finite, non-negative, not all zero and of shape {y.shape}; "
+                f"got shape {w.shape}."
+            )
+    return X, y, w
+
+
+def check_predict_input(X: np.ndarray, schema: FeatureSchema | None) -> np.ndarray:
+    """Validate a prediction array (2-D, one column per schema feature) without copying it."""
+    if schema is None:
+        raise ModelError("This model is not fitted: call fit(X, y, schema) or load it with load_model().")
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != len(schema):
+        raise SchemaMismatchError(
+            f"predict expects a 2-D array with {len(schema)} columns ({schema.describe()}); got shape "
+            f"{X.shape}. Stack the features in this order along the last axis and reshape to 2-D."
+        )
+    if X.dtype.kind not in "biuf":
+        raise InputDataError(f"predict expects a numeric array; got dtype {X.dtype}.")
+    return X
+
+
+def predict_frame(model: SMBModel, df: pd.DataFrame) -> np.ndarray:
+    """Predict from a DataFrame, selecting the model's feature columns by name.
+
+    Parameters
+    ----------
+    model : SMBModel
+        A fitted model.
+    df : DataFrame
+        Holds at least the columns named in ``model.schema`` (extra columns are ignored),
+        in the schema's units.
+
+    Returns
+    -------
+    ndarray, shape (len(df),), float64
+        Predictions in target units, in the row order of ``df``.
+    """
+    missing = [n for n in model.schema.names if n not in df.columns]
+    if missing:
+        raise SchemaMismatchError(
+            f"DataFrame lacks the model features {missing} (model expects {model.schema.describe()}; "
+            f"frame has columns {list(df.columns)}). Add them or use a model trained on these columns."
+        )
+    return model.predict(df[list(model.schema.names)].to_numpy(dtype=np.float64))
+
+
+def software_versions(*extra: str) -> dict[str, str]:
+    """Versions of glacgrid, numpy and the named extra packages, for provenance."""
+    import importlib
+
+    from .. import __version__
+
+    out = {"glacgrid": __version__, "numpy": np.__version__}
+    for name in extra:
+        try:
+            out[name] = str(importlib.import_module(name).__version__)
+        except ImportError:  # pragma: no cover - depends on the environment
+            out[name] = "not installed"
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as sorted, indented JSON to ``path`` through a temporary file and rename."""
+    text = json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_model_json(directory: str | Path, kinds: tuple[str, ...] | None = None) -> dict:
+    """Read and check ``directory/model.json``; ``kinds`` restricts the accepted model kinds."""
+    path = Path(directory) / MODEL_JSON
+    if not path.is_file():
+        raise ModelError(f"No model artifact at {path}: expected a directory written by model.to_artifact().")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); re-export the model.") from err
+    fmt = meta.get("format_version") if isinstance(meta, dict) else None
+    if fmt != ARTIFACT_FORMAT:
+        raise ModelError(
+            f"{path} has format_version {fmt!r}; this glacgrid reads version {ARTIFACT_FORMAT}. "
+            "Re-export the model with this glacgrid version."
+        )
+    if kinds is not None and meta.get("kind") not in kinds:
+        raise ModelError(f"{path} holds a model of kind {meta.get('kind')!r}; expected one of {list(kinds)}.")
+    return meta
