@@ -1,0 +1,88 @@
+import tomllib
+
+import pytest
+
+from glacgrid.config import TEMPLATE, DownscaleParams, config_from_dict, load_config
+from glacgrid.exceptions import ConfigError
+
+from .conftest import REPO, requires_data
+
+
+def _minimal(tmp_path):
+    for name in ("a.nc", "inv.nc", "dem.tif", "o.shp", "obs.csv"):
+        (tmp_path / name).write_text("x")
+    return {
+        "climate": {"files": ["a.nc"], "invariant": "inv.nc"},
+        "grid": {"dem": "dem.tif"},
+        "glaciers": {"outlines": "o.shp"},
+        "period": {"start": 2000, "end": 2005},
+        "observations": {"files": ["obs.csv"]},
+    }
+
+
+def test_minimal_config_resolves_paths_and_defaults(tmp_path):
+    cfg = config_from_dict(_minimal(tmp_path), base=tmp_path)
+    assert cfg.climate.files == (tmp_path / "a.nc",)
+    assert cfg.downscale == DownscaleParams()
+    assert cfg.mode == "reconstruct" and cfg.model.kind == "lasso"
+    with pytest.raises(AttributeError):
+        cfg.mode = "evolve"  # frozen
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    raw = _minimal(tmp_path)
+    raw["grid"]["chunkz"] = 3
+    raw["period"]["end"] = 1990
+    raw["model"] = {"kind": "xgboost", "features": ["cpdd", "height"]}
+    raw["mode"] = "evolve"
+    raw["downscale"] = {"lapse_rate": "cold"}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, base=tmp_path)
+    msg = str(info.value)
+    assert "unknown key 'chunkz'" in msg and "Did you mean 'chunks'" in msg
+    assert "'xgboost' is not one of" in msg
+    assert "lapse_rate: expected a number, got 'cold'" in msg
+
+
+def test_semantic_checks(tmp_path):
+    raw = _minimal(tmp_path)
+    raw["period"]["end"] = 1990
+    raw["mode"] = "evolve"
+    raw["model"] = {"features": ["cpdd", "height"]}
+    raw["climate"]["files"] = ["missing-*.nc"]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, base=tmp_path)
+    msg = str(info.value)
+    assert "matches no file" in msg
+    with pytest.raises(ConfigError) as info:
+        raw["climate"]["files"] = ["a.nc"]
+        config_from_dict(raw, base=tmp_path)
+    msg = str(info.value)
+    assert "end (1990) is before start (2000)" in msg
+    assert "needs an initial ice thickness" in msg
+    assert "['height'] are unknown" in msg
+
+
+def test_missing_sections_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match=r"section \[climate\] is required"):
+        config_from_dict({"period": {"start": 1, "end": 2}}, base=tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_template_parses_and_names_every_section():
+    raw = tomllib.loads(TEMPLATE)
+    assert {"climate", "grid", "glaciers", "period", "downscale", "model", "observations", "geometry",
+            "output", "cluster"} <= set(raw)
+
+
+@requires_data("hef")
+def test_hef_example_config_is_valid():
+    cfg = load_config(REPO / "examples" / "hef.toml")
+    assert len(cfg.climate.files) == 2 and all(p.exists() for p in cfg.climate.files)
+    assert cfg.observations.links["RGI60-11.00719"] == ("RGI50-11.00719_d01", "RGI50-11.00719_d02")
+    assert (cfg.period.start, cfg.period.end) == (1982, 2018)
