@@ -47,7 +47,8 @@ def canonical(units: str | None) -> str | None:
 def require_units(da: xr.DataArray, expected: str, *, source: str = "") -> None:
     """Raise :class:`UnitsError` unless ``da`` carries units equivalent to ``expected``."""
     got = da.attrs.get("units")
-    if canonical(got) != canonical(expected):
+    same = canonical(got) == canonical(expected) if canonical(expected) else str(got).strip() == expected.strip()
+    if not same or canonical(got) is None and str(got).strip() != expected.strip():
         where = f" in {source}" if source else ""
         raise UnitsError(
             f"Variable {da.name!r}{where} has units {got!r}; expected {expected!r}. "

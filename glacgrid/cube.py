@@ -1,0 +1,395 @@
+"""Zarr store helpers shared by every stage: template-then-region writes with idempotent resume.
+
+A store is written in two phases, as pangeo-forge's ``schema_to_zarr`` does:
+
+1. :func:`create_template` writes the schema (metadata, dimension coordinates, no data) with
+   ``to_zarr(compute=False)``, Zarr format 3 and consolidated metadata.
+2. :func:`write_static` writes the variables that lack the region dimension, once;
+   :func:`write_region` fills slabs of ``step`` entries along one dimension with
+   ``to_zarr(region=...)``; after a slab's write returned, :func:`mark_done` records its key in the
+   sidecar ``<store>/.glacgrid_done.json`` (written to a temporary file and renamed, so it is never
+   half written).
+
+:func:`write_dataset` runs both phases and skips the slabs already recorded, so re-running a killed
+job only writes what is missing, and re-running a finished one writes nothing. Only local
+filesystem paths are supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .exceptions import InputDataError, StoreError
+
+__all__ = [
+    "DONE_FILE",
+    "STATIC_KEY",
+    "completed_regions",
+    "create_template",
+    "mark_done",
+    "open_store",
+    "region_key",
+    "write_dataset",
+    "write_region",
+    "write_static",
+]
+
+#: Name of the sidecar (inside the store) that lists the finished regions.
+DONE_FILE = ".glacgrid_done.json"
+#: Sidecar key of the variables without the region dimension (see :func:`write_static`).
+STATIC_KEY = "static"
+
+# Encoding keys that survive into the Zarr store; anything else (netCDF chunking and compression,
+# source chunks, original shapes) conflicts with the dask chunks or the Zarr v3 codecs.
+_KEEP_ENCODING = {"dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar"}
+# Dataset attributes that identify the inputs: a store written from other inputs is not resumed.
+_FINGERPRINT_ATTRS = ("source_files",)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence zarr's warning that consolidated metadata is not part of the v3 specification."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
+
+
+def _require_store(store: str | os.PathLike) -> Path:
+    path = Path(store)
+    if not path.exists():
+        raise StoreError(
+            f"Zarr store {path} does not exist. Run the stage that writes it first, or check the path."
+        )
+    if not _is_zarr(path):
+        raise StoreError(
+            f"{path} exists but is not a Zarr store (no zarr.json). Point to the store directory "
+            "itself, or remove that path if it is left over from something else."
+        )
+    return path
+
+
+def _clean(ds: xr.Dataset) -> xr.Dataset:
+    """A copy of ``ds`` whose variables keep only the encodings that are safe to write to Zarr."""
+    ds = ds.copy()
+    for var in ds.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
+    return ds
+
+
+def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Every non-index variable as dask, with one chunk size per dimension (the first dask chunk)."""
+    sizes: dict[Hashable, int] = {}
+    for var in ds.variables.values():
+        if var.chunks is not None:
+            for dim, chunks in zip(var.dims, var.chunks):
+                sizes.setdefault(dim, chunks[0])
+    return ds.chunk({dim: sizes.get(dim, -1) for dim in ds.dims})
+
+
+def _stored_dtype(var: xr.Variable) -> str:
+    """The dtype on disk (packed dtype if encoded so); datetimes compare decoded."""
+    if var.dtype.kind in "mM":
+        return str(var.dtype)
+    return str(np.dtype(var.encoding.get("dtype", var.dtype)))
+
+
+def _schema(ds: xr.Dataset) -> dict[str, Any]:
+    """Variables (dims, stored dtype) and sizes; compare with a store opened with mask_and_scale=False."""
+    return {
+        "variables": {str(k): (tuple(map(str, v.dims)), _stored_dtype(v)) for k, v in ds.data_vars.items()},
+        "sizes": {str(k): int(v) for k, v in ds.sizes.items()},
+    }
+
+
+def _schema_diff(ds: xr.Dataset, stored: xr.Dataset) -> list[str]:
+    """Human-readable differences between the schema of ``ds`` and that of an existing store."""
+    new, old = _schema(ds), _schema(stored)
+    diffs = []
+    if set(new["variables"]) != set(old["variables"]):
+        diffs.append(f"variables {sorted(old['variables'])} in the store vs {sorted(new['variables'])} now")
+    for name in sorted(set(new["variables"]) & set(old["variables"])):
+        if new["variables"][name] != old["variables"][name]:
+            diffs.append(f"{name!r} is (dims, dtype) {old['variables'][name]} in the store vs {new['variables'][name]} now")
+    if new["sizes"] != old["sizes"]:
+        diffs.append(f"sizes {old['sizes']} in the store vs {new['sizes']} now")
+    else:
+        for dim in ds.indexes:
+            if dim in stored.indexes and not np.array_equal(ds[dim].values, stored[dim].values):
+                diffs.append(f"coordinate {dim!r} has other values in the store")
+    for attr in _FINGERPRINT_ATTRS:
+        if attr in ds.attrs and attr in stored.attrs and ds.attrs[attr] != stored.attrs[attr]:
+            diffs.append(f"attribute {attr!r} differs (the store was written from other inputs)")
+    return diffs
+
+
+def _read_done(path: Path) -> dict[str, Any]:
+    sidecar = path / DONE_FILE
+    if not sidecar.exists():
+        return {"version": 1, "done": []}
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise StoreError(
+            f"The progress file {sidecar} is unreadable ({err}). Delete it to rewrite every region "
+            "of the store (the data already written stays valid)."
+        ) from err
+
+
+def completed_regions(store: str | os.PathLike) -> set[str]:
+    """Keys of the regions recorded as finished in ``store`` (empty if none is).
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is missing or not a Zarr store.
+    """
+    return set(_read_done(_require_store(store))["done"])
+
+
+def mark_done(store: str | os.PathLike, key: Hashable) -> None:
+    """Record region ``key`` (stored as ``str(key)``) as finished in ``store``'s sidecar.
+
+    The sidecar is rewritten atomically (temporary file in the store, then ``os.replace``), so a
+    crash leaves either the old or the new list, never a truncated one. Call it only after the
+    region's write returned.
+    """
+    path = _require_store(store)
+    state = _read_done(path)
+    state["done"] = sorted(set(state["done"]) | {str(key)})
+    fd, tmp = tempfile.mkstemp(prefix=DONE_FILE + ".", suffix=".tmp", dir=path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / DONE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def region_key(region_dim: str, index: slice) -> str:
+    """The sidecar key of the region ``index`` along ``region_dim``, e.g. ``'lat[0:64]'``."""
+    return f"{region_dim}[{index.start}:{index.stop}]"
+
+
+def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto", **kwargs: Any) -> xr.Dataset:
+    """Open a Zarr store lazily.
+
+    Parameters
+    ----------
+    store : path
+        Local path of the store.
+    chunks : "auto", dict or None
+        Dask chunks: ``"auto"`` (multiples of the on-disk chunks), ``{}`` (the on-disk chunks), a
+        mapping of dimension to size, or ``None`` for lazily indexed arrays without dask.
+    **kwargs
+        Passed to :func:`xarray.open_zarr` (e.g. ``mask_and_scale=False``).
+
+    Raises
+    ------
+    StoreError
+        If the path is missing, is not a Zarr store, or cannot be read.
+    """
+    path = _require_store(store)
+    try:
+        with _quiet():
+            return xr.open_zarr(path, chunks=chunks, consolidated=None, **kwargs)
+    except Exception as err:  # zarr raises many types for damaged stores
+        raise StoreError(
+            f"Could not open Zarr store {path}: {type(err).__name__}: {err}. The store may be "
+            "damaged or incomplete; rewrite it with overwrite=True."
+        ) from err
+
+
+def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the schema of ``ds`` (metadata and dimension coordinates, no data) to ``store``.
+
+    Zarr chunks are the dask chunks of ``ds`` (first chunk size per dimension; variables without
+    dask are one chunk along dimensions that no variable chunks). Nothing is computed.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset that will be written region by region.
+    store : path
+        Local path of the Zarr (format 3, consolidated) store.
+    overwrite : bool
+        Replace an existing store. Without it, an existing store with the same schema is kept as it
+        is (so that a resumed run continues), and one with a different schema (variables, dims,
+        dtypes, sizes, dimension coordinate values, or the ``source_files`` attribute when both
+        have it) raises. Chunking is not compared: a resumed write uses the store's chunks.
+
+    Returns
+    -------
+    pathlib.Path
+        The store path.
+
+    Raises
+    ------
+    StoreError
+        If the store exists with a different schema, or the path exists and is not a Zarr store.
+    """
+    path = Path(store)
+    ds = _uniform_chunks(_clean(ds))
+    if path.exists():
+        if not _is_zarr(path):
+            raise StoreError(
+                f"{path} exists and is not a Zarr store; glacgrid will not replace it. "
+                "Choose another store path or remove it yourself."
+            )
+        if not overwrite:
+            diffs = _schema_diff(ds, open_store(path, chunks=None, mask_and_scale=False))
+            if diffs:
+                raise StoreError(
+                    f"Zarr store {path} exists with a different schema: {'; '.join(diffs)}. "
+                    "Pass overwrite=True to replace it, or write to another path."
+                )
+            return path
+        shutil.rmtree(path)
+    with _quiet():
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=True)
+    return path
+
+
+def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: str, index: slice) -> None:
+    """Write ``ds_part`` into entries ``index`` of ``region_dim`` of an existing template.
+
+    Variables without ``region_dim`` are dropped: the template holds the dimension coordinates and
+    :func:`write_static` writes the others. Dask chunks are aligned to the Zarr chunks
+    (``align_chunks=True``), so slabs need not start on a chunk boundary. The region is not
+    recorded; call :func:`mark_done` after this returned.
+
+    Raises
+    ------
+    StoreError
+        If the store is missing or the region does not fit the store's schema.
+    """
+    path = _require_store(store)
+    part = _clean(ds_part)
+    part = part.drop_vars([k for k, v in part.variables.items() if region_dim not in v.dims])
+    try:
+        with _quiet():
+            part.to_zarr(path, region={region_dim: index}, mode="r+", align_chunks=True, consolidated=None)
+    except (ValueError, KeyError) as err:
+        raise StoreError(
+            f"Could not write region {region_key(region_dim, index)} to {path}: {err}. The data "
+            "must have the store's variables, dims and sizes; recreate the template if they changed."
+        ) from err
+
+
+def write_static(ds: xr.Dataset, store: str | os.PathLike, *, region_dim: str) -> bool:
+    """Write, over their whole extent, the variables of ``ds`` that lack ``region_dim``.
+
+    :func:`write_region` only writes variables along ``region_dim`` and the template holds no data,
+    so e.g. a ``(lat, lon)`` invariant in a store written year by year along ``time`` is written
+    here, once. Dimension coordinates are left alone (the template wrote them). Call
+    :func:`mark_done` with :data:`STATIC_KEY` afterwards.
+
+    Returns
+    -------
+    bool
+        Whether there was anything to write.
+    """
+    path = _require_store(store)
+    static = _clean(ds)
+    static = static.drop_vars([k for k, v in static.variables.items() if region_dim in v.dims or k in static.indexes])
+    if not static.variables:
+        return False
+    try:
+        with _quiet():
+            static.to_zarr(path, mode="r+", consolidated=None)
+    except (ValueError, KeyError) as err:
+        raise StoreError(
+            f"Could not write the variables without {region_dim!r} ({sorted(map(str, static.variables))}) "
+            f"to {path}: {err}. Recreate the template if the schema changed."
+        ) from err
+    return True
+
+
+def write_dataset(
+    ds: xr.Dataset,
+    store: str | os.PathLike,
+    *,
+    region_dim: str,
+    step: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``ds`` to a Zarr store: template first, then slabs along ``region_dim``, resumably.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Dataset to write, preferably dask-backed; its dask chunks become the Zarr chunks.
+    store : path
+        Local path of the store (Zarr format 3, consolidated metadata).
+    region_dim : str
+        Dimension along which regions are written one after the other.
+    step : int, optional
+        Entries of ``region_dim`` per region; default its chunk size. Must be a multiple of it.
+    overwrite : bool
+        Replace an existing store (see :func:`create_template`).
+
+    Returns
+    -------
+    pathlib.Path
+        The store path.
+
+    Raises
+    ------
+    InputDataError
+        If ``region_dim`` is not a dimension of ``ds`` or ``step`` is invalid.
+    StoreError
+        If an existing store has another schema and ``overwrite`` is False.
+
+    Notes
+    -----
+    Each finished region is recorded in ``<store>/.glacgrid_done.json`` under the key
+    ``"<region_dim>[start:stop]"`` (variables without ``region_dim`` under :data:`STATIC_KEY`);
+    recorded regions are skipped, so re-running the same call finishes an interrupted write and
+    rewrites nothing after a complete one.
+    """
+    if region_dim not in ds.dims:
+        raise InputDataError(
+            f"region_dim={region_dim!r} is not a dimension of the dataset (dims: {list(ds.dims)})."
+        )
+    ds = _uniform_chunks(_clean(ds))
+    n = ds.sizes[region_dim]
+    chunk = next(
+        (v.chunks[v.dims.index(region_dim)][0] for v in ds.variables.values()
+         if v.chunks is not None and region_dim in v.dims),
+        n,
+    )
+    step = chunk if step is None else int(step)
+    if step < 1 or (step % chunk and step < n):
+        raise InputDataError(
+            f"step={step} must be a positive multiple of the chunk size {chunk} along {region_dim!r}, "
+            "so that no Zarr chunk is written by two regions. Rechunk the dataset or change step."
+        )
+    create_template(ds, store, overwrite=overwrite)
+    done = completed_regions(store)
+    if STATIC_KEY not in done and write_static(ds, store, region_dim=region_dim):
+        mark_done(store, STATIC_KEY)
+    for start in range(0, n, step):
+        index = slice(start, min(start + step, n))
+        key = region_key(region_dim, index)
+        if key in done:
+            continue
+        write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
+        mark_done(store, key)
+    return Path(store)

@@ -1,0 +1,394 @@
+"""ERA5-Land monthly netCDF files -> one normalised, analysis-ready climate cube (Zarr).
+
+Normalisation applied by :func:`open_era5land`:
+
+* dims ``(time, lat, lon)``; invariants ``(lat, lon)``; extra coordinates (``number``,
+  ``expver``) dropped; ``valid_time`` (current CDS files) renamed ``time``;
+* latitude ascending, longitude in -180..180 (0..360 grids are wrapped and sorted, data moved
+  with them); float32 coordinates as float64 by their shortest decimal form (47.1, not 47.09999847);
+* time stamped on the first day of each month (datetime64[ns]), contiguous, no duplicates;
+* int16 packed values decoded (CF ``scale_factor``/``add_offset``/``_FillValue``) to float32;
+* units converted at the boundary with :mod:`glacgrid.units` (table :data:`ERA5LAND_MONTHLY`);
+* every variable stamped from the registry, ``source_files`` (names and sha256) and ``history``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import cube, units
+from .exceptions import (
+    GridMismatchError,
+    InputDataError,
+    MissingVariableError,
+    TimeAxisError,
+    UnitsError,
+)
+from .metadata import provenance, stamp
+
+__all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land", "ingest"]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How one ERA5-Land variable enters the cube.
+
+    Attributes
+    ----------
+    source_units : str
+        Units the source file must declare (any spelling :func:`glacgrid.units.canonical` knows).
+    convert : callable or None
+        Function of the decoded DataArray returning it in the registry units; None keeps values.
+    name : str
+        Output name (an entry of ``variables.toml``).
+    """
+
+    source_units: str
+    convert: Callable[[xr.DataArray], xr.DataArray] | None
+    name: str
+
+
+_ACCUM = units.era5_daily_accumulation_to_monthly_amount  # m per day -> kg m-2 per month
+_ENERGY = units.era5_daily_energy_to_flux  # J m-2 per day -> W m-2
+
+#: ERA5-Land monthly means: source name -> conversion. Accumulations are mean daily amounts.
+ERA5LAND_MONTHLY: dict[str, Conversion] = {
+    "t2m": Conversion("K", None, "t2m"),
+    "tp": Conversion("m", _ACCUM, "tp"),
+    "sf": Conversion("m", _ACCUM, "sf"),
+    "smlt": Conversion("m", _ACCUM, "smlt"),
+    "ssr": Conversion("J m-2", _ENERGY, "ssr"),
+    "ssrd": Conversion("J m-2", _ENERGY, "ssrd"),
+    "str": Conversion("J m-2", _ENERGY, "str"),
+    "sshf": Conversion("J m-2", _ENERGY, "sshf"),
+    "slhf": Conversion("J m-2", _ENERGY, "slhf"),
+    "sd": Conversion("m", None, "sd"),
+    "rsn": Conversion("kg m-3", None, "rsn"),
+    "tsn": Conversion("K", None, "tsn"),
+    "fal": Conversion("1", None, "fal"),
+    "sp": Conversion("Pa", None, "sp"),
+}
+
+#: Invariant fields: source name -> conversion (``z`` is required, ``lsm`` optional).
+ERA5LAND_INVARIANT: dict[str, Conversion] = {
+    "z": Conversion("m2 s-2", units.geopotential_to_height, "orog"),
+    "lsm": Conversion("1", None, "lsm"),
+}
+
+_COORD_ATTRS = {
+    "lat": {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north", "axis": "Y"},
+    "lon": {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east", "axis": "X"},
+    "time": {"standard_name": "time", "long_name": "time (first day of the month)", "axis": "T"},
+}
+_TIME_ENCODING = {"units": "days since 1900-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
+
+
+def _same_units(got: str | None, expected: str) -> bool:
+    if got is None:
+        return False
+    canon = units.canonical(got)
+    if canon is not None:
+        return canon == units.canonical(expected)
+    return str(got).replace("**", "").strip() == expected  # e.g. 'kg m**-3', 'Pa'
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 checksum of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _degrees(values: np.ndarray) -> np.ndarray:
+    """Coordinates as float64: float32 ones by their shortest decimal form (47.1f -> 47.1)."""
+    if values.dtype == np.float32:
+        return values.astype(str).astype("float64")
+    return np.round(values.astype("float64"), 9)
+
+
+def _open_file(path: Path, chunks: Mapping) -> xr.Dataset:
+    """Open one netCDF file lazily and bring it to (time, lat, lon) with canonical coordinates."""
+    if not path.is_file():
+        raise InputDataError(f"ERA5-Land file {path} does not exist (or is not a file); check the path.")
+    try:
+        with netCDF4.Dataset(path) as nc:  # read each variable's last value: fails early on truncation
+            for var in nc.variables.values():
+                if var.size:
+                    var[(-1,) * var.ndim]
+        ds = xr.open_dataset(path, engine="netcdf4", chunks=dict(chunks), decode_timedelta=False)
+    except (OSError, ValueError, RuntimeError, IndexError) as err:
+        raise InputDataError(
+            f"Cannot read {path}: {type(err).__name__}: {err}. The file is unreadable, truncated or "
+            "not netCDF; download it again."
+        ) from err
+    ds = ds.rename({k: v for k, v in {"valid_time": "time", "latitude": "lat", "longitude": "lon"}.items() if k in ds.variables})
+    for dim in ("lat", "lon"):
+        if dim not in ds.dims or ds[dim].ndim != 1:
+            raise GridMismatchError(
+                f"{path} has no 1-D '{dim}' ('latitude'/'longitude') coordinate (dims: {dict(ds.sizes)}); "
+                "glacgrid ingests regular lat/lon ERA5-Land grids only."
+            )
+    ds = ds.reset_coords(drop=True)  # number, expver, ...
+    lon = np.round((_degrees(ds["lon"].values) + 180.0) % 360.0 - 180.0, 9)
+    if np.unique(lon).size != lon.size:
+        raise GridMismatchError(f"{path} has duplicated longitudes once wrapped to -180..180; remove the repeated column.")
+    ds = ds.assign_coords(lat=_degrees(ds["lat"].values), lon=lon)
+    ds = ds.isel(lat=np.argsort(ds["lat"].values, kind="stable"), lon=np.argsort(lon, kind="stable"))
+    if "time" in ds.dims:
+        if not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise TimeAxisError(f"{path}: time values {ds['time'].values[:3]} are not standard-calendar dates.")
+        months = ds["time"].values.astype("datetime64[M]").astype("datetime64[ns]")
+        ds = ds.assign_coords(time=months)
+    return ds
+
+
+def _check_grid(ref: xr.Dataset, ref_path: Path, other: xr.Dataset, other_path: Path, what: str = "") -> None:
+    for dim in ("lat", "lon"):
+        if not np.array_equal(ref[dim].values, other[dim].values):
+            def desc(d: xr.Dataset) -> str:
+                v = d[dim].values
+                return f"{v.size} values {v.min():g}..{v.max():g}" if v.size else "empty"
+
+            raise GridMismatchError(
+                f"{what}Grid of {other_path} differs from that of {ref_path} along {dim}: "
+                f"{desc(other)} vs {desc(ref)}. Download every file on the same grid and area."
+            )
+
+
+def _combine_time(name: str, pieces: list[tuple[Path, xr.DataArray]]) -> xr.DataArray:
+    """Concatenate per-file pieces of one variable along time; months must be unique and contiguous."""
+    pieces = sorted(pieces, key=lambda p: p[1]["time"].values.min())
+    seen: dict[np.datetime64, Path] = {}
+    for path, da in pieces:
+        for t in da["time"].values:
+            if t in seen:
+                raise TimeAxisError(
+                    f"Month {str(t)[:7]} of {name!r} appears twice: in {seen[t]} and in {path}. "
+                    "Remove the duplicated file (or month) from the input list."
+                )
+            seen[t] = path
+    da = xr.concat([p[1] for p in pieces], dim="time", join="exact") if len(pieces) > 1 else pieces[0][1]
+    times = pd.DatetimeIndex(da["time"].values)
+    missing = pd.date_range(times[0], times[-1], freq="MS").difference(times)
+    if len(missing):
+        listed = ", ".join(f"{t:%Y-%m}" for t in missing[:12]) + (" ..." if len(missing) > 12 else "")
+        raise TimeAxisError(
+            f"{len(missing)} month(s) of {name!r} are missing between {times[0]:%Y-%m} and "
+            f"{times[-1]:%Y-%m}: {listed}. Add the files that hold them; months must be contiguous."
+        )
+    return da
+
+
+def _convert(da: xr.DataArray, conv: Conversion) -> xr.DataArray:
+    src_units = da.attrs.get("units")
+    out = conv.convert(da) if conv.convert is not None else da
+    out = out.astype("float32")
+    out.attrs = {"era5_name": str(da.name), "era5_units": str(src_units)}
+    out.encoding = {}
+    return stamp(out, conv.name)
+
+
+def _file_chunks(chunks: Mapping | None) -> dict:
+    if not chunks:
+        return {}
+    names = {"lat": "latitude", "lon": "longitude"}
+    return {names.get(k, k): v for k, v in chunks.items() if k in ("lat", "lon")}
+
+
+def _collect(opened: list[tuple[Path, xr.DataArray]], wanted: list[str], warn_skipped: bool):
+    """Per variable, the (file, DataArray) pieces; checks grids and units. Also the files used."""
+    pieces: dict[str, list[tuple[Path, xr.DataArray]]] = {v: [] for v in wanted}
+    used: list[Path] = []
+    ref_path, ref = None, None
+    for path, ds in opened:
+        names = [v for v in wanted if v in ds.data_vars]
+        if not names:
+            if warn_skipped:
+                warnings.warn(
+                    f"{path} holds no ERA5-Land monthly variable ({sorted(map(str, ds.data_vars))}); "
+                    "skipped. Pass an invariant file as invariant=.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            continue
+        if "time" not in ds.dims:
+            raise TimeAxisError(f"{path} has no 'time' or 'valid_time' dimension; it is not a monthly ERA5-Land file.")
+        if ref is None:
+            ref_path, ref = path, ds
+        _check_grid(ref, ref_path, ds, path)
+        for name in names:
+            conv = ERA5LAND_MONTHLY[name]
+            if not _same_units(ds[name].attrs.get("units"), conv.source_units):
+                raise UnitsError(
+                    f"{name!r} in {path} has units {ds[name].attrs.get('units')!r}; ERA5-Land monthly "
+                    f"means carry {conv.source_units!r}. Use the original ERA5-Land monthly file."
+                )
+            pieces[name].append((path, ds[name]))
+        used.append(path)
+    return pieces, used, ref_path, ref
+
+
+def open_era5land(
+    files: Sequence[str | os.PathLike],
+    *,
+    invariant: str | os.PathLike | None = None,
+    variables: Sequence[str] | None = None,
+    chunks: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """Open ERA5-Land monthly netCDF files as one normalised, lazy (dask) Dataset.
+
+    Parameters
+    ----------
+    files : sequence of paths
+        netCDF files split per year, per month and/or per variable, in any combination, with a
+        ``time`` or a ``valid_time`` dimension. Files holding none of ``variables`` are skipped.
+    invariant : path, optional
+        File with ``z`` (geopotential, m2 s-2; required) and ``lsm`` (fraction; optional), possibly
+        with a length-1 time dimension. Gives ``orog`` (m) and ``lsm`` (1) on ``(lat, lon)``.
+    variables : sequence of str, optional
+        ERA5-Land short names (keys of :data:`ERA5LAND_MONTHLY`); default every known one found.
+    chunks : dict, optional
+        Dask chunks of the result, e.g. ``{"time": -1, "lat": 64, "lon": 64}``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``t2m`` (K), ``tp`` (kg m-2 per month), ... on ``(time, lat, lon)``, float32.
+
+    Raises
+    ------
+    InputDataError
+        Empty file list, unknown variable name, or a file missing, unreadable or truncated.
+    MissingVariableError
+        A requested variable is in none of the files, or ``z`` is not in the invariant file.
+    GridMismatchError
+        Files, or the invariant file and the climate files, are on different grids.
+    TimeAxisError
+        Duplicated or missing months, or variables covering different months.
+    UnitsError
+        A variable carries units other than those in :data:`ERA5LAND_MONTHLY`.
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise InputDataError("No ERA5-Land files were given; pass a list of netCDF files (e.g. sorted(glob('*.nc'))).")
+    if variables is not None:
+        unknown = [v for v in variables if v not in ERA5LAND_MONTHLY]
+        if unknown:
+            raise InputDataError(f"Unknown ERA5-Land variable(s) {unknown}; supported: {sorted(ERA5LAND_MONTHLY)}.")
+    fchunks = _file_chunks(chunks)
+    opened = [(p, _open_file(p, fchunks)) for p in paths]
+    found = {str(v) for _, ds in opened for v in ds.data_vars}
+    wanted = list(variables) if variables is not None else [v for v in ERA5LAND_MONTHLY if v in found]
+    missing = [v for v in wanted if v not in found]
+    if missing or not wanted:
+        raise MissingVariableError(
+            f"Variable(s) {missing or sorted(ERA5LAND_MONTHLY)} not found in any of {len(paths)} file(s) "
+            f"{[p.name for p in paths]} (they hold {sorted(found)}). Download them, or request only "
+            "variables that are there."
+        )
+    pieces, used, ref_path, ref = _collect(opened, wanted, warn_skipped=variables is None)
+    combined = {v: _combine_time(v, pieces[v]) for v in wanted}
+    t0 = combined[wanted[0]]["time"]
+    for v in wanted[1:]:
+        if not np.array_equal(combined[v]["time"].values, t0.values):
+            t = combined[v]["time"].values
+            raise TimeAxisError(
+                f"{v!r} covers {str(t[0])[:7]}..{str(t[-1])[:7]} but {wanted[0]!r} covers "
+                f"{str(t0.values[0])[:7]}..{str(t0.values[-1])[:7]}; give files covering the same months."
+            )
+    out = {ERA5LAND_MONTHLY[v].name: _convert(combined[v], ERA5LAND_MONTHLY[v]) for v in wanted}
+    if invariant is not None:
+        used.append(Path(invariant))
+        out.update(_open_invariant(Path(invariant), ref, ref_path, fchunks))
+    ds = xr.Dataset(out)
+    ds = ds.assign_coords({dim: ds[dim].assign_attrs(attrs) for dim, attrs in _COORD_ATTRS.items()})
+    ds["time"].encoding.update(_TIME_ENCODING)
+    sources = [{"name": p.name, "sha256": _sha256(p)} for p in used]
+    ds.attrs = {
+        "Conventions": "CF-1.8",
+        "title": "ERA5-Land monthly climate cube",
+        "source": "ERA5-Land monthly averaged reanalysis (ECMWF / Copernicus C3S)",
+        "source_files": json.dumps(sources),
+        "history": provenance(
+            "open_era5land", files=[p.name for p in paths], invariant=Path(invariant).name if invariant else None, variables=wanted
+        ),
+    }
+    return ds.chunk(dict(chunks)) if chunks else ds
+
+
+def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, fchunks: Mapping) -> dict[str, xr.DataArray]:
+    ds = _open_file(path, fchunks)
+    if "z" not in ds.data_vars:
+        raise MissingVariableError(
+            f"Invariant file {path} has no 'z' (geopotential); it holds {sorted(map(str, ds.data_vars))}. "
+            "Download the ERA5-Land geopotential invariant."
+        )
+    if "time" in ds.dims:
+        if ds.sizes["time"] != 1:
+            raise TimeAxisError(f"Invariant file {path} has {ds.sizes['time']} time steps; expected one.")
+        ds = ds.isel(time=0, drop=True)
+    _check_grid(ref, ref_path, ds, path, what="Invariant and climate grids differ. ")
+    out = {}
+    for name, conv in ERA5LAND_INVARIANT.items():
+        if name not in ds.data_vars:
+            continue
+        if not _same_units(ds[name].attrs.get("units"), conv.source_units):
+            raise UnitsError(
+                f"{name!r} in {path} has units {ds[name].attrs.get('units')!r}; expected {conv.source_units!r}."
+            )
+        out[conv.name] = _convert(ds[name], conv)
+    return out
+
+
+def ingest(
+    files: Sequence[str | os.PathLike],
+    store: str | os.PathLike,
+    *,
+    invariant: str | os.PathLike | None = None,
+    variables: Sequence[str] | None = None,
+    chunks: Mapping[str, int] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Ingest ERA5-Land monthly files into a Zarr climate cube.
+
+    Parameters
+    ----------
+    files, invariant, variables
+        As in :func:`open_era5land`.
+    store : path
+        Output Zarr store (format 3, consolidated).
+    chunks : dict, optional
+        Store chunks; default ``{"time": -1, "lat": 64, "lon": 64}`` (whole time axis per tile).
+    overwrite : bool
+        Replace an existing store (needed when its schema or source files differ). Without it,
+        a store with the same schema and sources is resumed: finished regions are skipped.
+
+    Returns
+    -------
+    pathlib.Path
+        The store path.
+
+    Notes
+    -----
+    Everything is opened and checked before anything is written, so bad input leaves an existing
+    store untouched. Regions are bands of ``chunks["lat"]`` latitudes (every variable, invariants
+    included, has a ``lat`` dimension and the whole time axis is one chunk), written one after the
+    other and recorded in the store's progress file.
+    """
+    chunks = dict(chunks) if chunks is not None else {"time": -1, "lat": 64, "lon": 64}
+    ds = open_era5land(files, invariant=invariant, variables=variables, chunks=chunks)
+    ds.attrs["history"] += "\n" + provenance("ingest", store=str(store), chunks=chunks)
+    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)

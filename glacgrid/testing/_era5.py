@@ -1,0 +1,197 @@
+"""Write netCDF files that look like ERA5-Land monthly downloads from the Copernicus CDS.
+
+Two layouts are reproduced:
+
+* ``layout="time"``: the legacy CDS / ``grib_to_netcdf`` files (as in
+  ``shared/data/hef/climate/sel_era5_land_*``): dimension ``time`` in ``hours since 1900-01-01``
+  (int32), float32 ``latitude`` (descending) and ``longitude``, int16 packed variables.
+* ``layout="valid_time"``: the current CDS files: dimension ``valid_time`` in
+  ``seconds since 1970-01-01`` (int64), float64 coordinates, extra coordinates ``number`` and
+  ``expver`` that carry no information.
+
+Values follow the ERA5-Land conventions: ``t2m`` in K, ``tp`` as the monthly mean of the daily
+accumulation in metres of water **per day** (labelled ``"m"``), ``z`` geopotential in m2 s-2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = ["write_era5land_monthly", "pack_int16"]
+
+_FILL = np.int16(-32767)
+
+_ATTRS = {
+    "t2m": {"units": "K", "long_name": "2 metre temperature"},
+    "tp": {"units": "m", "long_name": "Total precipitation"},
+    "z": {"units": "m**2 s**-2", "long_name": "Geopotential", "standard_name": "geopotential"},
+    "lsm": {"units": "(0 - 1)", "long_name": "Land-sea mask", "standard_name": "land_binary_mask"},
+}
+
+
+def pack_int16(values: np.ndarray) -> tuple[float, float]:
+    """``(scale_factor, add_offset)`` that pack ``values`` into int16 as ``grib_to_netcdf`` does.
+
+    The finite range is spread over -32766..32767 (-32767 is the fill value). A constant field gets
+    ``scale_factor=1`` and ``add_offset`` equal to the constant, so it decodes exactly.
+    """
+    finite = np.asarray(values, dtype="float64")
+    finite = finite[np.isfinite(finite)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if vmax == vmin:
+        return 1.0, vmin
+    scale = (vmax - vmin) / (2**16 - 3)
+    return scale, vmin + 32766 * scale
+
+
+def _time_coord(time: pd.DatetimeIndex, layout: str) -> xr.Variable:
+    if layout == "time":
+        hours = ((time - pd.Timestamp("1900-01-01")) // pd.Timedelta(hours=1)).to_numpy().astype("int32")
+        return xr.Variable("time", hours, {"long_name": "time", "units": "hours since 1900-01-01", "calendar": "gregorian"})
+    secs = ((time - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)).to_numpy().astype("int64")
+    attrs = {"long_name": "time", "standard_name": "time", "units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}
+    return xr.Variable("valid_time", secs, attrs)
+
+
+def _dataset(data: dict, lat, lon, time, layout: str) -> xr.Dataset:
+    """One file's content: ``data`` maps name -> array (time, lat, lon); times are month starts."""
+    tdim = "time" if layout == "time" else "valid_time"
+    cdtype = "float32" if layout == "time" else "float64"
+    coords = {
+        tdim: _time_coord(pd.DatetimeIndex(time), layout),
+        "latitude": ("latitude", np.asarray(lat, cdtype), {"units": "degrees_north", "long_name": "latitude"}),
+        "longitude": ("longitude", np.asarray(lon, cdtype), {"units": "degrees_east", "long_name": "longitude"}),
+    }
+    if layout == "valid_time":
+        coords["latitude"][2]["standard_name"] = "latitude"
+        coords["longitude"][2]["standard_name"] = "longitude"
+        coords["number"] = ((), np.int64(0), {"long_name": "ensemble member numerical id", "units": "1"})
+        coords["expver"] = (tdim, np.full(len(time), "0001", dtype=object), {"long_name": "experiment version"})
+    dvars = {k: ((tdim, "latitude", "longitude"), np.asarray(v), dict(_ATTRS[k])) for k, v in data.items()}
+    if layout == "time":
+        attrs = {"Conventions": "CF-1.6", "history": "glacgrid.testing: ERA5-Land-like file (grib_to_netcdf layout)"}
+    else:
+        attrs = {
+            "GRIB_centre": "ecmf",
+            "institution": "European Centre for Medium-Range Weather Forecasts",
+            "Conventions": "CF-1.7",
+            "history": "glacgrid.testing: ERA5-Land-like file (CDS 2024 layout)",
+        }
+    return xr.Dataset(dvars, coords=coords, attrs=attrs)
+
+
+def _write(ds: xr.Dataset, path: Path, packing: dict | None) -> Path:
+    encoding = {}
+    for name in ds.data_vars:
+        if packing is not None:
+            scale, offset = packing[name]
+            encoding[name] = {"dtype": "int16", "scale_factor": scale, "add_offset": offset,
+                              "_FillValue": _FILL, "missing_value": _FILL}
+        else:
+            encoding[name] = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
+    if "valid_time" in ds.dims:
+        encoding.update({k: {"zlib": True, "complevel": 1, **encoding[k]} for k in ds.data_vars})
+    for name in ("latitude", "longitude"):
+        encoding[name] = {"_FillValue": None}
+    ds.to_netcdf(path, format="NETCDF4", engine="netcdf4", encoding=encoding)
+    return path
+
+
+def write_era5land_monthly(
+    directory: str | os.PathLike,
+    *,
+    lat: Sequence[float],
+    lon: Sequence[float],
+    time: Sequence,
+    t2m: np.ndarray,
+    tp: np.ndarray,
+    z: np.ndarray,
+    lsm: np.ndarray | None = None,
+    layout: str = "time",
+    split: str = "year",
+    packed: bool = True,
+    lon_360: bool = False,
+) -> dict:
+    """Write ERA5-Land-like monthly files and an invariant file into ``directory``.
+
+    Parameters
+    ----------
+    directory : path
+        Output folder (created if needed).
+    lat, lon : 1-D arrays
+        Cell-centre latitudes (any order; files store them descending, like ERA5) and longitudes
+        (degrees east, -180..180 or 0..360).
+    time : sequence of datetimes
+        Month starts.
+    t2m : array (time, lat, lon)
+        2 m temperature (K).
+    tp : array (time, lat, lon)
+        Total precipitation, monthly mean of the daily accumulation (m of water per day).
+    z : array (lat, lon)
+        Surface geopotential (m2 s-2).
+    lsm : array (lat, lon), optional
+        Land-sea mask fraction (1); default all land.
+    layout : {"time", "valid_time"}
+        Legacy ``grib_to_netcdf`` layout or the current CDS layout.
+    split : str
+        ``"single"`` (one file), ``"year"``, ``"month"``, ``"variable"``, or a combination such as
+        ``"variable+year"``.
+    packed : bool
+        Pack as int16 with ``scale_factor``/``add_offset`` (computed over the whole array of each
+        variable, so every split decodes to the same values); otherwise float32.
+    lon_360 : bool
+        Store longitudes as 0..360 (sorted ascending), as global ERA5 files do.
+
+    Returns
+    -------
+    dict
+        ``{"files": [Path, ...], "invariant": Path}``.
+    """
+    if layout not in ("time", "valid_time"):
+        raise ValueError(f"layout must be 'time' or 'valid_time', got {layout!r}")
+    tokens = set(split.split("+"))
+    if not tokens <= {"single", "year", "month", "variable"} or ("single" in tokens and len(tokens) > 1):
+        raise ValueError(f"split must be 'single', 'year', 'month', 'variable' or a '+' combination; got {split!r}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    time = pd.DatetimeIndex(time)
+    lat, lon = np.asarray(lat, "float64"), np.asarray(lon, "float64")
+    fields = {"t2m": np.asarray(t2m, "float64"), "tp": np.asarray(tp, "float64")}
+    inv = {"z": np.asarray(z, "float64")[None], "lsm": (np.ones_like(z, dtype="float64") if lsm is None else np.asarray(lsm, "float64"))[None]}
+
+    for name, arr in {**fields, **inv}.items():
+        want = (time.size if name in fields else 1, lat.size, lon.size)
+        if arr.shape != want:
+            raise ValueError(f"{name} has shape {arr.shape}; expected {want} from time, lat and lon.")
+
+    # ERA5 order: latitude descending, longitude ascending in the stored convention
+    ilat = np.argsort(-lat, kind="stable")
+    lon = lon % 360.0 if lon_360 else (lon + 180.0) % 360.0 - 180.0
+    ilon = np.argsort(lon, kind="stable")
+    lat, lon = lat[ilat], lon[ilon]
+    fields = {k: v[:, ilat][:, :, ilon] for k, v in fields.items()}
+    inv = {k: v[:, ilat][:, :, ilon] for k, v in inv.items()}
+    packing = {k: pack_int16(v) for k, v in {**fields, **inv}.items()} if packed else None
+
+    if "year" in tokens:
+        groups = [(str(y), np.asarray(time.year == y)) for y in sorted(set(time.year))]
+    elif "month" in tokens:
+        groups = [(t.strftime("%Y-%m"), np.asarray(time == t)) for t in time]
+    else:
+        groups = [(f"{time[0]:%Y%m}-{time[-1]:%Y%m}", np.ones(len(time), bool))]
+    names = [[k] for k in fields] if "variable" in tokens else [list(fields)]
+
+    files = []
+    for varnames in names:
+        for label, sel in groups:
+            ds = _dataset({k: fields[k][sel] for k in varnames}, lat, lon, time[sel], layout)
+            files.append(_write(ds, out / f"era5land_monthly_{'_'.join(varnames)}_{label}.nc", packing))
+    ds_inv = _dataset(inv, lat, lon, time[:1], layout)
+    invariant = _write(ds_inv, out / "era5land_invariant.nc", packing)
+    return {"files": files, "invariant": invariant}
