@@ -126,9 +126,16 @@ def summary_lines(result) -> list[str]:
     if gone.sum():
         lines.append(f"glaciers that disappeared: {int(gone.sum())}")
     if len(result.validation):
-        for oid, row in _metrics(result.validation).iterrows():
-            lines.append(f"  vs observations {oid}: n={int(row['n'])} r={row['r']:.3f} RMSE={row['rmse']:.3f} "
-                         f"bias={row['bias']:+.3f} m w.e.")
+        val = result.validation
+        pooled = _metrics(val.assign(obs_id="all observed glaciers")).iloc[0]
+        lines.append(f"modelled vs observed (model trained on all observations): n={int(pooled['n'])} "
+                     f"r={pooled['r']:.3f} RMSE={pooled['rmse']:.3f} bias={pooled['bias']:+.3f} m w.e.")
+        per = _metrics(val).sort_values("rmse", ascending=False)
+        shown = per if len(per) <= 6 else per.head(3)
+        for oid, row in shown.iterrows():
+            lines.append(f"  {oid}: n={int(row['n'])} r={row['r']:.3f} RMSE={row['rmse']:.3f} bias={row['bias']:+.3f} m w.e.")
+        if len(per) > len(shown):
+            lines.append(f"  ... {len(per) - len(shown)} more glaciers in validation.csv (the {len(shown)} largest RMSE shown)")
     lines.append("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     for note in result.notes:
         lines.append(f"note: {note}")

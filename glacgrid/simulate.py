@@ -106,6 +106,9 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
                 state = state.assign(thickness=res["thickness"].astype("float64"), surface=res["surface"].astype("float64"))
             advance()
             continue
+        # One persisted state per year: every graph of this year refers to the same in-memory blocks
+        # (chunk-sized per worker) instead of re-reading and re-optimising the store chain each time.
+        state = state.persist()
         active = (state["glacier_id"] > 0) & ((state["thickness"] > 0) if evolve else True)
         climate = feat.climate_pixel_features(prep.down, state["surface"], cfg.downscale, start=int(year),
                                               end=int(year), hemisphere=cfg.period.hemisphere)

@@ -1,0 +1,309 @@
+"""Numpy kernels of the Huss et al. (2010) delta-h geometry update. No xarray here.
+
+The update of one glacier ``g`` with ice-covered pixels ``i`` (thickness ``h_i > 0``), pixel areas
+``A_i`` (m2) and Huss weights ``w_i`` (the normalised thickness change Δh, 0..1) is written as
+
+    h_i' = max(h_i + scale_g * w_i - lower_g, 0)        (h_i' = 0 everywhere if gone_g)
+
+``scale_g`` (m per unit weight) is the Huss scaling factor f_s: positive for a gain, negative for a
+loss. For a loss, pixels that would fall below zero are clipped and the unmet remainder is
+redistributed over the pixels that still hold ice with the same weights; this raises ``|scale_g|``
+step by step. Once every remaining ice pixel has weight 0 the remainder is spread uniformly over
+them, which is ``lower_g`` (m). A glacier whose loss is at least its volume is ``gone``.
+
+Each redistribution step of :func:`solve_scaling` is one Newton step on the concave, piecewise linear
+function ``scale -> achieved loss``: it starts from below and cannot overshoot, so the iteration is
+monotone and ends after at most as many steps as the glacier has pixels (in practice a handful).
+The solver only sees per-glacier vectors; the per-pixel sums come from a ``reduce_step`` callback,
+numpy (:func:`group_sum`) here and flox in :mod:`glacgrid.geometry`.
+
+Glaciers are addressed by *position* in a sorted vector ``glaciers`` of glacier indices;
+:func:`lookup` maps a glacier-index raster to positions (-1: not a glacier being updated).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "HussParams", "HUSS_LARGE", "HUSS_MEDIUM", "HUSS_SMALL",
+    "UNIFORM_MAX_AREA_KM2", "MEDIUM_MIN_AREA_KM2", "LARGE_MIN_AREA_KM2",
+    "UNIFORM", "SMALL", "MEDIUM", "LARGE",
+    "huss_deltah", "size_class", "normalised_elevation", "lookup", "pixel_weights", "new_thickness",
+    "step_terms", "group_sum", "group_max", "group_min", "StepSums", "Solution", "solve_scaling",
+    "deltah_update_arrays", "glacier_stats", "uniform_fallback",
+]
+
+
+@dataclass(frozen=True)
+class HussParams:
+    """Coefficients of ``Δh = (h_r + a)**gamma + b (h_r + a) + c`` (Huss et al., 2010, Table 1)."""
+
+    gamma: float
+    a: float
+    b: float
+    c: float
+
+
+#: Glaciers larger than 20 km2.
+HUSS_LARGE = HussParams(gamma=6.0, a=-0.02, b=0.12, c=0.0)
+#: Glaciers of 5 to 20 km2.
+HUSS_MEDIUM = HussParams(gamma=4.0, a=-0.05, b=0.19, c=0.01)
+#: Glaciers of 0.5 to 5 km2.
+HUSS_SMALL = HussParams(gamma=2.0, a=-0.30, b=0.60, c=0.09)
+
+#: Below this area (km2, exclusive) the thickness change is uniform (Δh = 1 everywhere).
+UNIFORM_MAX_AREA_KM2 = 0.5
+#: From this area (km2, inclusive) up to LARGE_MIN_AREA_KM2 (inclusive) a glacier is medium.
+MEDIUM_MIN_AREA_KM2 = 5.0
+#: Above this area (km2, exclusive) a glacier is large.
+LARGE_MIN_AREA_KM2 = 20.0
+
+#: Size-class codes returned by :func:`size_class`.
+UNIFORM, SMALL, MEDIUM, LARGE = 0, 1, 2, 3
+_CLASS_PARAMS = {SMALL: HUSS_SMALL, MEDIUM: HUSS_MEDIUM, LARGE: HUSS_LARGE}
+
+
+def huss_deltah(h_r: np.ndarray, params: HussParams) -> np.ndarray:
+    """Normalised thickness change Δh (1) at normalised elevation ``h_r`` (1, 0 top .. 1 terminus).
+
+    The base ``h_r + a`` of the power is clipped at 0 before it is raised to ``gamma``, so that a real
+    (non-integer) ``gamma`` never meets a negative base; the linear term uses the unclipped base. The
+    result is clipped to [0, 1]. For the integer exponents of Huss et al. (2010) the clip only acts
+    where ``h_r < -a`` (e.g. on small glaciers above ``h_r = 0.3`` it gives
+    ``max(0, 0.6 h_r - 0.09)`` instead of the unclipped ``h_r**2``).
+    """
+    x = np.asarray(h_r, dtype="float64") + params.a
+    dh = np.power(np.clip(x, 0.0, None), params.gamma) + params.b * x + params.c
+    return np.clip(dh, 0.0, 1.0)
+
+
+def size_class(area_km2: np.ndarray) -> np.ndarray:
+    """Huss size class (int8 codes UNIFORM, SMALL, MEDIUM, LARGE) of glacier areas in km2.
+
+    ``area < 0.5`` uniform; ``0.5 <= area < 5`` small; ``5 <= area <= 20`` medium; ``area > 20`` large.
+    """
+    area = np.asarray(area_km2, dtype="float64")
+    out = np.full(area.shape, SMALL, dtype="int8")
+    out[area < UNIFORM_MAX_AREA_KM2] = UNIFORM
+    out[(area >= MEDIUM_MIN_AREA_KM2) & (area <= LARGE_MIN_AREA_KM2)] = MEDIUM
+    out[area > LARGE_MIN_AREA_KM2] = LARGE
+    return out
+
+
+def normalised_elevation(z: np.ndarray, zmax: np.ndarray, zmin: np.ndarray) -> np.ndarray:
+    """``h_r = (zmax - z) / (zmax - zmin)`` (1); 0 where ``zmax == zmin`` or undefined (m inputs)."""
+    span = zmax - zmin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h_r = (zmax - z) / span
+    return np.where(span > 0, h_r, 0.0)
+
+
+def lookup(gid: np.ndarray, glaciers: np.ndarray) -> np.ndarray:
+    """Position of each pixel's glacier in the sorted vector ``glaciers``; -1 where absent."""
+    gid = np.asarray(gid)
+    if glaciers.size == 0:
+        return np.full(gid.shape, -1, dtype="int64")
+    pos = np.searchsorted(glaciers, gid).clip(0, glaciers.size - 1)
+    return np.where(glaciers[pos] == gid, pos, -1).astype("int64")
+
+
+def pixel_weights(gid, thickness, surface, *, glaciers, zmax, zmin, size_cls, uniform) -> np.ndarray:
+    """Huss weight Δh (1) of each ice pixel; 0 on ice-free pixels and on glaciers not in ``glaciers``.
+
+    Parameters
+    ----------
+    gid, thickness, surface : ndarray
+        Glacier index (0 = none), ice thickness (m) and surface elevation (m) per pixel.
+    glaciers : ndarray of int, sorted
+        Glacier indices being updated.
+    zmax, zmin : ndarray
+        Highest and lowest ice-covered surface of each glacier (m), aligned with ``glaciers``.
+    size_cls : ndarray of int8
+        :func:`size_class` of each glacier.
+    uniform : ndarray of bool
+        Glaciers whose weights are replaced by 1 (uniform class, or all Huss weights zero).
+    """
+    pos = lookup(gid, glaciers)
+    p = np.maximum(pos, 0)
+    h_r = normalised_elevation(surface, zmax[p], zmin[p])
+    cls = size_cls[p]
+    w = np.ones(h_r.shape)
+    for code, params in _CLASS_PARAMS.items():  # three size classes, not a loop over glaciers
+        sel = cls == code
+        w[sel] = huss_deltah(h_r[sel], params)
+    w[uniform[p]] = 1.0
+    return np.where((pos >= 0) & (thickness > 0), w, 0.0)
+
+
+def new_thickness(gid, thickness, weight, *, glaciers, scale, lower, gone) -> np.ndarray:
+    """Thickness (m) after the update ``max(h + scale w - lower, 0)`` on ice pixels of ``glaciers``."""
+    pos = lookup(gid, glaciers)
+    p = np.maximum(pos, 0)
+    h = np.asarray(thickness, dtype="float64")
+    upd = np.maximum(h + scale[p] * weight - lower[p], 0.0)
+    upd = np.where(gone[p], 0.0, upd)
+    return np.where((pos >= 0) & (h > 0), upd, h)
+
+
+def step_terms(gid, thickness, area, weight, *, glaciers, scale, lower, gone):
+    """Per-pixel terms summed by a solver step: ``A dh`` (m3), ``A w`` and ``A`` (m2) where ice remains."""
+    h = np.asarray(thickness, dtype="float64")
+    h_new = new_thickness(gid, h, weight, glaciers=glaciers, scale=scale, lower=lower, gone=gone)
+    remains = h_new > 0
+    return area * (h_new - h), np.where(remains, area * weight, 0.0), np.where(remains, area, 0.0)
+
+
+def group_sum(pos: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sum of ``values`` per glacier position (``pos`` -1 ignored), length ``n``."""
+    ok = pos >= 0
+    return np.bincount(pos[ok], weights=values[ok], minlength=n).astype("float64")
+
+
+def group_max(pos: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``values`` per glacier position; NaN for positions without pixels."""
+    out = np.full(n, -np.inf)
+    ok = pos >= 0
+    np.maximum.at(out, pos[ok], values[ok])
+    return np.where(np.isneginf(out), np.nan, out)
+
+
+def group_min(pos: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Minimum of ``values`` per glacier position; NaN for positions without pixels."""
+    return -group_max(pos, -np.asarray(values, dtype="float64"), n)
+
+
+_ROUNDING = 16 * np.finfo("float64").eps
+
+
+class StepSums(NamedTuple):
+    """Per-glacier sums of :func:`step_terms`: volume change (m3), remaining ``Σ A w`` and area (m2)."""
+
+    change: np.ndarray
+    weight: np.ndarray
+    area: np.ndarray
+
+
+class Solution(NamedTuple):
+    """Per-glacier result of :func:`solve_scaling` (vectors aligned with the glaciers)."""
+
+    scale: np.ndarray      # m per unit weight (f_s; negative for a loss)
+    lower: np.ndarray      # m, uniform lowering once the weighted pixels are exhausted
+    gone: np.ndarray       # bool, loss >= volume: all ice removed
+    change: np.ndarray     # m3, volume change achieved
+    area: np.ndarray       # m2, ice-covered area after the update
+    iterations: int        # reduction passes used (including the first)
+    converged: np.ndarray  # bool
+
+
+def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray,
+                  reduce_step: Callable[[np.ndarray, np.ndarray, np.ndarray], StepSums], *,
+                  max_iter: int = 100, rtol: float = 1e-9) -> Solution:
+    """Find ``scale``, ``lower`` and ``gone`` per glacier so that the volume change meets ``target``.
+
+    Parameters
+    ----------
+    target : ndarray
+        Volume change to reach per glacier (m3 of ice); NaN means no change.
+    volume : ndarray
+        Ice volume before the update (m3).
+    weight_sum : ndarray
+        ``Σ A w`` over each glacier's ice pixels (m2), with the weights actually used (> 0 for any
+        glacier with ice: see the uniform fallback in :func:`deltah_update_arrays`).
+    reduce_step : callable
+        ``reduce_step(scale, lower, gone) -> StepSums``: one pass over the pixels.
+    max_iter : int
+        Maximum number of passes; glaciers still off target after it are reported by a warning.
+    rtol : float
+        Tolerance on ``|achieved - target|`` relative to ``|target|``; remainders below the rounding
+        of the volume sum (``16 eps volume``) count as met too.
+    """
+    goal = np.where(np.isfinite(target), target, 0.0)
+    gone = (goal < 0) & (-goal >= volume) & (volume > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where((weight_sum > 0) & ~gone, goal / weight_sum, 0.0)
+    lower = np.zeros_like(scale)
+    # Below the rounding of the glacier's volume sum a remainder cannot be resolved (tiny targets).
+    tol = rtol * np.abs(goal) + _ROUNDING * volume
+    for it in range(1, max_iter + 1):
+        sums = reduce_step(scale, lower, gone)
+        remainder = goal - sums.change
+        todo = (goal < 0) & ~gone & (sums.area > 0) & (np.abs(remainder) > tol)
+        if not todo.any() or it == max_iter:
+            break
+        # Redistribute the unmet remainder over the pixels that still hold ice, same weights ...
+        by_weight = todo & (sums.weight > 0)
+        scale[by_weight] += remainder[by_weight] / sums.weight[by_weight]
+        # ... or uniformly, once all of them have weight 0.
+        flat = todo & ~(sums.weight > 0) & (sums.area > 0)
+        lower[flat] -= remainder[flat] / sums.area[flat]
+    converged = ~todo
+    if not converged.all():
+        warnings.warn(
+            f"delta-h: {int((~converged).sum())} glacier(s) did not reach their volume change within "
+            f"rtol={rtol} after max_iter={max_iter} passes; their achieved change is reported in "
+            "'volume_change'. Raise max_iter to continue.", RuntimeWarning, stacklevel=3,
+        )
+    return Solution(scale, lower, gone, sums.change, sums.area, it, converged)
+
+
+def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ice=900.0,
+                         rho_water=1000.0, max_iter=100, rtol=1e-9):
+    """The whole delta-h update on numpy arrays (per-glacier sums by ``np.bincount``).
+
+    Parameters
+    ----------
+    gid, thickness, surface, area : ndarray
+        Glacier index (0 = none), ice thickness (m), surface elevation (m), pixel area (m2).
+    glaciers : ndarray of int, sorted, unique
+        Glacier indices to update.
+    smb : ndarray
+        Glacier-wide SMB (m w.e.) aligned with ``glaciers``; NaN means no change.
+    rho_ice, rho_water : float
+        Densities (kg m-3) converting m w.e. to m of ice.
+
+    Returns
+    -------
+    new_thickness, new_surface : ndarray
+        Updated thickness and surface (m); the bed ``surface - thickness`` is fixed.
+    target : ndarray
+        Volume change asked for per glacier (m3), NaN where ``smb`` is NaN.
+    solution : Solution
+    """
+    n = glaciers.size
+    h = np.asarray(thickness, dtype="float64")
+    pos = np.where(h > 0, lookup(gid, glaciers), -1)
+    stats = glacier_stats(group_sum(pos, area, n), group_max(pos, surface, n), group_min(pos, surface, n))
+    target = smb * stats["area"] * rho_water / rho_ice
+    geo = dict(glaciers=glaciers, zmax=stats["zmax"], zmin=stats["zmin"], size_cls=stats["size_cls"])
+    huss = pixel_weights(gid, h, surface, **geo, uniform=stats["size_cls"] == UNIFORM)
+    uniform, wsum = uniform_fallback(stats, group_sum(pos, area * huss, n))
+    w = pixel_weights(gid, h, surface, **geo, uniform=uniform)
+
+    def reduce_step(scale, lower, gone):
+        terms = step_terms(gid, h, area, w, glaciers=glaciers, scale=scale, lower=lower, gone=gone)
+        return StepSums(*(group_sum(pos, t, n) for t in terms))
+
+    volume = group_sum(pos, area * h, n)
+    sol = solve_scaling(target, volume, wsum, reduce_step, max_iter=max_iter, rtol=rtol)
+    h_new = new_thickness(gid, h, w, glaciers=glaciers, scale=sol.scale, lower=sol.lower, gone=sol.gone)
+    return h_new, surface + np.nan_to_num(h_new - h, nan=0.0), target, sol
+
+
+def glacier_stats(ice_area, zmax, zmin) -> dict[str, np.ndarray]:
+    """Per-glacier geometry of the step: ice area (m2), zmax, zmin (m) and the Huss size class."""
+    return {"area": ice_area, "zmax": zmax, "zmin": zmin, "size_cls": size_class(ice_area / 1e6)}
+
+
+def uniform_fallback(stats: dict[str, np.ndarray], huss_weight_sum: np.ndarray):
+    """Glaciers changing uniformly (uniform class, or all Huss weights 0) and their ``Σ A w`` (m2).
+
+    A glacier whose Huss weights are all 0 (e.g. a flat glacier, ``h_r = 0`` everywhere) would get no
+    change at all; it changes uniformly instead (weight 1 on every ice pixel, ``Σ A w`` = ice area).
+    """
+    uniform = (stats["size_cls"] == UNIFORM) | (huss_weight_sum <= 0)
+    return uniform, np.where(uniform, stats["area"], huss_weight_sum)
