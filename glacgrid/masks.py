@@ -80,7 +80,7 @@ def _rasterize_block(shapes_gdf: gpd.GeoDataFrame, transform: tuple, shape: tupl
     ids = rasterize(shapes, out_shape=shape, transform=aff, fill=0, dtype="int32")
     fine = rasterize(
         [(g, 1) for g, _ in shapes], out_shape=(shape[0] * supersample, shape[1] * supersample),
-        transform=aff * Affine.scale(1 / supersample), fill=0, dtype="uint8",
+        transform=aff @ Affine.scale(1 / supersample), fill=0, dtype="uint8",
     )
     frac = fine.reshape(shape[0], supersample, shape[1], supersample).mean(axis=(1, 3)).astype("float32")
     return ids, frac

@@ -42,13 +42,16 @@ def results_template(prep, years: np.ndarray, fingerprint: str) -> xr.Dataset:
     ny, nx = grid.shape
     ng = len(prep.index)
     pix = dsa.zeros((len(years), ny, nx), chunks=(1, *grid.chunks), dtype="float32")
+    # thickness and surface are the state the next year (and a resumed run) starts from: float64, so
+    # that mass is conserved across years to floating-point tolerance
+    state = dsa.zeros((len(years), ny, nx), chunks=(1, *grid.chunks), dtype="float64")
     gl = dsa.zeros((len(years), ng), chunks=(1, ng), dtype="float64")
     coords = {"year": years, "glacier": prep.index, **grid.coords()}
     ds = xr.Dataset(
         {
             "smb": stamp(xr.DataArray(pix, dims=("year", "y", "x")), "smb"),
-            "thickness": stamp(xr.DataArray(pix, dims=("year", "y", "x")), "thickness"),
-            "surface": stamp(xr.DataArray(pix, dims=("year", "y", "x")), "surface"),
+            "thickness": stamp(xr.DataArray(state, dims=("year", "y", "x")), "thickness"),
+            "surface": stamp(xr.DataArray(state, dims=("year", "y", "x")), "surface"),
             "smb_glacier": stamp(xr.DataArray(gl, dims=("year", "glacier")), "smb_glacier"),
             "glacier_area": stamp(xr.DataArray(gl, dims=("year", "glacier")), "glacier_area"),
             "volume": stamp(xr.DataArray(gl, dims=("year", "glacier")), "volume"),
@@ -65,8 +68,8 @@ def results_template(prep, years: np.ndarray, fingerprint: str) -> xr.Dataset:
 def _year_results(smb, state, smb_gl, area, volume, gone, year) -> xr.Dataset:
     ds = xr.Dataset({
         "smb": smb.astype("float32"),
-        "thickness": state["thickness"].astype("float32").expand_dims(year=[year]),
-        "surface": state["surface"].astype("float32").expand_dims(year=[year]),
+        "thickness": state["thickness"].astype("float64").expand_dims(year=[year]),
+        "surface": state["surface"].astype("float64").expand_dims(year=[year]),
         "smb_glacier": smb_gl.astype("float64").expand_dims(year=[year]),
         "glacier_area": area.astype("float64").expand_dims(year=[year]),
         "volume": volume.astype("float64").expand_dims(year=[year]),
