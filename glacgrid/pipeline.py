@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -17,7 +16,7 @@ from . import cube as cube_mod
 from . import features as feat
 from .config import RunConfig
 from .downscale import downscale
-from .exceptions import InputDataError, ModelError
+from .exceptions import ModelError
 from .grid import TargetGrid
 from .ingest import ingest
 from .masks import glacier_table, rasterize_glaciers, read_outlines

@@ -23,7 +23,7 @@ from .config import RunConfig
 from .exceptions import StoreError
 from .geometry import deltah_update
 from .inference import glacier_mean, predict_pixels
-from .metadata import provenance, stamp
+from .metadata import stamp
 
 __all__ = ["simulate", "results_template"]
 

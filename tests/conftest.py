@@ -13,7 +13,7 @@ DATA = REPO.parent / "shared" / "data"
 HEF = DATA / "hef"
 
 
-class _ComputeCounter:
+class ComputeCounter:
     """A dask scheduler that counts computations and refuses them past ``max_computes``."""
 
     def __init__(self, max_computes: int = 0) -> None:
@@ -30,7 +30,7 @@ class _ComputeCounter:
 @contextlib.contextmanager
 def raise_if_dask_computes(max_computes: int = 0):
     """Like xarray's test helper: fail if the block triggers more than ``max_computes`` computations."""
-    counter = _ComputeCounter(max_computes)
+    counter = ComputeCounter(max_computes)
     with dask.config.set(scheduler=counter):
         yield counter
 

@@ -15,6 +15,8 @@ from glacgrid.exceptions import GeometryError, GridMismatchError, InputDataError
 from glacgrid.geometry import HUSS_LARGE, HUSS_MEDIUM, HUSS_SMALL, deltah_update
 from glacgrid.geometry import _kernels as K
 
+from .conftest import ComputeCounter, raise_if_dask_computes
+
 RHO_RATIO = 1000.0 / 900.0
 DIMS = ("y", "x")
 
@@ -63,24 +65,6 @@ def glacier_sums(gid, values, n):
 def achieved(state, new, n):
     dv = (new.thickness - state.thickness) * state.pixel_area
     return glacier_sums(state.glacier_id.values, dv.values, n)
-
-
-class CountingScheduler:
-    """A dask scheduler that raises after ``max_computes`` computes (xarray's raise_if_dask_computes)."""
-
-    def __init__(self, max_computes=0):
-        self.total = 0
-        self.max_computes = max_computes
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.total += 1
-        if self.total > self.max_computes:
-            raise RuntimeError(f"Too many dask computations: {self.total} > {self.max_computes}")
-        return dask.get(dsk, keys, **kwargs)
-
-
-def raise_if_dask_computes(max_computes=0):
-    return dask.config.set(scheduler=CountingScheduler(max_computes))
 
 
 # --------------------------------------------------------------------------- kernel: known answers
@@ -304,7 +288,7 @@ def test_numpy_kernel_equals_xarray_layer():
 
 def test_dask_output_is_lazy():
     state = valley_state().chunk({"y": 7, "x": 5})
-    sched = CountingScheduler(max_computes=50)
+    sched = ComputeCounter(max_computes=50)
     with dask.config.set(scheduler=sched):
         new, report = deltah_update(state, make_smb(SMB_MIX))
     # documented eager passes: persist, geometry + checks, Huss weight sums, one per solver step;
