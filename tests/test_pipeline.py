@@ -154,3 +154,19 @@ def test_hef_example_against_wgms(tmp_path):
     assert hef_vol == pytest.approx(0.578, rel=0.05)
     # mean HEF balance 1982-2018 is strongly negative in WGMS; the reconstruction must agree within 0.3
     assert hef["modelled"].mean() == pytest.approx(hef["observed"].mean(), abs=0.3)
+
+
+def test_cli_demo_on_an_existing_scheduler(tmp_path):
+    """--scheduler ADDRESS: how a Pangeo hub or dask-gateway cluster is used."""
+    from distributed import LocalCluster
+    from typer.testing import CliRunner
+
+    from glacgrid.cli import app
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        res = CliRunner().invoke(app, ["demo", "--size", "small", "--out", str(tmp_path), "--no-progress",
+                                       "--scheduler", cluster.scheduler_address])
+        assert res.exit_code == 0, res.output
+        assert cluster.scheduler_address in res.output
+    gy = pd.read_csv(tmp_path / "glacier_years.csv")
+    assert gy["smb_mwe"].notna().all() and gy["year"].nunique() == 10
