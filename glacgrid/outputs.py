@@ -83,7 +83,12 @@ def plot_results(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, p
     ax[1, 1].set(title="Total glacier area and volume", xlabel="hydrological year", ylabel="area (km$^2$)")
     twin = ax[1, 1].twinx()
     twin.plot(tot.index, tot["volume_km3"], "r-", label="volume")
-    twin.set_ylabel("volume (km$^3$)")
+    twin.set_ylabel("volume (km$^3$)", color="r")
+    ax[1, 1].set_ylabel("area (km$^2$)", color="b")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (ax[0, 1], ax[1, 1]):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -71,7 +71,7 @@ class _Steps:
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                                       TimeElapsedColumn(), transient=False)
             self._progress.__enter__()
-            self._task = self._progress.add_task("glacgrid", total=8)
+            self._task = self._progress.add_task("glacgrid", total=7)  # the stages of run()
         return self
 
     def __exit__(self, *exc):
