@@ -101,22 +101,38 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
         "glacier_id": s["glacier_id"], "thickness": s["thickness"].fillna(0.0),
         "surface": s["surface"], "pixel_area": s["pixel_area"],
     })
+    chunks = dict(zip(("y", "x"), prep.grid.chunks))
+
+    def stored_state(i: int) -> xr.Dataset:
+        """The state at the end of year ``i``, read back from the store (what a resumed run starts from)."""
+        res = cube_mod.open_store(store, chunks=chunks).isel(year=i, drop=True)
+        return state.assign(thickness=res["thickness"], surface=res["surface"])
+
+    def geometry_terms(st: xr.Dataset):
+        """Active pixels, topographic pixel features and glacier constants of a geometry."""
+        # persisted: every graph that uses this geometry refers to the same in-memory blocks
+        # (chunk-sized per worker) instead of re-reading and re-optimising the store chain each time
+        st = st.persist()
+        active = (st["glacier_id"] > 0) & ((st["thickness"] > 0) if evolve else True)
+        topo = feat.topo_pixel_features(st["surface"], prep.grid)
+        const = feat.glacier_constants(st["glacier_id"], st["surface"], active, st["pixel_area"], index).compute()
+        return st, active, topo, const
+
+    if not evolve:  # static geometry: its terms and volumes are the same every year
+        state, active, topo, const = geometry_terms(state)
+        th = feat.area_weighted_mean(state["thickness"], state["glacier_id"], active, state["pixel_area"], index)
+        static_volume = (th * const["area"] / 1e3).where(has_th).compute()
     for i, year in enumerate(years):
         key = cube_mod.region_key("year", slice(i, i + 1))
         if key in done:
             if evolve:  # resume: the state at the end of this year is in the store
-                res = cube_mod.open_store(store, chunks=dict(zip(("y", "x"), prep.grid.chunks))).isel(year=i, drop=True)
-                state = state.assign(thickness=res["thickness"].astype("float64"), surface=res["surface"].astype("float64"))
+                state = stored_state(i)
             advance()
             continue
-        # One persisted state per year: every graph of this year refers to the same in-memory blocks
-        # (chunk-sized per worker) instead of re-reading and re-optimising the store chain each time.
-        state = state.persist()
-        active = (state["glacier_id"] > 0) & ((state["thickness"] > 0) if evolve else True)
+        if evolve:
+            state, active, topo, const = geometry_terms(state)
         climate = feat.climate_pixel_features(prep.down, state["surface"], cfg.downscale, start=int(year),
                                               end=int(year), hemisphere=cfg.period.hemisphere)
-        topo = feat.topo_pixel_features(state["surface"], prep.grid)
-        const = feat.glacier_constants(state["glacier_id"], state["surface"], active, state["pixel_area"], index).compute()
         pix = feat.pixel_features(climate, topo, const, state["glacier_id"], active)
         smb = predict_pixels(model, pix, features).persist()  # used twice: glacier means and the store
         smb_gl = glacier_mean(smb.isel(year=0), state["glacier_id"], active, state["pixel_area"], index).compute()
@@ -124,20 +140,15 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
             new_state, report = deltah_update(state, smb_gl.fillna(0.0).where(const["area"] > 0),
                                               rho_ice=cfg.geometry.rho_ice, rho_water=cfg.geometry.rho_water)
             report = report.compute()
-            area, volume, gone = report["glacier_area"], report["volume"], report["disappeared"]
+            area, volume, gone = report["glacier_area"], report["volume"].where(has_th), report["disappeared"]
         else:
-            new_state = state
-            area = const["area"]
-            th = feat.area_weighted_mean(state["thickness"], state["glacier_id"], active, state["pixel_area"], index)
-            volume = (th * area / 1e3).where(has_th).compute()
+            new_state, area, volume = state, const["area"], static_volume
             gone = xr.zeros_like(area, dtype="int8")
-        volume = volume.where(has_th)
         out = _year_results(smb, new_state, smb_gl, area, volume, gone, int(year))
-        out = out.chunk({"year": 1, "y": prep.grid.chunks[0], "x": prep.grid.chunks[1]})
+        out = out.chunk({"year": 1, **chunks})
         cube_mod.write_region(out, store, region_dim="year", index=slice(i, i + 1))
         cube_mod.mark_done(store, key)
         if evolve:
-            res = cube_mod.open_store(store, chunks=dict(zip(("y", "x"), prep.grid.chunks))).isel(year=i, drop=True)
-            state = state.assign(thickness=res["thickness"].astype("float64"), surface=res["surface"].astype("float64"))
+            state = stored_state(i)
         advance()
     return store

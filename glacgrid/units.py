@@ -47,8 +47,10 @@ def canonical(units: str | None) -> str | None:
 def require_units(da: xr.DataArray, expected: str, *, source: str = "") -> None:
     """Raise :class:`UnitsError` unless ``da`` carries units equivalent to ``expected``."""
     got = da.attrs.get("units")
-    same = canonical(got) == canonical(expected) if canonical(expected) else str(got).strip() == expected.strip()
-    if not same or canonical(got) is None and str(got).strip() != expected.strip():
+    known = canonical(got), canonical(expected)
+    # units the alias table knows compare by meaning; any other spelling must match exactly
+    same = known[0] == known[1] if None not in known else str(got).strip() == expected.strip()
+    if not same:
         where = f" in {source}" if source else ""
         raise UnitsError(
             f"Variable {da.name!r}{where} has units {got!r}; expected {expected!r}. "
