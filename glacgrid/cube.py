@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._atomic import atomic_path
 from .exceptions import InputDataError, StoreError
 
 __all__ = [
@@ -171,16 +171,8 @@ def mark_done(store: str | os.PathLike, key: Hashable) -> None:
     path = _require_store(store)
     state = _read_done(path)
     state["done"] = sorted(set(state["done"]) | {str(key)})
-    fd, tmp = tempfile.mkstemp(prefix=DONE_FILE + ".", suffix=".tmp", dir=path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / DONE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path / DONE_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
 def region_key(region_dim: str, index: slice) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..exceptions import ModelError
 from . import _kernels
 from .schema import (
@@ -251,14 +250,8 @@ class ANNModel:
         torch = _torch()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self._state, tmp)
-            os.replace(tmp, directory / WEIGHTS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
         write_json_atomic(directory / MODEL_JSON, {
             "format_version": ARTIFACT_FORMAT, "kind": self.kind, "hyperparameters": self.hyperparameters(),

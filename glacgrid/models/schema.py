@@ -9,8 +9,6 @@ the helpers that read and write ``model.json``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from .._atomic import atomic_path
 from ..exceptions import InputDataError, ModelError, SchemaMismatchError
 
 #: Version of the ``model.json`` layout; bumped when a reader could misread an older file.
@@ -243,15 +242,8 @@ def _jsonable(obj: Any) -> Any:
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as sorted, indented JSON to ``path`` through a temporary file and rename."""
     text = json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_model_json(directory: str | Path, kinds: tuple[str, ...] | None = None) -> dict:
