@@ -1,10 +1,18 @@
-"""Numpy kernels of the features stage. No xarray here."""
+"""Numpy kernels of the features stage. No xarray here.
+
+Climate kernels take the 12 months of a hydrological year on the last axis; the leading axes can be
+anything (pixels, glaciers, points, years), which is how the three sampling modes share one code path.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["climate_features", "slope_aspect", "solid_fraction"]
+__all__ = ["climate_features", "annual_climate", "climate_stack", "snowfall", "slope_aspect", "slope_aspect_at",
+           "slope_aspect_from_gradient", "solid_fraction", "bilinear_index", "N_ANNUAL"]
+
+#: Number of outputs of :func:`annual_climate`.
+N_ANNUAL = 5
 
 
 def solid_fraction(temp_c: np.ndarray, snow_threshold: float, rain_threshold: float) -> np.ndarray:
@@ -12,8 +20,14 @@ def solid_fraction(temp_c: np.ndarray, snow_threshold: float, rain_threshold: fl
     return np.clip((rain_threshold - temp_c) / (rain_threshold - snow_threshold), 0.0, 1.0)
 
 
-def climate_features(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray,
-                     snow_threshold: float, rain_threshold: float) -> np.ndarray:
+def snowfall(temp_c: np.ndarray, prcp: np.ndarray, snow_threshold: float, rain_threshold: float) -> np.ndarray:
+    """Monthly solid precipitation (kg m-2): ``prcp`` times the solid fraction at ``temp_c`` (degC)."""
+    return (prcp * solid_fraction(temp_c, snow_threshold, rain_threshold)).astype("float32")
+
+
+def annual_climate(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray,
+                   summer: np.ndarray, snow_threshold: float, rain_threshold: float,
+                   ablation: tuple[float, float] = (0.1, 0.9)) -> np.ndarray:
     """Annual climate predictors from the 12 months of a hydrological year (last axis = month).
 
     Parameters
@@ -21,17 +35,62 @@ def climate_features(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, win
     temp_c : (..., 12) monthly mean temperature, degC
     prcp : (..., 12) monthly precipitation, kg m-2
     days : (..., 12) or (12,) days in each month
-    winter : (12,) bool, True for months of the winter (accumulation) season
+    winter, summer : (12,) bool, months of the winter (accumulation) and summer seasons
+    snow_threshold, rain_threshold : degC, the linear rain/snow transition band
+    ablation : (f_start, f_end), 0 <= f_start < f_end <= 1
+        The dynamic ablation season runs from the month in which the cumulative positive degree-days
+        of the year pass ``f_start`` of their annual total to the month in which they pass ``f_end``
+        (both months included).
 
     Returns
     -------
-    (..., 3) array: cumulative positive degree-days (K d), winter and summer solid precipitation (kg m-2).
+    (..., 5) float32: CPDD over the year (K d), CPDD over the ablation season (K d), length of the
+    ablation season (months), winter and summer solid precipitation (kg m-2). A year without any
+    positive month has an empty ablation season (0, 0). NaN input gives NaN.
     """
-    cpdd = np.sum(np.maximum(temp_c, 0.0) * days, axis=-1)
+    f0, f1 = ablation
+    pdd = np.maximum(temp_c, 0.0) * days
+    cpdd = np.sum(pdd, axis=-1)
+    cum = np.cumsum(pdd, axis=-1)
+    before = cum - pdd  # cumulative PDD at the start of each month
+    total = cpdd[..., None]
+    with np.errstate(invalid="ignore"):
+        # a month belongs to the season if the cumulative curve crosses [f0, f1] * total inside it
+        in_season = (cum > f0 * total) & (before < f1 * total) & (total > 0)
+    cpdd_abl = np.sum(np.where(in_season, pdd, 0.0), axis=-1)
+    n_abl = np.sum(in_season, axis=-1).astype("float64")
     snow = prcp * solid_fraction(temp_c, snow_threshold, rain_threshold)
     snow_w = np.sum(np.where(winter, snow, 0.0), axis=-1)
-    snow_s = np.sum(np.where(winter, 0.0, snow), axis=-1)
-    return np.stack([cpdd, snow_w, snow_s], axis=-1).astype("float32")
+    snow_s = np.sum(np.where(summer, snow, 0.0), axis=-1)
+    nan = np.isnan(cpdd)
+    cpdd_abl = np.where(nan, np.nan, cpdd_abl)
+    n_abl = np.where(nan, np.nan, n_abl)
+    return np.stack([cpdd, cpdd_abl, n_abl, snow_w, snow_s], axis=-1).astype("float32")
+
+
+def climate_stack(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray, summer: np.ndarray,
+                  snow_threshold: float, rain_threshold: float, ablation: tuple[float, float] = (0.1, 0.9),
+                  monthly: bool = False) -> np.ndarray:
+    """:func:`annual_climate` followed, when ``monthly``, by the 12 temperatures and 12 snowfalls.
+
+    Returns ``(..., 5)`` or ``(..., 29)`` float32 (one array, so that one dask task per block makes all).
+    """
+    annual = annual_climate(temp_c, prcp, days, winter, summer, snow_threshold, rain_threshold, ablation)
+    if not monthly:
+        return annual
+    snow = snowfall(temp_c, prcp, snow_threshold, rain_threshold)
+    return np.concatenate([annual, temp_c.astype("float32"), snow], axis=-1)
+
+
+def climate_features(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray,
+                     snow_threshold: float, rain_threshold: float) -> np.ndarray:
+    """CPDD (K d), winter and summer solid precipitation (kg m-2); summer = the months not in ``winter``.
+
+    The three-feature subset of :func:`annual_climate`, returned as ``(..., 3)`` float32.
+    """
+    winter = np.asarray(winter, bool)
+    out = annual_climate(temp_c, prcp, days, winter, ~winter, snow_threshold, rain_threshold)
+    return out[..., [0, 3, 4]]
 
 
 def slope_aspect(z: np.ndarray, dx: np.ndarray | float, dy: np.ndarray | float) -> np.ndarray:
@@ -43,8 +102,23 @@ def slope_aspect(z: np.ndarray, dx: np.ndarray | float, dy: np.ndarray | float) 
     Returns an array of shape ``z.shape + (3,)``.
     """
     dz_drow, dz_dcol = np.gradient(z.astype("float64"))
-    dz_dx = dz_dcol / dx  # eastward derivative
-    dz_dy = -dz_drow / dy  # northward derivative (rows increase southward)
+    return slope_aspect_from_gradient(dz_dcol / dx, -dz_drow / dy)  # rows increase southward
+
+
+def slope_aspect_at(z_west: np.ndarray, z_east: np.ndarray, z_north: np.ndarray, z_south: np.ndarray,
+                    dx: np.ndarray | float, dy: np.ndarray | float) -> np.ndarray:
+    """:func:`slope_aspect` of single pixels from their four neighbours (central differences).
+
+    At a raster edge pass the pixel itself as the missing neighbour: that is what :func:`slope_aspect`
+    on a block padded with its nearest values gives. Returns ``(..., 3)``.
+    """
+    dz_dx = (np.asarray(z_east, "float64") - z_west) / (2.0 * dx)
+    dz_dy = (np.asarray(z_north, "float64") - z_south) / (2.0 * dy)
+    return slope_aspect_from_gradient(dz_dx, dz_dy)
+
+
+def slope_aspect_from_gradient(dz_dx: np.ndarray, dz_dy: np.ndarray) -> np.ndarray:
+    """Slope (degrees), aspect cosine and sine from the eastward and northward surface derivatives."""
     grad = np.hypot(dz_dx, dz_dy)
     slope = np.degrees(np.arctan(grad))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -52,3 +126,19 @@ def slope_aspect(z: np.ndarray, dx: np.ndarray | float, dy: np.ndarray | float) 
         cos = np.where(grad > 0, -dz_dy / grad, 0.0)
         sin = np.where(grad > 0, -dz_dx / grad, 0.0)
     return np.stack([slope, cos, sin], axis=-1).astype("float32")
+
+
+def bilinear_index(coord: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower neighbour index and weight of the upper neighbour for ``values`` on a regular 1-D ``coord``.
+
+    ``coord`` may be ascending or descending. Values outside the outermost centres are clamped to
+    the edge (weight 0 or 1). Returns ``(i0, w)`` with ``value ~ (1 - w) * f[i0] + w * f[i0 + 1]``.
+    """
+    coord = np.asarray(coord, dtype="float64")
+    n = coord.size
+    if n == 1:
+        return np.zeros(np.shape(values), "int64"), np.zeros(np.shape(values))
+    step = coord[1] - coord[0]
+    pos = np.clip((np.asarray(values, dtype="float64") - coord[0]) / step, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(pos).astype("int64"), n - 2)
+    return i0, pos - i0
