@@ -22,13 +22,15 @@ def bilinear_apply(field: np.ndarray, j: np.ndarray, wy: np.ndarray, i: np.ndarr
     """Bilinear interpolation of ``field[..., lat, lon]`` at points given by indices and weights.
 
     ``j, wy`` (latitude) and ``i, wx`` (longitude) have the target shape (e.g. ``(ny, nx)``); the
-    result has shape ``field.shape[:-2] + target shape``.
+    result has shape ``field.shape[:-2] + target shape`` and the dtype of ``field`` and the weights
+    combined (pass float32 weights to keep float32: half the memory per block). Written as two
+    nested linear interpolations to keep temporaries few.
     """
-    f00 = field[..., j, i]
-    f01 = field[..., j, i + 1]
-    f10 = field[..., j + 1, i]
-    f11 = field[..., j + 1, i + 1]
-    return (f00 * (1 - wy) * (1 - wx) + f01 * (1 - wy) * wx + f10 * wy * (1 - wx) + f11 * wy * wx)
+    top = field[..., j, i]
+    top = top + wx * (field[..., j, i + 1] - top)
+    bot = field[..., j + 1, i]
+    bot = bot + wx * (field[..., j + 1, i + 1] - bot)
+    return top + wy * (bot - top)
 
 
 def lapse_rate_correction(t_coarse: np.ndarray, z_coarse: np.ndarray, z_fine: np.ndarray, lapse_rate: float) -> np.ndarray:
@@ -40,3 +42,100 @@ def solid_fraction(temp_c: np.ndarray, snow_threshold: float, rain_threshold: fl
     """Share of precipitation falling as snow: 1 below ``snow_threshold``, 0 above ``rain_threshold``
     (degC), linear in between."""
     return np.clip((rain_threshold - temp_c) / (rain_threshold - snow_threshold), 0.0, 1.0)
+
+
+def lapse_rate_correction_c(t_kelvin: np.ndarray, z_coarse: np.ndarray, z_fine: np.ndarray,
+                            lapse_rate: np.ndarray) -> np.ndarray:
+    """Temperature (degC) at ``z_fine`` from ``t_kelvin`` at ``z_coarse``; ``lapse_rate`` (K m-1) broadcasts
+    against the time axis (shape ``(time, 1, 1)`` after xarray broadcasting, or a scalar)."""
+    dz = (np.asarray(z_fine, dtype="float64") - z_coarse).astype("float32")  # (y, x)
+    gamma = np.asarray(lapse_rate, dtype="float32")
+    return (t_kelvin.astype("float32", copy=False) - np.float32(273.15)) + gamma * dz
+
+
+def precip_correction(p: np.ndarray, z_coarse: np.ndarray, z_fine: np.ndarray, factor: float,
+                      gradient: float) -> np.ndarray:
+    """``p * factor * max(1 + gradient * (z_fine - z_coarse), 0)``, never negative (kg m-2)."""
+    scale = np.maximum(1.0 + gradient * (np.asarray(z_fine, dtype="float64") - z_coarse), 0.0) * factor
+    return np.maximum(p.astype("float32", copy=False) * scale.astype("float32"), np.float32(0.0))
+
+
+def regress_slope(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares slope of ``y[..., n]`` against ``x[n]`` and the coefficient of determination r2."""
+    x = np.asarray(x, dtype="float64")
+    xa = x - x.mean()
+    ya = y - y.mean(axis=-1, keepdims=True)
+    sxx = (xa * xa).sum()
+    slope = (ya * xa).sum(axis=-1) / sxx
+    syy = (ya * ya).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(syy > 0, slope**2 * sxx / syy, np.nan)
+    return slope, r2
+
+
+# ---------------------------------------------------------------------------- quantile mapping
+def qm_fit(x: np.ndarray, month: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Empirical quantiles of ``x[..., time]`` per calendar month: shape ``x.shape[:-1] + (12, nq)``.
+
+    A month without any finite value gives NaN quantiles (applying them then raises upstream).
+    """
+    out = np.full(x.shape[:-1] + (12, quantiles.size), np.nan, dtype="float64")
+    for m in range(1, 13):
+        sel = month == m
+        if sel.any():
+            with np.errstate(all="ignore"):
+                q = np.nanquantile(x[..., sel].astype("float64"), quantiles, axis=-1)  # (nq, ...)
+            out[..., m - 1, :] = np.moveaxis(q, 0, -1)
+    return out
+
+
+def qm_apply(x: np.ndarray, month: np.ndarray, sim_q: np.ndarray, ref_q: np.ndarray, kind: str) -> np.ndarray:
+    """Empirical quantile mapping of ``x[..., time]``: ``x -> x + (ref_q(p) - sim_q(p))`` (additive) or
+    ``x * ref_q(p) / sim_q(p)`` (multiplicative), with ``p`` the non-exceedance probability of ``x``
+    among ``sim_q`` of its calendar month (linear between quantiles). Beyond the fitted range the
+    correction of the extreme quantile is kept constant. Multiplicative results are never negative.
+    """
+    out = np.empty(x.shape, dtype="float64")
+    nq = sim_q.shape[-1]
+    for m in range(1, 13):
+        sel = month == m
+        if not sel.any():
+            continue
+        xs = x[..., sel].astype("float64")                     # (..., t)
+        sq = sim_q[..., m - 1, :]                              # (..., nq)
+        rq = ref_q[..., m - 1, :]
+        if kind == "additive":
+            d = rq - sq
+        else:
+            with np.errstate(all="ignore"):
+                d = np.where(sq > 0, rq / np.where(sq > 0, sq, 1.0), 1.0)
+        k = (xs[..., :, None] >= sq[..., None, :]).sum(axis=-1)  # (..., t): quantiles below or at x
+        k = np.clip(k, 1, nq - 1)
+        x0 = np.take_along_axis(sq, k - 1, axis=-1)
+        x1 = np.take_along_axis(sq, k, axis=-1)
+        with np.errstate(all="ignore"):
+            w = np.where(x1 > x0, (xs - x0) / (x1 - x0), 0.0)
+        w = np.clip(w, 0.0, 1.0)
+        delta = (1 - w) * np.take_along_axis(d, k - 1, axis=-1) + w * np.take_along_axis(d, k, axis=-1)
+        out[..., sel] = xs + delta if kind == "additive" else np.maximum(xs * delta, 0.0)
+    return out.astype("float32")
+
+
+def conservative_weights(src: np.ndarray, target: np.ndarray, half_width: np.ndarray | float
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Lower cell index and weight of the upper cell for first-order conservative remapping in 1-D.
+
+    Source cells are centred on ``src`` (strictly ascending) with edges half-way between centres; a
+    target pixel spans ``target +- half_width``. For pixels smaller than cells (fine targets), the
+    pixel straddles at most the cell edge nearest to its centre, and the returned weight is the share
+    of the pixel beyond that edge, so ``bilinear_apply`` with these weights gives the overlap-weighted
+    mean. Beyond the outermost edges the outermost cell is used.
+    """
+    edges = (src[:-1] + src[1:]) / 2
+    j = np.searchsorted(edges, target)
+    lo = np.clip(j - 1, 0, edges.size - 1)
+    hi = np.clip(j, 0, edges.size - 1)
+    k = np.where(np.abs(target - edges[lo]) <= np.abs(edges[hi] - target), lo, hi)
+    h = np.maximum(np.asarray(half_width, dtype="float64"), 1e-12)
+    w = np.clip((target + h - edges[k]) / (2 * h), 0.0, 1.0)
+    return k, w
