@@ -140,3 +140,118 @@ def regression_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str,
         "mae": float(np.mean(np.abs(err))),
         "bias": float(np.mean(err)),
     }
+
+
+# --------------------------------------------------------------------------- kernel and tree models
+def rbf_predict(Z: np.ndarray, support: np.ndarray, dual_coef: np.ndarray, intercept: float, gamma: float,
+                batch: int = 4096) -> np.ndarray:
+    """Prediction of an RBF support-vector regression on standardised features.
+
+    ``f(z) = intercept + sum_i dual_coef_i exp(-gamma |z - sv_i|^2)``.
+
+    Parameters
+    ----------
+    Z : ndarray, shape (n_samples, n_features)
+        Standardised (dimensionless) features; rows must be finite.
+    support : ndarray, shape (n_support, n_features)
+        Support vectors, standardised.
+    dual_coef : ndarray, shape (n_support,)
+        Dual coefficients (standardised target units).
+    intercept, gamma : float
+        Intercept (standardised target units) and kernel width (1 / standardised feature units²).
+    batch : int
+        Rows per block; bounds memory to ``batch * n_support`` floats.
+
+    Returns
+    -------
+    ndarray, shape (n_samples,), float64
+        Each row is computed from that row only (elementwise squares summed feature by feature, a
+        per-row reduction over support vectors), so results do not depend on the other rows.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    out = np.empty(Z.shape[0], dtype=np.float64)
+    for start in range(0, Z.shape[0], batch):
+        z = Z[start:start + batch]
+        d2 = np.zeros((z.shape[0], support.shape[0]))
+        for j in range(support.shape[1]):
+            diff = z[:, j:j + 1] - support[None, :, j]
+            d2 += diff * diff
+        out[start:start + batch] = np.sum(np.exp(-gamma * d2) * dual_coef, axis=1) + intercept
+    return out
+
+
+def tree_leaves(X32: np.ndarray, roots: np.ndarray, left: np.ndarray, right: np.ndarray,
+                feature: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Global leaf index reached by every sample in every tree of a flattened forest.
+
+    Parameters
+    ----------
+    X32 : ndarray, shape (n_samples, n_features), float32
+        Features in physical units, cast to float32 exactly as scikit-learn's trees do.
+    roots : ndarray of int, shape (n_trees,)
+        Index of each tree's root in the node arrays.
+    left, right : ndarray of int, shape (n_nodes,)
+        Global child indices; ``-1`` marks a leaf.
+    feature : ndarray of int, shape (n_nodes,)
+        Feature tested at each node. threshold : float64 (n_nodes,): go left when ``x <= threshold``.
+
+    Returns
+    -------
+    ndarray of int, shape (n_samples, n_trees)
+    """
+    n = X32.shape[0]
+    node = np.broadcast_to(roots, (n, roots.size)).copy()
+    rows = np.broadcast_to(np.arange(n)[:, None], node.shape)
+    active = left[node] >= 0
+    while active.any():
+        idx = node[active]
+        go_left = X32[rows[active], feature[idx]] <= threshold[idx]
+        node[active] = np.where(go_left, left[idx], right[idx])
+        active = left[node] >= 0
+    return node
+
+
+def forest_predict(X: np.ndarray, forest: dict, *, scale: float, offset: float, batch: int = 16384) -> np.ndarray:
+    """``offset + scale * sum_t value_t(x)`` for a flattened forest (see :func:`tree_leaves`).
+
+    A random forest uses ``scale = 1 / n_trees``, ``offset = 0``; gradient boosting uses the
+    learning rate and the initial constant. Rows are independent of each other.
+    """
+    X32 = np.asarray(X, dtype=np.float32)
+    out = np.empty(X32.shape[0], dtype=np.float64)
+    for start in range(0, X32.shape[0], batch):
+        leaves = tree_leaves(X32[start:start + batch], forest["roots"], forest["left"], forest["right"],
+                             forest["feature"], forest["threshold"])
+        out[start:start + batch] = offset + scale * np.sum(forest["value"][leaves], axis=1)
+    return out
+
+
+# --------------------------------------------------------------------------- sample weights
+def kde_density(y: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
+    """Gaussian kernel density estimate of ``y`` at each sample (1 / target units).
+
+    Bandwidth: Scott's rule ``1.06 * std * n^(-1/5)`` unless given.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = y.size
+    if bandwidth is None:
+        s = y.std()
+        bandwidth = 1.06 * (s if s > 0 else 1.0) * n ** (-0.2)
+    dens = np.empty(n)
+    for start in range(0, n, 2048):
+        u = (y[start:start + 2048, None] - y[None, :]) / bandwidth
+        dens[start:start + 2048] = np.exp(-0.5 * u * u).sum(axis=1) / (n * bandwidth * np.sqrt(2 * np.pi))
+    return dens
+
+
+def normalise_weights(w: np.ndarray) -> np.ndarray:
+    """Scale weights to a mean of 1 (dimensionless)."""
+    w = np.asarray(w, dtype=np.float64)
+    return w / w.mean()
+
+
+def inverse_frequency(y: np.ndarray, decimals: int) -> np.ndarray:
+    """``1 / count`` of each sample's value rounded to ``decimals`` among all samples."""
+    r = np.round(np.asarray(y, dtype=np.float64), decimals)
+    _, inv, counts = np.unique(r, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inv]

@@ -1,10 +1,13 @@
-"""A small feed-forward neural-network SMB model (torch).
+"""A feed-forward neural-network SMB model (torch) with configurable layers.
 
-Features and target are standardised with statistics stored in the model; the network is
-``Linear -> LeakyReLU`` per hidden layer and a linear output, trained with Adam on the (weighted)
-MSE for at most ``epochs`` epochs, stopping early when the loss on a seeded 15 % validation split
-has not improved for ``patience`` epochs (the best weights are kept). torch is imported lazily so
-that importing :mod:`glacgrid.models` stays cheap for linear models.
+Features and target are standardised with statistics stored in the model. The network is an
+optional input BatchNorm and Gaussian input noise, then per hidden layer ``Linear -> [BatchNorm]
+-> LeakyReLU -> [Dropout]`` and a linear output. It is trained with Adam, RMSprop or Adadelta on
+the (weighted) MSE or L1 loss for at most ``epochs`` epochs, stopping early when the loss on a
+seeded 15 % validation split (or a validation set given to ``fit``) has not improved for
+``patience`` epochs; the best weights are kept. Named configurations from the literature live in
+:mod:`glacgrid.models.presets`. torch is imported lazily so that importing :mod:`glacgrid.models`
+stays cheap for linear models.
 """
 
 from __future__ import annotations
@@ -47,6 +50,25 @@ def _torch():
     return torch
 
 
+OPTIMIZERS = ("adam", "rmsprop", "adadelta")
+LOSSES = ("mse", "l1")
+
+
+def _noise_module(sigma: float):
+    """A torch module adding N(0, sigma²) noise to its input in training mode only."""
+    nn = _torch().nn
+
+    class GaussianNoise(nn.Module):
+        def __init__(self, sigma):
+            super().__init__()
+            self.sigma = float(sigma)
+
+        def forward(self, x):
+            return x + self.sigma * _torch().randn_like(x) if self.training else x
+
+    return GaussianNoise(sigma)
+
+
 class ANNModel:
     """Feed-forward regressor of SMB on standardised features.
 
@@ -57,19 +79,38 @@ class ANNModel:
     epochs : int
         Maximum number of training epochs.
     lr : float
-        Adam learning rate.
+        Learning rate of the optimiser.
     seed : int
-        Seeds weight initialisation, the validation split and batch shuffling; on CPU two fits
-        with the same seed and data give identical predictions (not guaranteed on CUDA).
+        Seeds weight initialisation, the validation split, batch shuffling, dropout and input
+        noise; on CPU two fits with the same seed and data give identical predictions (not
+        guaranteed on CUDA).
     device : {"auto", "cpu", "cuda"}
         Where to fit and predict; ``"auto"`` uses CUDA when available. Resolved at each call.
     patience : int
         Epochs without improvement of the validation loss before stopping.
     batch_size : int
         Mini-batch size during training.
+    batchnorm : bool
+        BatchNorm after each hidden ``Linear``.
+    input_batchnorm : bool
+        BatchNorm on the (standardised) inputs.
+    input_noise : float
+        Standard deviation of Gaussian noise added to the standardised inputs while training.
+    dropout : float
+        Dropout probability after each hidden activation, in [0, 1).
+    leaky_slope : float
+        Negative slope of the LeakyReLU activations.
+    optimizer : {"adam", "rmsprop", "adadelta"}
+    loss : {"mse", "l1"}
+        Training and early-stopping loss on the standardised target, weighted by ``sample_weight``.
+    preset : str, optional
+        Name of the preset the options came from (a label recorded in the artifact; use
+        ``make_model("ann", preset=...)`` to apply one).
     """
 
-    def __init__(self, hidden=(32, 16), epochs=500, lr=1e-2, seed=0, device="auto", patience=30, batch_size=256):
+    def __init__(self, hidden=(32, 16), epochs=500, lr=1e-2, seed=0, device="auto", patience=30, batch_size=256,
+                 batchnorm=False, input_batchnorm=False, input_noise=0.0, dropout=0.0, leaky_slope=0.01,
+                 optimizer="adam", loss="mse", preset=None):
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ModelError(f"hidden must be a non-empty sequence of positive layer widths; got {hidden}.")
@@ -79,9 +120,17 @@ class ANNModel:
             raise ModelError(f"lr must be a positive number; got {lr}.")
         if device not in DEVICES:
             raise ModelError(f"device must be one of {DEVICES}; got {device!r}.")
+        if not (0 <= dropout < 1) or not (math.isfinite(input_noise) and input_noise >= 0):
+            raise ModelError(f"dropout must be in [0, 1) and input_noise >= 0; got {dropout}, {input_noise}.")
+        if optimizer not in OPTIMIZERS or loss not in LOSSES:
+            raise ModelError(f"optimizer must be one of {OPTIMIZERS} and loss one of {LOSSES}; "
+                             f"got {optimizer!r}, {loss!r}.")
         self.kind = "ann"
         self.hidden, self.epochs, self.lr = hidden, int(epochs), float(lr)
         self.seed, self.device, self.patience, self.batch_size = int(seed), device, int(patience), int(batch_size)
+        self.batchnorm, self.input_batchnorm = bool(batchnorm), bool(input_batchnorm)
+        self.input_noise, self.dropout, self.leaky_slope = float(input_noise), float(dropout), float(leaky_slope)
+        self.optimizer, self.loss, self.preset = optimizer, loss, preset
         self.schema: FeatureSchema | None = None
         self.norm_: dict = {}
         self.training_: dict = {}
@@ -91,7 +140,8 @@ class ANNModel:
 
     def __repr__(self) -> str:
         state = self.schema.describe() if self.schema is not None else "unfitted"
-        return f"ANNModel(hidden={self.hidden}, seed={self.seed}, device={self.device!r}; {state})"
+        label = f"preset={self.preset!r}, " if self.preset else ""
+        return f"ANNModel({label}hidden={self.hidden}, seed={self.seed}, device={self.device!r}; {state})"
 
     def __getstate__(self) -> dict:  # for dask distributed: ship weights, rebuild networks on arrival
         state = self.__dict__.copy()
@@ -105,7 +155,10 @@ class ANNModel:
     def hyperparameters(self) -> dict:
         """The constructor arguments, JSON-ready."""
         return {"hidden": list(self.hidden), "epochs": self.epochs, "lr": self.lr, "seed": self.seed,
-                "device": self.device, "patience": self.patience, "batch_size": self.batch_size}
+                "device": self.device, "patience": self.patience, "batch_size": self.batch_size,
+                "batchnorm": self.batchnorm, "input_batchnorm": self.input_batchnorm,
+                "input_noise": self.input_noise, "dropout": self.dropout, "leaky_slope": self.leaky_slope,
+                "optimizer": self.optimizer, "loss": self.loss, "preset": self.preset}
 
     def _resolve_device(self) -> str:
         torch = _torch()
@@ -116,64 +169,62 @@ class ANNModel:
         return self.device
 
     def _build(self, n_in: int):
+        """The network: ``[BatchNorm] [noise] (Linear [BatchNorm] LeakyReLU [Dropout])* Linear``."""
         nn = _torch().nn
         layers, width = [], n_in
+        if self.input_batchnorm:
+            layers.append(nn.BatchNorm1d(n_in))
+        if self.input_noise > 0:
+            layers.append(_noise_module(self.input_noise))
         for h in self.hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU()]
+            layers.append(nn.Linear(width, h))
+            if self.batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.LeakyReLU(self.leaky_slope))
+            if self.dropout > 0:
+                layers.append(nn.Dropout(self.dropout))
             width = h
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None) -> ANNModel:
-        """Train on ``X`` (n_samples, n_features; physical units, schema order) and ``y`` (target units).
+    def _optimiser(self, params, lr: float):
+        optim = _torch().optim
+        cls = {"adam": optim.Adam, "rmsprop": optim.RMSprop, "adadelta": optim.Adadelta}[self.optimizer]
+        return cls(params, lr=lr)
 
-        Parameters
-        ----------
-        X : ndarray, shape (n_samples, n_features)
-            Finite features, columns in ``schema`` order; at least 10 rows.
-        y : ndarray, shape (n_samples,)
-            Finite target (e.g. annual SMB in m w.e.).
-        schema : FeatureSchema
-            Names and units of the columns of ``X``.
-        sample_weight : ndarray, shape (n_samples,), optional
-            Non-negative weights of the MSE.
+    def _train_net(self, net, Z, yz, w, tr_idx, val_idx, dev, *, lr=None, epochs=None, frozen_eval=()):
+        """Train ``net`` in place on standardised arrays; keep the weights of the best validation loss.
 
-        Returns
-        -------
-        ANNModel
-            ``self``, fitted.
+        ``frozen_eval`` are modules kept in eval mode (frozen BatchNorm layers of fine-tuning).
+        Returns ``(best_val_loss, best_epoch, epochs_run)``.
         """
         torch = _torch()
-        X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=10)
-        n = X.shape[0]
-        x_mean, x_std = _kernels.column_stats(X)
-        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
-        dev = self._resolve_device()
-        perm = np.random.default_rng(self.seed).permutation(n)
-        n_val = max(1, int(round(VALIDATION_FRACTION * n)))
-        val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = self._build(X.shape[1])
-        net.to(dev)
-        Xt = torch.from_numpy(_kernels.standardise(X, x_mean, x_std).astype(np.float32)).to(dev)
-        yt = torch.from_numpy(((y - y_mean) / y_std).astype(np.float32)).to(dev)
-        wt = torch.from_numpy((np.ones(n) if w is None else w / w.mean()).astype(np.float32)).to(dev)
+        Xt = torch.from_numpy(Z.astype(np.float32)).to(dev)
+        yt = torch.from_numpy(yz.astype(np.float32)).to(dev)
+        wt = torch.from_numpy((np.ones(len(yz)) if w is None else w / w.mean()).astype(np.float32)).to(dev)
         tr, va = torch.from_numpy(tr_idx).to(dev), torch.from_numpy(val_idx).to(dev)
         gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = self._optimiser(params, self.lr if lr is None else lr)
+        has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in net.modules())
 
         def loss_of(idx):
             err = net(Xt[idx]).squeeze(1) - yt[idx]
-            return (wt[idx] * err * err).sum() / wt[idx].sum().clamp_min(1e-12)
+            per = err * err if self.loss == "mse" else err.abs()
+            return (wt[idx] * per).sum() / wt[idx].sum().clamp_min(1e-12)
 
         best, best_epoch, best_state, wait, epoch = math.inf, 0, None, 0, 0
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(1, (self.epochs if epochs is None else epochs) + 1):
             net.train()
+            for m in frozen_eval:
+                m.eval()
             order = tr[torch.randperm(len(tr_idx), generator=gen).to(dev)]
             for start in range(0, len(tr_idx), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                if has_bn and len(batch) < 2:  # BatchNorm cannot train on one sample
+                    continue
                 opt.zero_grad()
-                loss_of(order[start:start + self.batch_size]).backward()
+                loss_of(batch).backward()
                 opt.step()
             net.eval()
             with torch.no_grad():
@@ -189,14 +240,65 @@ class ANNModel:
             raise ModelError("ANN training diverged (validation loss is NaN); lower lr or check the features.")
         net.load_state_dict(best_state)
         net.eval()
+        return best, best_epoch, epoch
+
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng(self.seed).permutation(n)
+        n_val = max(1, int(round(VALIDATION_FRACTION * n)))
+        return perm[n_val:], perm[:n_val]
+
+    def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> ANNModel:
+        """Train on ``X`` (n_samples, n_features; physical units, schema order) and ``y`` (target units).
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_samples, n_features)
+            Finite features, columns in ``schema`` order; at least 10 rows.
+        y : ndarray, shape (n_samples,)
+            Finite target (e.g. annual SMB in m w.e.).
+        schema : FeatureSchema
+            Names and units of the columns of ``X``.
+        sample_weight : ndarray, shape (n_samples,), optional
+            Non-negative weights of the loss.
+        validation : (X_val, y_val), optional
+            Early-stopping set; without it a seeded 15 % of ``X`` is held out for early stopping.
+
+        Returns
+        -------
+        ANNModel
+            ``self``, fitted.
+        """
+        torch = _torch()
+        X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=10)
+        n_fit = X.shape[0]
+        x_mean, x_std = _kernels.column_stats(X)
+        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+        if validation is None:
+            tr_idx, val_idx = self._split(n_fit)
+        else:
+            Xv, yv, _ = check_training_data(validation[0], validation[1], schema, None, min_samples=1)
+            X, y = np.vstack([X, Xv]), np.concatenate([y, yv])
+            w = None if w is None else np.concatenate([w, np.full(len(yv), w.mean())])
+            tr_idx, val_idx = np.arange(n_fit), np.arange(n_fit, X.shape[0])
+        dev = self._resolve_device()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = self._build(X.shape[1]).to(dev)
+            best, best_epoch, epoch = self._train_net(
+                net, _kernels.standardise(X, x_mean, x_std), (y - y_mean) / y_std, w, tr_idx, val_idx, dev)
         self.schema = schema
         self.norm_ = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist(), "y_mean": y_mean, "y_std": y_std}
-        self.training_ = {"n_samples": n, "n_train": int(len(tr_idx)), "n_val": n_val, "epochs_run": epoch,
-                          "best_epoch": best_epoch, "best_val_loss": best, "device": dev,
-                          "target_mean": float(y.mean()), "target_std": float(y.std())}
+        self.training_ = {"n_samples": n_fit, "n_train": int(len(tr_idx)), "n_val": int(len(val_idx)),
+                          "epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best, "device": dev,
+                          "target_mean": y_mean, "target_std": float(y[:n_fit].std()),
+                          "weighted": w is not None}
+        self._set_net(net, dev)
+        return self
+
+    def _set_net(self, net, dev: str) -> None:
         self._state = {k: t.detach().cpu().clone() for k, t in net.state_dict().items()}
         self._nets = {dev: net}
-        return self
 
     def _net_for(self, dev: str):
         net = self._nets.get(dev)
@@ -227,14 +329,19 @@ class ANNModel:
         dev = self._resolve_device()
         net = self._net_for(dev)
         mean, std = np.asarray(self.norm_["x_mean"]), np.asarray(self.norm_["x_std"])
+        every = ok.size == X.shape[0]  # no NaN rows: slice instead of gathering rows
+        work = np.empty((min(PREDICT_BATCH, ok.size), X.shape[1]))
         with torch.inference_mode():
             for start in range(0, ok.size, PREDICT_BATCH):
-                rows = ok[start:start + PREDICT_BATCH]
-                z = np.zeros((-(-rows.size // PAD_ROWS) * PAD_ROWS, X.shape[1]), dtype=np.float32)
-                z[:rows.size] = _kernels.standardise(X[rows], mean, std)
+                rows = slice(start, min(start + PREDICT_BATCH, ok.size)) if every else ok[start:start + PREDICT_BATCH]
+                n = rows.stop - rows.start if every else rows.size
+                w = work[:n]
+                np.subtract(X[rows], mean, out=w)  # (x - mean) / std in float64, as _kernels.standardise
+                np.divide(w, std, out=w)
+                z = np.zeros((-(-n // PAD_ROWS) * PAD_ROWS, X.shape[1]), dtype=np.float32)
+                z[:n] = w
                 pred = net(torch.from_numpy(z).to(dev)).squeeze(1).cpu().numpy()
-                out[rows] = pred[:rows.size]
-        out[ok] = out[ok] * self.norm_["y_std"] + self.norm_["y_mean"]
+                out[rows] = pred[:n].astype(np.float64) * self.norm_["y_std"] + self.norm_["y_mean"]
         return out
 
     def to_artifact(self, directory: str | Path) -> Path:

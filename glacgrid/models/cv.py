@@ -1,14 +1,18 @@
-"""Grouped cross-validation of SMB models on a glacier-wide table.
+"""Cross-validation of SMB models on a glacier-year table.
 
-``logo`` (leave-one-glacier-out) holds out every row of one glacier per fold; ``loyo``
-(leave-one-year-out) every row of one year. Each held-out row is predicted by a model fitted on
-the other folds only, and every row of the table is predicted exactly once.
+Schemes (see :mod:`glacgrid.models.folds`): ``logo``, ``loyo``, ``lsygo``, ``kfold`` (grouped by
+glacier) and ``random`` (70/15/15). Each held-out row is predicted by a model fitted on that fold's
+training rows only; sample weights, when asked for, are computed from the training rows' target
+only. An optional nested search picks hyperparameters inside each outer fold: by an inner grouped
+k-fold on the training rows (groups = the outer scheme's unit: glaciers, or years for ``loyo``),
+or, for ``random``, on the 15 % validation rows. Metrics: r, r², RMSE, MAE and bias overall and per fold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +20,14 @@ import pandas as pd
 
 from ..exceptions import InputDataError, MissingVariableError, ModelError
 from . import _kernels, make_model
+from .ann import ANNModel
+from .folds import SCHEMES, Fold, make_folds
 from .schema import FeatureSchema, write_json_atomic
+from .weights import sample_weights
 
-#: Cross-validation schemes: name -> which argument of cross_validate names the group column.
-SCHEMES = {"logo": "glacier_col", "loyo": "year_col"}
 PER_FOLD_COLUMNS = ["fold", "n", "r", "r2", "rmse", "mae", "bias"]
+#: Inner folds of the nested hyperparameter search.
+INNER_SPLITS = 3
 
 
 @dataclass
@@ -30,17 +37,19 @@ class CVResult:
     Attributes
     ----------
     scheme : str
-        ``"logo"`` or ``"loyo"``.
+        One of :data:`SCHEMES`.
     metrics : dict of str to float
         ``r``, ``r2`` (1 - SS_res/SS_tot), ``rmse``, ``mae`` and ``bias`` (mean of predicted -
         observed) over all out-of-fold predictions; errors in target units (e.g. m w.e.).
     per_fold : DataFrame
-        Columns ``fold`` (held-out glacier or year), ``n``, ``r`` (NaN with fewer than 2 rows or a
-        constant series), ``r2``, ``rmse``, ``mae``, ``bias``.
+        Columns ``fold`` (held-out glacier, year or a description), ``n``, ``r`` (NaN with fewer
+        than 2 rows or a constant series), ``r2``, ``rmse``, ``mae``, ``bias``; plus ``params``
+        (the hyperparameters chosen) when a nested search ran.
     predictions : DataFrame
-        Columns ``glacier``, ``year``, ``observed``, ``predicted``, ``fold``; one row per input
-        row, with the input table's index and order.
-    kind, target, features, seed
+        Columns ``glacier``, ``year``, ``observed``, ``predicted``, ``fold``; one row per held-out
+        row, with the input table's index, in table order (every row except for ``random``, whose
+        only held-out rows are its 15 % test rows).
+    kind, target, features, seed, weighting, options
         What was cross-validated, for the record.
     """
 
@@ -52,12 +61,15 @@ class CVResult:
     target: str = ""
     features: tuple[str, ...] = ()
     seed: int = 0
+    weighting: str | None = None
+    options: dict = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> None:
         """Write the result as JSON (NaN written as null) to ``path``."""
         write_json_atomic(Path(path), {
             "scheme": self.scheme, "kind": self.kind, "target": self.target,
-            "features": list(self.features), "seed": self.seed, "metrics": self.metrics,
+            "features": list(self.features), "seed": self.seed, "weighting": self.weighting,
+            "options": {k: v for k, v in self.options.items()}, "metrics": self.metrics,
             "per_fold": self.per_fold.to_dict(orient="records"),
             "predictions": self.predictions.to_dict(orient="records"),
         })
@@ -78,6 +90,50 @@ def _numeric_column(table: pd.DataFrame, col: str, glacier_col: str, year_col: s
     return values
 
 
+def _grid(search: Mapping[str, Sequence] | None) -> list[dict]:
+    if not search:
+        return []
+    if not isinstance(search, Mapping) or any(isinstance(v, str) or not len(v) for v in search.values()):
+        raise ModelError(f"search must map option names to non-empty lists of values; got {search!r}.")
+    keys = list(search)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(search[k] for k in keys))]
+
+
+def _fit(kind, seed, options, X, y, schema, weighting, validation=None):
+    model = make_model(kind, seed=seed, **options)
+    w = sample_weights(y, weighting)
+    if validation is not None and isinstance(model, ANNModel):
+        return model.fit(X, y, schema, sample_weight=w, validation=validation)
+    return model.fit(X, y, schema, sample_weight=w)
+
+
+def _select(kind, seed, options, grid, X, y, groups, schema, weighting, fold: Fold):
+    """The grid point with the lowest inner RMSE (ties: the first)."""
+    if fold.validation is not None:
+        Xv, yv = X[fold.validation], y[fold.validation]
+        scores = [np.sqrt(np.mean((_fit(kind, seed, {**options, **p}, X[fold.train], y[fold.train], schema,
+                                        weighting).predict(Xv) - yv) ** 2)) for p in grid]
+        return grid[int(np.argmin(scores))]
+    tr = np.flatnonzero(fold.train)
+    uniq = list(dict.fromkeys(groups[tr].tolist()))
+    n_inner = min(INNER_SPLITS, len(uniq))
+    if n_inner < 2:
+        raise ModelError(f"Fold {fold.name!r}: the nested search needs at least 2 groups in the training rows; "
+                         f"found {len(uniq)}. Drop search= or use a scheme that leaves more groups.")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    assign = {uniq[i]: j % n_inner for j, i in enumerate(order)}
+    inner = np.array([assign[g] for g in groups[tr].tolist()])
+    scores = []
+    for p in grid:
+        sq = 0.0
+        for j in range(n_inner):
+            te, fi = tr[inner == j], tr[inner != j]
+            pred = _fit(kind, seed, {**options, **p}, X[fi], y[fi], schema, weighting).predict(X[te])
+            sq += float(np.sum((pred - y[te]) ** 2))
+        scores.append(sq)
+    return grid[int(np.argmin(scores))]
+
+
 def cross_validate(
     table: pd.DataFrame,
     *,
@@ -89,30 +145,42 @@ def cross_validate(
     scheme: str = "logo",
     seed: int = 0,
     units: Sequence[str] | None = None,
+    weighting: str | None = None,
+    k: int = 2,
+    n_splits: int = 5,
+    search: Mapping[str, Sequence] | None = None,
     **model_options,
 ) -> CVResult:
-    """Cross-validate a model kind on a glacier-year table with grouped folds.
+    """Cross-validate a model kind on a glacier-year table.
 
     Parameters
     ----------
     table : DataFrame
         One row per observation: ``glacier_col``, ``year_col``, ``target`` and ``features``.
     target : str
-        Column to predict (e.g. annual glacier-wide SMB in m w.e.).
+        Column to predict (e.g. annual SMB in m w.e.).
     features : sequence of str
         Feature columns, in the order the model uses them.
     glacier_col, year_col : str
         Columns holding the glacier id and the (hydrological) year.
-    kind : {"lasso", "ols", "ridge", "ann"}
+    kind : str
         Model kind, see :func:`glacgrid.models.make_model`.
-    scheme : {"logo", "loyo"}
-        Leave-one-glacier-out or leave-one-year-out.
+    scheme : {"logo", "loyo", "lsygo", "kfold", "random"}
+        See :mod:`glacgrid.models.folds`.
     seed : int
-        Seed of every fold's model.
+        Seed of every fold's model and of the shuffled schemes.
     units : sequence of str, optional
         Units of the features (recorded in each fold model's schema); empty strings if omitted.
+    weighting : {None, "kde", "frequency"}
+        Sample weights (:func:`glacgrid.models.sample_weights`), from each fold's training target.
+    k : int
+        ``lsygo`` group size (k glaciers x k years per test fold).
+    n_splits : int
+        Number of ``kfold`` folds.
+    search : dict of str to list, optional
+        Hyperparameter grid (e.g. ``{"C": [0.3, 1, 3]}``) chosen inside every outer fold.
     **model_options
-        Passed to :func:`make_model` (e.g. ``hidden``, ``epochs`` for the ANN).
+        Passed to :func:`make_model` (e.g. ``preset``, ``epochs``, ``ensemble``).
 
     Returns
     -------
@@ -120,7 +188,10 @@ def cross_validate(
     """
     if scheme not in SCHEMES:
         raise ModelError(f"Unknown cross-validation scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}.")
-    make_model(kind, seed=seed, **model_options)  # fail on a bad kind or option before any work
+    grid = _grid(search)
+    for p in grid or [{}]:
+        make_model(kind, seed=seed, **{**model_options, **p})  # fail on a bad kind or option before any work
+    sample_weights(np.zeros(1), weighting)  # fail on a bad weighting name now
     if not isinstance(table, pd.DataFrame):
         raise InputDataError(f"table must be a pandas DataFrame; got {type(table).__name__}.")
     if isinstance(features, str):
@@ -146,35 +217,41 @@ def cross_validate(
     if np.ptp(y) == 0:
         raise ModelError(f"Target {target!r} is constant ({y[0]}) over the table: there is nothing to learn "
                          "or score. Check the observations.")
-    group_col = glacier_col if scheme == "logo" else year_col
-    groups = table[group_col].to_numpy()
-    folds = pd.unique(groups)
-    try:
-        folds = sorted(folds)
-    except TypeError:  # mixed id types: keep order of appearance
-        pass
-    if len(folds) < 2:
-        raise ModelError(
-            f"Scheme {scheme!r} needs at least 2 distinct values in {group_col!r}; found {len(folds)} "
-            f"({list(folds)}). Add data or use the other scheme."
-        )
+    glaciers, years = table[glacier_col].to_numpy(), table[year_col].to_numpy()
+    folds = make_folds(scheme, glaciers, years, k=k, n_splits=n_splits, seed=seed)
+    inner_groups = np.asarray(years if scheme == "loyo" else glaciers, dtype=object)
     predicted = np.full(y.shape, np.nan)
+    fold_of = np.full(y.shape, None, dtype=object)
     rows = []
     for fold in folds:
-        test = groups == fold
         try:
-            model = make_model(kind, seed=seed, **model_options).fit(X[~test], y[~test], schema)
+            if fold.train.sum() == 0:
+                raise ModelError("no training rows are left")
+            params = _select(kind, seed, model_options, grid, X, y, inner_groups, schema, weighting,
+                             fold) if grid else {}
+            val = (X[fold.validation], y[fold.validation]) if fold.validation is not None else None
+            model = _fit(kind, seed, {**model_options, **params}, X[fold.train], y[fold.train], schema,
+                         weighting, validation=val)
         except ModelError as err:
-            raise ModelError(f"Fold {group_col}={fold!r} ({scheme}): {err}") from err
-        predicted[test] = model.predict(X[test])
-        rows.append({"fold": fold, "n": int(test.sum()), **_kernels.regression_metrics(y[test], predicted[test])})
+            raise ModelError(f"Fold {fold.name!r} ({scheme}): {err}") from err
+        predicted[fold.test] = model.predict(X[fold.test])
+        fold_of[fold.test] = fold.name
+        row = {"fold": fold.name, "n": int(fold.test.sum()),
+               **_kernels.regression_metrics(y[fold.test], predicted[fold.test])}
+        if grid:
+            row["params"] = params
+        rows.append(row)
+    held = np.zeros(y.shape, bool)
+    for fold in folds:
+        held |= fold.test
     predictions = pd.DataFrame(
-        {"glacier": table[glacier_col].to_numpy(), "year": table[year_col].to_numpy(),
-         "observed": y, "predicted": predicted, "fold": groups},
+        {"glacier": glaciers, "year": years, "observed": y, "predicted": predicted, "fold": fold_of},
         index=table.index,
-    )
+    )[held]
+    cols = PER_FOLD_COLUMNS + (["params"] if grid else [])
     return CVResult(
-        scheme=scheme, metrics=_kernels.regression_metrics(y, predicted),
-        per_fold=pd.DataFrame(rows, columns=PER_FOLD_COLUMNS), predictions=predictions,
-        kind=kind, target=target, features=tuple(features), seed=seed,
+        scheme=scheme, metrics=_kernels.regression_metrics(y[held], predicted[held]),
+        per_fold=pd.DataFrame(rows, columns=cols), predictions=predictions,
+        kind=kind, target=target, features=tuple(features), seed=seed, weighting=weighting,
+        options={**model_options, **({"search": {k_: list(v) for k_, v in search.items()}} if grid else {})},
     )
