@@ -33,7 +33,8 @@ __all__ = [
     "HussParams", "HUSS_LARGE", "HUSS_MEDIUM", "HUSS_SMALL",
     "UNIFORM_MAX_AREA_KM2", "MEDIUM_MIN_AREA_KM2", "LARGE_MIN_AREA_KM2",
     "UNIFORM", "SMALL", "MEDIUM", "LARGE",
-    "huss_deltah", "size_class", "normalised_elevation", "lookup", "pixel_weights", "new_thickness",
+    "huss_deltah", "deltah_curve", "curve_vectors", "size_class", "normalised_elevation", "lookup",
+    "pixel_weights", "fallback_weights", "new_thickness",
     "step_terms", "group_sum", "group_max", "group_min", "StepSums", "Solution", "solve_scaling",
     "deltah_update_arrays", "glacier_stats", "uniform_fallback",
 ]
@@ -77,9 +78,41 @@ def huss_deltah(h_r: np.ndarray, params: HussParams) -> np.ndarray:
     where ``h_r < -a`` (e.g. on small glaciers above ``h_r = 0.3`` it gives
     ``max(0, 0.6 h_r - 0.09)`` instead of the unclipped ``h_r**2``).
     """
-    x = np.asarray(h_r, dtype="float64") + params.a
-    dh = np.power(np.clip(x, 0.0, None), params.gamma) + params.b * x + params.c
+    return deltah_curve(h_r, params.gamma, params.a, params.b, params.c)
+
+
+def deltah_curve(h_r, gamma, a, b, c) -> np.ndarray:
+    """:func:`huss_deltah` with coefficients given as arrays broadcasting against ``h_r``.
+
+    Used for per-pixel coefficients (each pixel carries its glacier's curve, generic or calibrated).
+    """
+    x = np.asarray(h_r, dtype="float64") + a
+    dh = np.power(np.clip(x, 0.0, None), gamma) + b * x + c
     return np.clip(dh, 0.0, 1.0)
+
+
+def curve_vectors(size_cls: np.ndarray, calibrated: np.ndarray | None = None,
+                  coefficients: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Per-glacier curve coefficients ``gamma, a, b, c`` and the ``uniform`` flag.
+
+    Generic Huss et al. (2010) curves by size class; glaciers flagged in ``calibrated`` (bool, aligned
+    with ``size_cls``) take their own ``coefficients`` (dict of arrays ``gamma, a, b, c`` aligned the
+    same way) instead, whatever their size: an observed curve beats the generic uniform one.
+    """
+    cls = np.asarray(size_cls)
+    out = {k: np.zeros(cls.shape) for k in ("gamma", "a", "b", "c")}
+    for code, params in _CLASS_PARAMS.items():  # three size classes, not a loop over glaciers
+        for k in out:
+            out[k][cls == code] = getattr(params, k)
+    out["gamma"][cls == UNIFORM] = 1.0  # unused (uniform), but keeps the power well defined
+    uniform = cls == UNIFORM
+    if calibrated is not None:
+        cal = np.asarray(calibrated, dtype=bool)
+        for k in ("gamma", "a", "b", "c"):
+            out[k] = np.where(cal, coefficients[k], out[k])
+        uniform = uniform & ~cal
+    out["uniform"] = uniform
+    return out
 
 
 def size_class(area_km2: np.ndarray) -> np.ndarray:
@@ -104,58 +137,74 @@ def normalised_elevation(z: np.ndarray, zmax: np.ndarray, zmin: np.ndarray) -> n
 
 
 def lookup(gid: np.ndarray, glaciers: np.ndarray) -> np.ndarray:
-    """Position of each pixel's glacier in the sorted vector ``glaciers``; -1 where absent."""
+    """Position of each pixel's glacier in the sorted vector ``glaciers``; -1 where absent.
+
+    Computed once per update; the pixel kernels take these positions (int32).
+    """
     gid = np.asarray(gid)
     if glaciers.size == 0:
-        return np.full(gid.shape, -1, dtype="int64")
+        return np.full(gid.shape, -1, dtype="int32")
+    top = int(glaciers[-1])
+    if 0 <= glaciers[0] and top <= 16 * glaciers.size + 65536:  # dense table: one gather
+        table = np.full(top + 2, -1, dtype="int32")
+        table[glaciers] = np.arange(glaciers.size, dtype="int32")
+        return table[np.clip(gid, -1, top + 1)]
     pos = np.searchsorted(glaciers, gid).clip(0, glaciers.size - 1)
-    return np.where(glaciers[pos] == gid, pos, -1).astype("int64")
+    return np.where(glaciers[pos] == gid, pos, -1).astype("int32")
 
 
-def pixel_weights(gid, thickness, surface, *, glaciers, zmax, zmin, size_cls, uniform) -> np.ndarray:
-    """Huss weight Δh (1) of each ice pixel; 0 on ice-free pixels and on glaciers not in ``glaciers``.
+def pixel_weights(pos, thickness, surface, *, zmax, zmin, gamma, a, b, c, uniform) -> np.ndarray:
+    """Delta-h weight Δh (1) of each ice pixel; 0 on ice-free pixels and on glaciers not updated.
 
     Parameters
     ----------
-    gid, thickness, surface : ndarray
-        Glacier index (0 = none), ice thickness (m) and surface elevation (m) per pixel.
-    glaciers : ndarray of int, sorted
-        Glacier indices being updated.
+    pos, thickness, surface : ndarray
+        Position of the pixel's glacier in the updated glaciers (:func:`lookup`; -1 = none), ice
+        thickness (m) and surface elevation (m) per pixel.
     zmax, zmin : ndarray
         Highest and lowest ice-covered surface of each glacier (m), aligned with ``glaciers``.
-    size_cls : ndarray of int8
-        :func:`size_class` of each glacier.
+    gamma, a, b, c : ndarray
+        Curve coefficients of each glacier (:func:`curve_vectors`).
     uniform : ndarray of bool
-        Glaciers whose weights are replaced by 1 (uniform class, or all Huss weights zero).
+        Glaciers whose weights are replaced by 1 (uniform class, or all curve weights zero).
     """
-    pos = lookup(gid, glaciers)
     p = np.maximum(pos, 0)
     h_r = normalised_elevation(surface, zmax[p], zmin[p])
-    cls = size_cls[p]
-    w = np.ones(h_r.shape)
-    for code, params in _CLASS_PARAMS.items():  # three size classes, not a loop over glaciers
-        sel = cls == code
-        w[sel] = huss_deltah(h_r[sel], params)
+    w = deltah_curve(h_r, gamma[p], a[p], b[p], c[p])
     w[uniform[p]] = 1.0
     return np.where((pos >= 0) & (thickness > 0), w, 0.0)
 
 
-def new_thickness(gid, thickness, weight, *, glaciers, scale, lower, gone) -> np.ndarray:
-    """Thickness (m) after the update ``max(h + scale w - lower, 0)`` on ice pixels of ``glaciers``."""
-    pos = lookup(gid, glaciers)
+def fallback_weights(pos, weight, *, uniform) -> np.ndarray:
+    """``weight`` with 1 on the ice pixels of the ``uniform`` glaciers (see :func:`uniform_fallback`)."""
+    p = np.maximum(pos, 0)
+    return np.where((pos >= 0) & uniform[p] & (weight == 0), 1.0, weight) if uniform.any() else weight
+
+
+def new_thickness(pos, thickness, weight, *, scale, lower, gone) -> np.ndarray:
+    """Thickness (m) after the update ``max(h + scale w - lower, 0)`` on ice pixels with ``pos >= 0``."""
     p = np.maximum(pos, 0)
     h = np.asarray(thickness, dtype="float64")
-    upd = np.maximum(h + scale[p] * weight - lower[p], 0.0)
-    upd = np.where(gone[p], 0.0, upd)
+    upd = h + scale[p] * weight
+    if lower.any():
+        upd -= lower[p]
+    np.maximum(upd, 0.0, out=upd)
+    if gone.any():
+        upd[gone[p]] = 0.0
     return np.where((pos >= 0) & (h > 0), upd, h)
 
 
-def step_terms(gid, thickness, area, weight, *, glaciers, scale, lower, gone):
-    """Per-pixel terms summed by a solver step: ``A dh`` (m3), ``A w`` and ``A`` (m2) where ice remains."""
+def step_terms(pos, thickness, area, weight, *, scale, lower, gone):
+    """Per-pixel terms summed by a solver step: ``A dh`` (m3), ``A w`` and ``A`` (m2) where ice remains.
+
+    All three are 0 (never NaN) off the ice pixels of the updated glaciers.
+    """
     h = np.asarray(thickness, dtype="float64")
-    h_new = new_thickness(gid, h, weight, glaciers=glaciers, scale=scale, lower=lower, gone=gone)
+    h_new = new_thickness(pos, h, weight, scale=scale, lower=lower, gone=gone)
     remains = h_new > 0
-    return area * (h_new - h), np.where(remains, area * weight, 0.0), np.where(remains, area, 0.0)
+    changed = (pos >= 0) & (h > 0)
+    return (np.where(changed, area * (h_new - h), 0.0), np.where(remains & changed, area * weight, 0.0),
+            np.where(remains & changed, area, 0.0))
 
 
 def group_sum(pos: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -252,7 +301,7 @@ def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray
 
 
 def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ice=900.0,
-                         rho_water=1000.0, max_iter=100, rtol=1e-9):
+                         rho_water=1000.0, max_iter=100, rtol=1e-9, calibrated=None, coefficients=None):
     """The whole delta-h update on numpy arrays (per-glacier sums by ``np.bincount``).
 
     Parameters
@@ -265,6 +314,8 @@ def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ic
         Glacier-wide SMB (m w.e.) aligned with ``glaciers``; NaN means no change.
     rho_ice, rho_water : float
         Densities (kg m-3) converting m w.e. to m of ice.
+    calibrated, coefficients : ndarray of bool, dict of ndarray, optional
+        Glacier-specific curves (see :func:`curve_vectors`), aligned with ``glaciers``.
 
     Returns
     -------
@@ -276,21 +327,24 @@ def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ic
     """
     n = glaciers.size
     h = np.asarray(thickness, dtype="float64")
-    pos = np.where(h > 0, lookup(gid, glaciers), -1)
+    at = lookup(gid, glaciers)
+    pos = np.where(h > 0, at, -1)
     stats = glacier_stats(group_sum(pos, area, n), group_max(pos, surface, n), group_min(pos, surface, n))
     target = smb * stats["area"] * rho_water / rho_ice
-    geo = dict(glaciers=glaciers, zmax=stats["zmax"], zmin=stats["zmin"], size_cls=stats["size_cls"])
-    huss = pixel_weights(gid, h, surface, **geo, uniform=stats["size_cls"] == UNIFORM)
-    uniform, wsum = uniform_fallback(stats, group_sum(pos, area * huss, n))
-    w = pixel_weights(gid, h, surface, **geo, uniform=uniform)
+    curves = curve_vectors(stats["size_cls"], calibrated, coefficients)
+    geo = dict(zmax=stats["zmax"], zmin=stats["zmin"],
+               **{k: curves[k] for k in ("gamma", "a", "b", "c")})
+    huss = pixel_weights(at, h, surface, **geo, uniform=curves["uniform"])
+    uniform, wsum = uniform_fallback(curves["uniform"], stats["area"], group_sum(pos, area * huss, n))
+    w = fallback_weights(np.where(h > 0, at, -1), huss, uniform=uniform & ~curves["uniform"])
 
     def reduce_step(scale, lower, gone):
-        terms = step_terms(gid, h, area, w, glaciers=glaciers, scale=scale, lower=lower, gone=gone)
+        terms = step_terms(at, h, area, w, scale=scale, lower=lower, gone=gone)
         return StepSums(*(group_sum(pos, t, n) for t in terms))
 
     volume = group_sum(pos, area * h, n)
     sol = solve_scaling(target, volume, wsum, reduce_step, max_iter=max_iter, rtol=rtol)
-    h_new = new_thickness(gid, h, w, glaciers=glaciers, scale=sol.scale, lower=sol.lower, gone=sol.gone)
+    h_new = new_thickness(at, h, w, scale=sol.scale, lower=sol.lower, gone=sol.gone)
     return h_new, surface + np.nan_to_num(h_new - h, nan=0.0), target, sol
 
 
@@ -299,11 +353,11 @@ def glacier_stats(ice_area, zmax, zmin) -> dict[str, np.ndarray]:
     return {"area": ice_area, "zmax": zmax, "zmin": zmin, "size_cls": size_class(ice_area / 1e6)}
 
 
-def uniform_fallback(stats: dict[str, np.ndarray], huss_weight_sum: np.ndarray):
-    """Glaciers changing uniformly (uniform class, or all Huss weights 0) and their ``Σ A w`` (m2).
+def uniform_fallback(uniform: np.ndarray, ice_area: np.ndarray, curve_weight_sum: np.ndarray):
+    """Glaciers changing uniformly (uniform class, or all curve weights 0) and their ``Σ A w`` (m2).
 
-    A glacier whose Huss weights are all 0 (e.g. a flat glacier, ``h_r = 0`` everywhere) would get no
+    A glacier whose curve weights are all 0 (e.g. a flat glacier, ``h_r = 0`` everywhere) would get no
     change at all; it changes uniformly instead (weight 1 on every ice pixel, ``Σ A w`` = ice area).
     """
-    uniform = (stats["size_cls"] == UNIFORM) | (huss_weight_sum <= 0)
-    return uniform, np.where(uniform, stats["area"], huss_weight_sum)
+    uniform = np.asarray(uniform, dtype=bool) | (curve_weight_sum <= 0)
+    return uniform, np.where(uniform, ice_area, curve_weight_sum)

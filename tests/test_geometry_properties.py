@@ -1,0 +1,174 @@
+"""Property tests (hypothesis) of the delta-h update: mass conservation, no negative thickness,
+monotone response to SMB, chunking invariance, equality with a simple reference implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from glacgrid.geometry import _kernels as K
+from glacgrid.geometry import deltah_update, evolve
+
+from .test_geometry import achieved, glacier_sums, make_smb, make_state
+
+GENERIC = {"small": (2, -0.30, 0.60, 0.09), "medium": (4, -0.05, 0.19, 0.01), "large": (6, -0.02, 0.12, 0.0)}
+
+
+def reference_update(gid, h, z, a, smb: dict, rho_ice=900.0, rho_water=1000.0, curves=None):
+    """The delta-h update written as an explicit loop over glaciers and redistribution rounds."""
+    curves = curves or {}
+    h_new = h.astype("float64").copy()
+    for g, b in smb.items():
+        ice = (gid == g) & (h > 0)
+        if np.isnan(b) or not ice.any():
+            continue
+        ai, hi, zi = a[ice], h[ice].astype("float64"), z[ice]
+        hr = (zi.max() - zi) / (zi.max() - zi.min()) if zi.max() > zi.min() else np.zeros_like(zi)
+        km2 = ai.sum() / 1e6
+        if g not in curves and km2 < 0.5:
+            w = np.ones_like(hr)
+        else:
+            gam, aa, bb, cc = curves.get(g) or GENERIC["small" if km2 < 5 else ("medium" if km2 <= 20 else "large")]
+            x = hr + aa
+            w = np.clip(np.maximum(x, 0) ** gam + bb * x + cc, 0, 1)
+        if (ai * w).sum() == 0:
+            w = np.ones_like(hr)
+        dv = b * ai.sum() * rho_water / rho_ice
+        if dv <= -(ai * hi).sum():
+            h_new[ice] = 0.0
+            continue
+        cur, remaining = hi.copy(), dv
+        for _ in range(10_000):
+            if not (cur > 0).any():
+                break
+            ww = np.where(cur > 0, w, 0.0)
+            if (ai * ww).sum() == 0:
+                ww = (cur > 0).astype("float64")
+            nxt = np.maximum(cur + remaining / (ai * ww).sum() * ww, 0.0)
+            remaining -= (ai * (nxt - cur)).sum()
+            cur = nxt
+            if abs(remaining) <= 1e-12 * abs(dv):
+                break
+        h_new[ice] = cur
+    return h_new
+
+
+@st.composite
+def small_glaciers(draw):
+    ny, nx = draw(st.integers(2, 7)), draw(st.integers(2, 7))
+    n = draw(st.integers(1, 3))
+    gid = draw(hnp.arrays("int32", (ny, nx), elements=st.integers(0, n)))
+    thick = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(0, 80))) * 1.5
+    thick[draw(hnp.arrays(bool, (ny, nx)))] = 0.0
+    thick[gid == 0] = 0.0
+    surface = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(1500, 3500))) * 1.0
+    area = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(1, 300))) * 1e4
+    present = sorted(set(np.unique(gid).tolist()) - {0})
+    listed = draw(st.lists(st.sampled_from(present), unique=True, min_size=1)) if present else []
+    smb = {g: draw(st.one_of(st.floats(-60, 8), st.just(np.nan)) if g % 2 else st.floats(-60, 8))
+           for g in listed}
+    return make_state(gid, thick, surface, area), smb
+
+
+curve_params = st.tuples(st.floats(0.5, 8), st.floats(-0.4, 0.3), st.floats(0, 1), st.floats(-0.1, 0.3))
+
+
+def curves_dataset(curves: dict) -> xr.Dataset:
+    ids = sorted(curves)
+    return xr.Dataset({k: ("glacier", [curves[g][i] for g in ids]) for i, k in enumerate(("gamma", "a", "b", "c"))},
+                      coords={"glacier": np.array(ids, dtype="int64")})
+
+
+PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def smb_of(smb):
+    return make_smb(smb) if smb else make_smb({}).astype("float64")
+
+
+@PROPS
+@given(small_glaciers(), st.dictionaries(st.integers(1, 3), curve_params, max_size=3))
+def test_property_matches_reference_and_conserves(case, curves):
+    state, smb = case
+    curves = {g: c for g, c in curves.items() if (state.glacier_id == g).any()}
+    new, report = deltah_update(state, smb_of(smb), curves=curves_dataset(curves) if curves else None)
+    h = new.thickness.values
+    ref = reference_update(state.glacier_id.values, state.thickness.values, state.surface.values,
+                           state.pixel_area.values, smb, curves=curves)
+    np.testing.assert_allclose(h, ref, rtol=1e-7, atol=1e-6)
+    assert (h >= 0).all()  # no negative thickness
+    n = int(state.glacier_id.max())
+    got = achieved(state, new, n)
+    v0 = glacier_sums(state.glacier_id.values, (state.thickness * state.pixel_area).values, n)
+    for g, b in smb.items():  # mass conservation, or all ice lost and reported
+        target = report.volume_change_target.sel(glacier=g).item()
+        if np.isnan(b):
+            assert got[g] == 0.0 and np.isnan(target)
+        elif -target >= v0[g]:
+            np.testing.assert_allclose(got[g], -v0[g], rtol=1e-12)
+            assert report.disappeared.sel(glacier=g).item() == 1
+            np.testing.assert_allclose(report.volume_change_unmet.sel(glacier=g).item(), target + v0[g],
+                                       rtol=1e-9, atol=1e-6)
+        else:
+            np.testing.assert_allclose(got[g], target, rtol=1e-9, atol=1e-6)
+            assert report.volume_change_unmet.sel(glacier=g).item() == 0.0
+        np.testing.assert_allclose(report.volume_change.sel(glacier=g).item(), got[g], rtol=1e-9, atol=1e-6)
+
+
+@PROPS
+@given(small_glaciers(), st.floats(0, 30))
+def test_property_monotone_in_smb(case, extra_loss):
+    state, smb = case
+    smb = {g: (0.0 if np.isnan(b) else b) for g, b in smb.items()}
+    if not smb:
+        return
+    gid, h, z, a = (state[v].values for v in ("glacier_id", "thickness", "surface", "pixel_area"))
+    ids = np.array(sorted(smb))
+    b = np.array([smb[g] for g in ids])
+    h1 = K.deltah_update_arrays(gid, h, z, a, ids, b)[0]
+    h2 = K.deltah_update_arrays(gid, h, z, a, ids, b - extra_loss)[0]
+    assert (h2 <= h1 + 1e-6).all()
+    assert (h2 >= 0).all()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_glaciers(), st.data())
+def test_property_chunking_invariance(case, data):
+    """Any chunking (sizes that do not divide the grid included) gives the numpy result."""
+    state, smb = case
+    ny, nx = state.sizes["y"], state.sizes["x"]
+    chunks = {"y": data.draw(st.integers(1, ny)), "x": data.draw(st.integers(1, nx))}
+    ref, rep_ref = deltah_update(state, smb_of(smb))
+    new, rep = deltah_update(state.chunk(chunks), smb_of(smb))
+    assert new.thickness.chunks is not None
+    for v in ("thickness", "surface"):
+        np.testing.assert_allclose(new[v].values, ref[v].values, rtol=1e-12, atol=1e-9)
+    for v in ("volume_change", "glacier_area", "disappeared"):
+        np.testing.assert_allclose(rep[v].values, rep_ref[v].values, rtol=1e-10, atol=1e-6)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_glaciers(), st.lists(st.floats(-15, 5), min_size=2, max_size=4))
+def test_property_evolve_conserves_over_years(case, series):
+    """Over several years: Σ achieved = Σ (SMB · area at the start of each year · ρw/ρi) − Σ unmet."""
+    state, smb = case
+    ids = sorted(smb)
+    if not ids:
+        return
+    smb_y = xr.DataArray([[b] * len(ids) for b in series], dims=("year", "glacier"),
+                         coords={"year": 2000 + np.arange(len(series)), "glacier": ids})
+    final, rep = evolve(state, smb_y)
+    n = int(state.glacier_id.max())
+    got = achieved(state, final, n)[ids]
+    target = (rep.volume_change_target.fillna(0) - rep.volume_change_unmet).sum("year").values
+    np.testing.assert_allclose(got, target, rtol=1e-9, atol=1e-5)
+    np.testing.assert_allclose(rep.volume_change.sum("year").values, got, rtol=1e-9, atol=1e-5)
+    assert (final.thickness.values >= 0).all()
+    gone = rep.disappeared_year.values
+    for i, g in enumerate(ids):  # a glacier that disappeared has no ice left, and vice versa
+        had_ice = bool(((state.glacier_id == g) & (state.thickness > 0)).any())
+        has_ice = bool(((final.glacier_id == g) & (final.thickness > 0)).any())
+        assert (gone[i] != -1) == (had_ice and not has_ice)
