@@ -135,12 +135,68 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Dask cluster: ``local`` (LocalCluster with ``n_workers``) or a scheduler address."""
+    """The dask cluster a run uses (``glacgrid run --cluster KIND`` overrides ``kind``).
+
+    kind : ``local`` (a LocalCluster on this machine), ``threads`` (dask's threaded scheduler in this
+        process, ``n_workers * threads_per_worker`` threads: no worker processes to start, for small
+        runs such as one tile of a job array), ``slurm`` (a dask-jobqueue SLURMCluster: one
+        Slurm job per ``processes`` workers, scaled to ``n_workers`` workers), ``mpi`` (dask-mpi: the job
+        was started with ``mpirun``/``srun`` and rank 0 is the scheduler, rank 1 the client), ``gateway``
+        (a new dask-gateway cluster, as on a Pangeo hub), or the address of a running scheduler
+        (``tcp://host:8786``, ``tls://...``, ``gateway://...``).
+    n_workers, threads_per_worker, memory_limit : size of the LocalCluster; ``n_workers`` is also the
+        number of workers a SLURMCluster or gateway cluster is scaled to.
+    cores, processes, memory, walltime, queue, account, interface, job_extra_directives,
+    job_script_prologue, log_directory, python : the SLURMCluster job (per job: ``cores`` CPUs and
+        ``memory`` split over ``processes`` workers); empty strings mean the dask-jobqueue default.
+        ``interface`` is the network interface the scheduler and workers listen on (``ib0`` on many
+        clusters, ``lo`` on a single node); ``python`` defaults to the interpreter running glacgrid.
+    wait_timeout : seconds to wait for the ``n_workers`` workers of a SLURMCluster (then the run goes on
+        with those connected, an error if none is) or for the first worker of a gateway cluster.
+    """
 
     kind: str = "local"
     n_workers: int = 2
     threads_per_worker: int = 1
     memory_limit: str = "4GiB"
+    cores: int = 1
+    processes: int = 1
+    memory: str = "4GiB"
+    walltime: str = "01:00:00"
+    queue: str = ""
+    account: str = ""
+    interface: str = ""
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    log_directory: str = ""
+    python: str = ""
+    wait_timeout: float = 600.0
+
+
+#: Cluster kinds besides a scheduler address.
+CLUSTER_KINDS = ("local", "threads", "slurm", "mpi", "gateway")
+_ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://", "gateway://")
+
+
+def _check_cluster(c: ClusterConfig, errs: _Collector) -> None:
+    """``[cluster]``: a known kind or a scheduler address, positive sizes, memory with a unit."""
+    import re
+
+    if c.kind not in CLUSTER_KINDS and not c.kind.startswith(_ADDRESS_SCHEMES):
+        errs.add(f"[cluster] kind = {c.kind!r} is neither one of {', '.join(CLUSTER_KINDS)} nor a scheduler "
+                 "address such as 'tcp://10.0.0.5:8786'.")
+    for key in ("n_workers", "threads_per_worker", "cores", "processes"):
+        if getattr(c, key) < 1:
+            errs.add(f"[cluster] {key} = {getattr(c, key)} must be at least 1.")
+    if c.processes > c.cores:
+        errs.add(f"[cluster] processes = {c.processes} exceeds cores = {c.cores}: each worker process needs a core.")
+    for key in ("memory", "memory_limit"):
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", getattr(c, key)):
+            errs.add(f"[cluster] {key} = {getattr(c, key)!r} is not a memory size; write e.g. '4GiB' or '8GB'.")
+    if not re.fullmatch(r"(\d+-)?\d{1,2}(:\d{2}){0,2}", c.walltime):
+        errs.add(f"[cluster] walltime = {c.walltime!r} is not a Slurm time; write HH:MM:SS or D-HH:MM:SS.")
+    if c.wait_timeout <= 0:
+        errs.add(f"[cluster] wait_timeout = {c.wait_timeout} must be positive (seconds).")
 
 
 @dataclass(frozen=True)
@@ -178,8 +234,8 @@ _TOP_LEVEL = {"name": str, "mode": str}
 _CHOICES = {
     ("run", "mode"): ("reconstruct", "evolve"),
     ("period", "hemisphere"): ("north", "south"),
-    ("model", "kind"): ("lasso", "ols", "ridge", "ann"),
-    ("model", "cv"): ("logo", "loyo"),
+    ("model", "kind"): ("lasso", "ols", "ridge", "svr", "rf", "gbm", "ann"),
+    ("model", "cv"): ("logo", "loyo", "lsygo", "kfold", "random"),
     ("observations", "format"): ("wgms", "table"),
 }
 _FEATURES = (
@@ -351,6 +407,7 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     geom: GeometryParams = kw.get("geometry", GeometryParams())
     if geom.rho_ice <= 0 or geom.rho_water <= 0:
         errs.add("[geometry] densities must be positive.")
+    _check_cluster(kw.get("cluster", ClusterConfig()), errs)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -399,9 +456,9 @@ snow_threshold = 0.0             # degC
 rain_threshold = 2.0             # degC
 
 [model]
-kind = "lasso"                   # lasso, ols, ridge, ann
+kind = "lasso"                   # lasso, ols, ridge, svr, rf, gbm, ann
 features = ["cpdd", "snow_winter", "snow_summer"]
-cv = "logo"                      # leave-one-glacier-out (logo) or leave-one-year-out (loyo)
+cv = "logo"                      # logo, loyo, lsygo (k glaciers x k years), kfold (by glacier), random
 seed = 0
 
 [observations]
@@ -419,9 +476,22 @@ rho_water = 1000.0               # kg m-3
 directory = "glacgrid-output"
 plot = true
 
-[cluster]
-kind = "local"                   # "local" or a scheduler address (tcp://...)
-n_workers = 2
+[cluster]                        # or on the command line: glacgrid run CONFIG --cluster slurm
+kind = "local"                   # local, threads, slurm (dask-jobqueue), mpi (dask-mpi), gateway, tcp://host:8786
+n_workers = 2                    # workers (LocalCluster; a SLURMCluster / gateway cluster is scaled to this)
 threads_per_worker = 1
-memory_limit = "4GiB"
+memory_limit = "4GiB"            # per LocalCluster worker
+# kind = "slurm": one Slurm job per `processes` workers
+cores = 1                        # CPUs per job
+processes = 1                    # worker processes per job
+memory = "4GiB"                  # memory per job
+walltime = "01:00:00"
+queue = ""                       # partition (empty: the default partition)
+account = ""
+interface = ""                   # network interface of scheduler and workers, e.g. "ib0" ("lo" on one node)
+job_extra_directives = []        # more #SBATCH lines, e.g. ["--qos=normal", "--constraint=cpu"]
+job_script_prologue = []         # shell lines run before each worker, e.g. ["module load python"]
+log_directory = ""               # worker job logs (empty: the submission directory)
+python = ""                      # worker python (empty: the one running glacgrid)
+wait_timeout = 600.0             # s to wait for the workers (then go on with those connected)
 '''

@@ -1,0 +1,411 @@
+"""A run split into region tiles, for a Slurm job array: prepare once, one task per tile, finish once.
+
+1. :func:`prepare_tiles` (``glacgrid tiles prepare CONFIG --tiles N``) runs the shared stages once
+   (ingest, grid and masks, downscale, training, model), creates the template of the one results store
+   ``<output>/results.zarr`` and writes the tile layout ``<output>/tiles/tiles.json``.
+2. :func:`run_tile` (``glacgrid run CONFIG --tile K``, one array task per tile) simulates the glaciers
+   of tile ``K`` on the tile's window of the grid, resumably year by year in a scratch store
+   ``<output>/tiles/tile-K.zarr``, then writes the tile into the results store: the grid chunks it owns
+   by region writes, and its glaciers' columns of the per-glacier variables under a file lock. The
+   tile is then recorded as done in the store's sidecar.
+3. :func:`finish_tiles` (``glacgrid tiles finish CONFIG``) writes the tables and the figure from the
+   merged store with the model and cross-validation of step 1 (nothing is recomputed).
+
+Tiles are unions of the grid's chunks (the Zarr chunks of the results store), so no two tasks write the
+same chunk of a gridded variable, and a glacier is never split across tiles: chunks that share a glacier
+always go to the same tile. Within that constraint tiles are contiguous runs of chunks in row-major order
+with balanced glacier pixel counts. Re-submitting the array after a failure skips the finished tiles
+(``glacgrid tiles missing`` lists the others) and a killed tile resumes from its scratch store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import cube as cube_mod
+from .config import RunConfig
+from .exceptions import InputDataError, StoreError
+from .grid import TargetGrid
+
+__all__ = ["TileLayout", "plan_tiles", "prepare_tiles", "run_tile", "missing_tiles", "finish_tiles", "tile_key"]
+
+log = logging.getLogger(__name__)
+
+TILES_DIR = "tiles"
+LAYOUT_FILE = "tiles.json"
+_GRIDDED = ("smb", "thickness", "surface")
+_PER_GLACIER = ("smb_glacier", "glacier_area", "volume", "disappeared")
+_HALO = 2  # pixels around a tile's window: the slope/aspect stencil needs 1
+
+
+def tile_key(k: int) -> str:
+    """The sidecar key of tile ``k`` in the results store."""
+    return f"tile[{k}]"
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tiles as sets of grid chunks (blocks) and the glaciers whose pixels lie in them.
+
+    ``blocks[k]`` are the ``(block_row, block_col)`` of tile ``k``; ``glaciers[k]`` its glacier indices
+    (the ``glacier_id`` values; glaciers without a pixel on the grid go to tile 0).
+    """
+
+    shape: tuple[int, int]
+    chunks: tuple[int, int]
+    blocks: tuple[tuple[tuple[int, int], ...], ...]
+    glaciers: tuple[tuple[int, ...], ...]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.blocks)
+
+    def block_slices(self, block: tuple[int, int]) -> tuple[slice, slice]:
+        (by, bx), (cy, cx), (ny, nx) = block, self.chunks, self.shape
+        return slice(by * cy, min((by + 1) * cy, ny)), slice(bx * cx, min((bx + 1) * cx, nx))
+
+    def window(self, k: int, halo: int = _HALO) -> tuple[slice, slice]:
+        """Rows and columns of the bounding box of tile ``k``'s chunks, plus ``halo`` pixels."""
+        sl = [self.block_slices(b) for b in self.blocks[k]]
+        y0, y1 = min(s[0].start for s in sl), max(s[0].stop for s in sl)
+        x0, x1 = min(s[1].start for s in sl), max(s[1].stop for s in sl)
+        return (slice(max(y0 - halo, 0), min(y1 + halo, self.shape[0])),
+                slice(max(x0 - halo, 0), min(x1 + halo, self.shape[1])))
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "chunks": list(self.chunks),
+                "blocks": [[list(b) for b in t] for t in self.blocks], "glaciers": [list(g) for g in self.glaciers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TileLayout":
+        return cls(tuple(d["shape"]), tuple(d["chunks"]), tuple(tuple(tuple(b) for b in t) for t in d["blocks"]),
+                   tuple(tuple(int(g) for g in t) for t in d["glaciers"]))
+
+
+def plan_tiles(glacier_id: np.ndarray, chunks: tuple[int, int], n_tiles: int,
+               index: np.ndarray | None = None) -> TileLayout:
+    """Split a glacier-id raster into at most ``n_tiles`` tiles of whole chunks, no glacier split.
+
+    Chunks touched by the same glacier are joined (connected components of the chunk-glacier graph);
+    the components, in row-major order of their first chunk, are cut into contiguous runs of about
+    equal weight (glacier pixels, plus a hundredth of all pixels so that ice-free chunks count a
+    little). Every tile holds glaciers; fewer tiles than asked are returned when there are fewer
+    glaciated components.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if n_tiles < 1:
+        raise InputDataError(f"The number of tiles must be at least 1, got {n_tiles}.")
+    gid = np.asarray(glacier_id)
+    ny, nx = gid.shape
+    cy, cx = chunks
+    nby, nbx = -(-ny // cy), -(-nx // cx)
+    # glacier ids of every chunk: pad to whole chunks and view as (block row, block col, pixel)
+    padded = np.zeros((nby * cy, nbx * cx), dtype=np.int64)
+    padded[:ny, :nx] = gid
+    blocks = padded.reshape(nby, cy, nbx, cx).transpose(0, 2, 1, 3).reshape(nby * nbx, cy * cx)
+    nb = nby * nbx
+    rows, cols = np.nonzero(blocks > 0)
+    pairs = np.unique(np.stack([rows, blocks[rows, cols]], axis=1), axis=0) if rows.size else np.zeros((0, 2), int)
+    max_id = int(max(gid.max(initial=0), 0 if index is None else np.max(index, initial=0)))
+    # bipartite graph: nodes 0..nb-1 are chunks, nb + g is glacier g
+    n_nodes = nb + max_id + 1
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], nb + pairs[:, 1])), shape=(n_nodes, n_nodes))
+    _, label = connected_components(graph, directed=False)
+    block_label = label[:nb]
+    ice = (blocks > 0).sum(axis=1)
+    comps, first = np.unique(block_label, return_index=True)  # first: lowest (row-major) chunk of each
+    order = comps[np.argsort(first)]
+    comp_weight = np.bincount(block_label, weights=ice + 0.01 * cy * cx)[order]
+    comp_ice = np.bincount(block_label, weights=ice)[order] > 0
+    n = max(1, min(n_tiles, int(comp_ice.sum())))
+    # walk the components in order; a new tile starts at a glaciated component once the running weight
+    # passed the next multiple of total / n (or when the glaciated components left are just enough);
+    # ice-free components join the tile being filled, so that every tile has glaciers
+    tile_of_comp = np.zeros(len(order), dtype=np.int64)
+    t, acc, seen, left, total = 0, 0.0, False, int(comp_ice.sum()), comp_weight.sum()
+    for i in range(len(order)):  # components, i.e. at most the number of chunks
+        if comp_ice[i]:
+            if seen and t < n - 1 and (acc >= (t + 1) * total / n or left == n - 1 - t):
+                t += 1
+            seen, left = True, left - 1
+        tile_of_comp[i] = t
+        acc += comp_weight[i]
+    tile_of_label = np.zeros(label.max() + 1, dtype=np.int64)  # glaciers without a pixel: tile 0
+    tile_of_label[order] = tile_of_comp
+    tile_of_block = tile_of_label[block_label]
+    all_ids = np.unique(gid[gid > 0]) if index is None else np.asarray(index, dtype=np.int64)
+    glacier_tile = tile_of_label[label[nb + all_ids]]
+    tile_blocks, tile_glaciers = [], []
+    for t in range(n):
+        bl = np.flatnonzero(tile_of_block == t)
+        tile_blocks.append(tuple((int(b // nbx), int(b % nbx)) for b in bl))
+        tile_glaciers.append(tuple(int(g) for g in all_ids[glacier_tile == t]))
+    return TileLayout((ny, nx), (cy, cx), tuple(tile_blocks), tuple(tile_glaciers))
+
+
+# --------------------------------------------------------------------------- prepare (once)
+
+def _config_hash(cfg: RunConfig) -> str:
+    parts = {k: repr(getattr(cfg, k)) for k in ("climate", "grid", "glaciers", "period", "downscale", "model",
+                                                 "observations", "geometry", "mode")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train(cfg: RunConfig, prep, out: Path):
+    """The model stage of :func:`glacgrid.pipeline.run`: cross-validate, fit, write the artifact."""
+    from .metadata import registry
+    from .models import FeatureSchema, cross_validate, make_model
+    from .pipeline import training_table
+
+    train, _, _ = training_table(cfg, prep)
+    train.to_csv(out / "training_features.csv", index=False)
+    names = tuple(cfg.model.features)
+    reg = registry()
+    schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
+    cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
+                        kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
+    cv.to_json(out / "cv.json")
+    model = make_model(cfg.model.kind, seed=cfg.model.seed)
+    model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
+    model.to_artifact(out / "model")
+    return model
+
+
+def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
+    """Run the shared stages once, create the results template and write the tile layout.
+
+    Idempotent: when ``<output>/tiles/tiles.json`` was written for the same configuration and number of
+    tiles, and the results store exists, nothing is recomputed (a re-submitted array starts at once).
+    """
+    from . import simulate
+    from .pipeline import prepare
+
+    out = Path(cfg.output.directory)
+    tdir = out / TILES_DIR
+    layout_path = tdir / LAYOUT_FILE
+    chash = _config_hash(cfg)
+    if layout_path.exists() and (out / "results.zarr").exists() and (tdir / "glaciers.parquet").exists():
+        meta = json.loads(layout_path.read_text(encoding="utf-8"))
+        if meta.get("config") == chash and meta.get("requested") == n_tiles:
+            log.info("tiles already prepared for this configuration: %s", layout_path)
+            return TileLayout.from_dict(meta["layout"])
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    tdir.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg, work)
+    model = _train(cfg, prep, out)
+    years = np.arange(cfg.period.start, cfg.period.end + 1)
+    fp = simulate._fingerprint(cfg, model)
+    template = simulate.results_template(prep, years, fp)
+    store = out / "results.zarr"
+    layout = plan_tiles(prep.static["glacier_id"].values, prep.grid.chunks, n_tiles, index=prep.index)
+    old_fp, old_layout = None, None
+    if store.exists():
+        with contextlib.suppress(StoreError):
+            old_fp = cube_mod.open_store(store, chunks=None).attrs.get("glacgrid_fingerprint")
+    if layout_path.exists():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            old_layout = TileLayout.from_dict(json.loads(layout_path.read_text(encoding="utf-8"))["layout"])
+    # finished tiles are kept only for the same results (fingerprint) and the same tiles
+    keep = old_fp == fp and old_layout == layout
+    cube_mod.create_template(template, store, overwrite=store.exists() and not keep)
+    if not keep:
+        for scratch in tdir.glob("tile-*.zarr"):
+            shutil.rmtree(scratch)
+    prep.table.to_parquet(tdir / "glaciers.parquet")  # for the finish step (names, ids, areas)
+    meta = {"config": chash, "requested": n_tiles, "fingerprint": fp, "grid": dataclasses.asdict(prep.grid),
+            "has_thickness": [bool(v) for v in prep.has_thickness], "layout": layout.to_dict()}
+    from ._atomic import atomic_path
+
+    with atomic_path(layout_path) as tmp:
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+    return layout
+
+
+def read_layout(cfg: RunConfig) -> tuple[TileLayout, dict]:
+    path = Path(cfg.output.directory) / TILES_DIR / LAYOUT_FILE
+    if not path.exists():
+        raise StoreError(f"No tile layout at {path}. Run `glacgrid tiles prepare CONFIG --tiles N` first "
+                         "(jobs/submit_tiles.sh does).")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("config") != _config_hash(cfg):
+        raise StoreError(f"The tile layout {path} was prepared for another configuration. Run "
+                         "`glacgrid tiles prepare CONFIG --tiles N` again.")
+    return TileLayout.from_dict(meta["layout"]), meta
+
+
+def missing_tiles(cfg: RunConfig) -> list[int]:
+    """The tiles not yet recorded as done in the results store."""
+    layout, _ = read_layout(cfg)
+    done = cube_mod.completed_regions(Path(cfg.output.directory) / "results.zarr")
+    return [k for k in range(layout.n_tiles) if tile_key(k) not in done]
+
+
+# --------------------------------------------------------------------------- one tile (array task)
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive POSIX lock on ``path`` (fcntl.lockf: works on NFS and Lustre mounted with locks)."""
+    with open(path, "a+") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
+def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int):
+    """The :class:`~glacgrid.pipeline.Prepared` of tile ``k``: its window, only its glaciers."""
+    from .pipeline import Prepared
+
+    out = Path(cfg.output.directory)
+    g = meta["grid"]
+    grid = TargetGrid(g["crs"], tuple(g["transform"]), tuple(g["shape"]), tuple(g["chunks"]))
+    ys, xs = layout.window(k)
+    a, _, c, _, e, f = grid.transform
+    sub = dataclasses.replace(grid, transform=(a, 0.0, c + a * xs.start, 0.0, e, f + e * ys.start),
+                              shape=(ys.stop - ys.start, xs.stop - xs.start))
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    static = cube_mod.open_store(out / "work" / "static.zarr", chunks=chunks).isel(y=ys, x=xs)
+    down = cube_mod.open_store(out / "work" / "downscaled.zarr",
+                               chunks={"time": 12, **chunks}).isel(y=ys, x=xs)
+    mine = np.asarray(layout.glaciers[k], dtype=np.int64)
+    gid = static["glacier_id"]
+    static = static.assign(glacier_id=gid.where(gid.isin(mine), 0).astype(gid.dtype))
+    static = static.chunk(chunks)
+    down = down.chunk({"time": 12, **chunks})
+    table = pd.DataFrame(index=pd.Index(mine, name="glacier"))  # the simulation needs the index only
+    has_th = np.asarray(meta["has_thickness"], dtype=bool)
+    return Prepared(sub, down, static, table, np.r_[False, has_th[mine]], [])
+
+
+def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
+    """Copy tile ``k`` from its scratch store into the results store, then record it as done."""
+    import zarr
+
+    ys, xs = layout.window(k)
+    res = cube_mod.open_store(scratch, chunks=None)
+    nyear = res.sizes["year"]
+    for block in layout.blocks[k]:
+        by, bx = layout.block_slices(block)
+        local = dict(y=slice(by.start - ys.start, by.stop - ys.start), x=slice(bx.start - xs.start, bx.stop - xs.start))
+        part = xr.Dataset({v: (res[v].dims, res[v].isel(local).values) for v in _GRIDDED})
+        with cube_mod._quiet():
+            part.to_zarr(store, region={"year": slice(0, nyear), "y": by, "x": bx}, mode="r+", consolidated=None)
+    glaciers = np.asarray(layout.glaciers[k])
+    with _locked(store.parent / TILES_DIR / ".results.lock"):
+        if len(glaciers):
+            all_glaciers = cube_mod.open_store(store, chunks=None)["glacier"].values
+            pos = np.searchsorted(all_glaciers, glaciers)
+            group = zarr.open_group(store, mode="r+")
+            for v in _PER_GLACIER:
+                values = res[v].transpose("year", "glacier").sel(glacier=glaciers).values
+                group[v].oindex[:, pos] = values.astype(group[v].dtype)
+        cube_mod.mark_done(store, tile_key(k))
+        done = cube_mod.completed_regions(store)
+        if all(tile_key(t) in done for t in range(layout.n_tiles)):
+            # every tile is in: the years are complete, so `glacgrid run` only writes the outputs
+            for i in range(nyear):
+                cube_mod.mark_done(store, cube_mod.region_key("year", slice(i, i + 1)))
+
+
+def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
+    """Simulate tile ``k`` and write it into the results store; skip it if it is done already.
+
+    Returns a small report: tile, glaciers, chunks, whether it was skipped, years resumed from the
+    scratch store of a killed earlier task, seconds.
+    """
+    from . import simulate
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    layout, meta = read_layout(cfg)
+    if not 0 <= k < layout.n_tiles:
+        raise InputDataError(f"Tile {k} does not exist: the layout has tiles 0..{layout.n_tiles - 1}.")
+    out = Path(cfg.output.directory)
+    store = out / "results.zarr"
+    report = {"tile": k, "glaciers": len(layout.glaciers[k]), "chunks": len(layout.blocks[k]), "skipped": False,
+              "resumed_years": 0}
+    if tile_key(k) in cube_mod.completed_regions(store):
+        report.update(skipped=True, seconds=time.perf_counter() - t0)
+        return report
+    stored = cube_mod.open_store(store, chunks=None).attrs.get("glacgrid_fingerprint")
+    if stored != meta["fingerprint"]:
+        raise StoreError(f"The results store {store} belongs to another run (fingerprint {stored}, expected "
+                         f"{meta['fingerprint']}). Run `glacgrid tiles prepare` again.")
+    prep = _tile_prepared(cfg, layout, meta, k)
+    model = load_model(out / "model")
+    scratch = out / TILES_DIR / f"tile-{k}.zarr"
+    if scratch.exists():  # a resumed task: the years its killed predecessor finished are kept
+        with contextlib.suppress(StoreError):
+            report["resumed_years"] = sum(key.startswith("year[") for key in cube_mod.completed_regions(scratch))
+    simulate.simulate(cfg, prep, model, scratch, advance=advance)
+    _write_tile(scratch, store, layout, k)
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+# --------------------------------------------------------------------------- finish (once)
+
+def _load_cv(path: Path):
+    """The cross-validation result written by the prepare step (cv.json)."""
+    import inspect
+
+    from .models.cv import CVResult
+
+    d = json.loads(path.read_text(encoding="utf-8"))
+    kwargs = {"scheme": d["scheme"], "metrics": d["metrics"], "per_fold": pd.DataFrame(d["per_fold"]),
+              "predictions": pd.DataFrame(d["predictions"])}
+    accepted = inspect.signature(CVResult).parameters
+    kwargs.update({k: (tuple(v) if k == "features" else v) for k, v in d.items()
+                   if k in accepted and k not in kwargs})
+    return CVResult(**kwargs)
+
+
+def finish_tiles(cfg: RunConfig):
+    """Write the tables and the figure of a tiled run from its merged results store.
+
+    Uses the model, cross-validation and stores of the prepare step: nothing is recomputed (a retrained
+    model would differ in the last digits and would not match the store). Returns a
+    :class:`~glacgrid.pipeline.RunResult`.
+    """
+    from . import outputs
+    from .observations import link_units, read_observations
+    from .pipeline import Prepared, RunResult
+
+    t0 = time.perf_counter()
+    out = Path(cfg.output.directory)
+    missing = missing_tiles(cfg)
+    if missing:
+        raise StoreError(f"Tiles {missing} are not in the results store yet. Run them first "
+                         f"(sbatch --array={','.join(map(str, missing))} jobs/run_tiles.sbatch CONFIG).")
+    layout, meta = read_layout(cfg)
+    g = meta["grid"]
+    grid = TargetGrid(g["crs"], tuple(g["transform"]), tuple(g["shape"]), tuple(g["chunks"]))
+    table = pd.read_parquet(out / TILES_DIR / "glaciers.parquet")
+    prep = Prepared(grid, xr.Dataset(), xr.Dataset(), table, np.asarray(meta["has_thickness"], dtype=bool), [])
+    obs = read_observations(cfg.observations.files, fmt=cfg.observations.format, id_column=cfg.observations.id_column)
+    unit_of_outline, units, _ = link_units(obs["obs_id"].unique(), table["rgi_id"].tolist(), cfg.observations.links)
+    cv = _load_cv(out / "cv.json")
+    results = cube_mod.open_store(out / "results.zarr")
+    files = outputs.write_outputs(cfg, prep, results, cv, units, unit_of_outline, out)
+    timings = {"outputs": time.perf_counter() - t0}
+    notes = [f"tiled run: {layout.n_tiles} tiles merged into {out / 'results.zarr'}"]
+    return RunResult(cfg, out, files.pop("glacier_years_df"), files.pop("validation_df"), cv, timings, notes,
+                     dict(files))
