@@ -2,8 +2,14 @@
 
 Contenders, each in its own subprocess on the same arrays (peak memory = the child's max RSS):
 
-- ``glacgrid``: :func:`glacgrid.geometry.deltah_update` (xarray + flox, numpy-backed);
-- ``glacgrid-dask``: the same on dask chunks (``--chunk`` rows of the packed state), threads;
+- ``glacgrid``: :func:`glacgrid.geometry.deltah_update` on the numpy-backed state (xarray layer + the
+  fused numba kernel :func:`glacgrid.geometry._fused.deltah_update_fused`); best of 3 calls, with the
+  first call of a process (numba cache load) reported as ``first_call_s``;
+- ``glacgrid-cold``: one call in a process with an empty numba cache (``NUMBA_CACHE_DIR`` a fresh
+  folder): the one-off compilation cost, reported separately (``compile_s`` = first call - best call);
+- ``glacgrid-dask``: the same on dask chunks (``--chunk`` rows of the packed state), threads
+  (xarray + flox passes, no fused kernel);
+- ``fused``: the fused kernel alone, without the xarray layer;
 - ``kernel``: the numpy kernel :func:`glacgrid.geometry._kernels.deltah_update_arrays` (for reference);
 - ``loop`` (a): a per-glacier Python loop of the same algorithm (mask ``glacier_id == g``, Huss weights,
   redistribution rounds) over the same arrays;
@@ -149,8 +155,8 @@ def run_child(name: str, cache: Path, out: Path, quick: bool, chunk: int, repeat
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     info: dict = {}
     t0 = time.perf_counter()
-    best = None
-    if name in ("glacgrid", "glacgrid-dask"):
+    best = once = None
+    if name in ("glacgrid", "glacgrid-dask", "glacgrid-cold"):
         import xarray as xr
 
         from glacgrid.geometry import deltah_update
@@ -158,13 +164,25 @@ def run_child(name: str, cache: Path, out: Path, quick: bool, chunk: int, repeat
         st = xr.Dataset({k: (("y", "x"), v) for k, v in arr.items()})
         if name == "glacgrid-dask":
             st = st.chunk({"y": chunk, "x": -1})
-        best = np.inf
-        for _ in range(repeat):  # best of `repeat`: the machine is shared and noisy
+        best, calls = np.inf, []
+        for _ in range(1 if name == "glacgrid-cold" else repeat):  # best of `repeat`: the machine is noisy
             t0 = time.perf_counter()
             new, rep = deltah_update(st, xr.DataArray(smb, dims="glacier", coords={"glacier": ids}))
             h_new = new.thickness.values
-            best = min(best, time.perf_counter() - t0)
+            calls.append(time.perf_counter() - t0)
+            best = min(best, calls[-1])
         info["passes"] = rep.attrs["solver_passes"]
+        info["first_call_s"] = round(calls[0], 4)
+        once = lambda: deltah_update(st, xr.DataArray(smb, dims="glacier", coords={"glacier": ids}))  # noqa: E731
+    elif name == "fused":
+        from glacgrid.geometry._fused import deltah_update_fused
+
+        best = np.inf
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            h_new = deltah_update_fused(gid, h, z, a, ids, smb)[0]
+            best = min(best, time.perf_counter() - t0)
+        once = lambda: deltah_update_fused(gid, h, z, a, ids, smb)  # noqa: E731
     elif name == "kernel":
         from glacgrid.geometry._kernels import deltah_update_arrays
 
@@ -173,6 +191,7 @@ def run_child(name: str, cache: Path, out: Path, quick: bool, chunk: int, repeat
             t0 = time.perf_counter()
             h_new = deltah_update_arrays(gid, h, z, a, ids, smb)[0]
             best = min(best, time.perf_counter() - t0)
+        once = lambda: deltah_update_arrays(gid, h, z, a, ids, smb)  # noqa: E731
     elif name == "loop":
         sel = ids
         if quick:  # a sample of glaciers, time extrapolated to all of them
@@ -191,9 +210,22 @@ def run_child(name: str, cache: Path, out: Path, quick: bool, chunk: int, repeat
             z_new = z + (h_new - h)                                        # writes h_new, z_new
             best = min(best, time.perf_counter() - t0)
         info["checksum"] = float(z_new[0, 0])
+
+        def once():
+            h_new = np.maximum(h + (z * 0.0 + a * -1e-9) * (gid > 0), 0.0)
+            return h_new, z + (h_new - h)
     seconds = (time.perf_counter() - t0) * info.get("extrapolation", 1.0) if best is None else best
     info["repeats"] = 1 if best is None else repeat
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if once is not None and name != "glacgrid-dask":
+        # the arrays one call allocates at its peak (numpy reports to tracemalloc; imports excluded)
+        import tracemalloc
+
+        tracemalloc.start()
+        result = once()
+        info["traced_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
+        del result
     np.save(out.with_suffix(".npy"), h_new)
     out.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024,
                                "extra_rss_mb": (peak - rss_loaded) / 1024, **info}))
@@ -202,7 +234,10 @@ def run_child(name: str, cache: Path, out: Path, quick: bool, chunk: int, repeat
 def child(name: str, cache: Path, *args: str) -> None:
     cmd = [sys.executable, __file__, "--child", name, "--cache", str(cache), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run(cmd, check=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="numba-cold-") as cold:
+        if name == "glacgrid-cold":  # an empty numba cache: the first call compiles the fused kernel
+            env["NUMBA_CACHE_DIR"] = cold
+        subprocess.run(cmd, check=True, env=env)
 
 
 def contender(name: str, cache: Path, quick: bool, chunk: int) -> dict:
@@ -266,11 +301,12 @@ def main() -> None:
         # time counts: the machine is shared, and a burst of load must not decide a ratio
         res: dict = {}
         for _ in range(a.rounds):
-            for n in ("floor", "glacgrid", "glacgrid-dask", "kernel"):
+            for n in ("floor", "glacgrid", "fused", "glacgrid-dask", "kernel"):
                 r = contender(n, cache, a.quick, a.chunk)
                 if n not in res or r["seconds"] < res[n]["seconds"]:
                     res[n] = r
         res["loop"] = contender("loop", cache, a.quick, a.chunk)
+        res["glacgrid-cold"] = contender("glacgrid-cold", cache, a.quick, a.chunk)
         ref = res["glacgrid"]["h"]
         gid = np.load(cache / "glacier_id.npy")
         for n, r in res.items():
@@ -284,9 +320,16 @@ def main() -> None:
         print(f"glacgrid / numpy floor (b)            : {g / res['floor']['seconds']:8.1f} x  (target <= 5)")
         floor = res["floor"]["seconds"]
         print(f"glacgrid-dask / floor (b)             : {res['glacgrid-dask']['seconds'] / floor:8.1f} x")
+        print(f"fused kernel alone / floor (b)        : {res['fused']['seconds'] / floor:8.1f} x")
         print(f"numpy kernel / floor (b)              : {res['kernel']['seconds'] / floor:8.1f} x")
+        cold = res["glacgrid-cold"]["seconds"]
+        print(f"first call, empty numba cache         : {cold:8.2f} s  (compilation ~{cold - g:.2f} s, once "
+              f"per machine; a new process with the cache: {res['glacgrid']['first_call_s']:.3f} s)")
         mem = res["glacgrid"]["peak_rss_mb"] / res["floor"]["peak_rss_mb"]
-        print(f"memory glacgrid / floor (peak RSS)    : {mem:8.2f} x")
+        print(f"memory glacgrid / floor (peak RSS)    : {mem:8.2f} x  (includes importing xarray, dask, numba)")
+        mem = res["glacgrid"]["traced_peak_mb"] / res["floor"]["traced_peak_mb"]
+        print(f"memory glacgrid / floor (traced arrays): {mem:7.2f} x  ({res['glacgrid']['traced_peak_mb']} MB "
+              f"vs {res['floor']['traced_peak_mb']} MB allocated by one call)")
         if a.closure:
             child("closure", cache, "--closure", str(a.closure))
             print("closure:", (cache / "closure.json").read_text())

@@ -291,13 +291,18 @@ def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray
         flat = todo & ~(sums.weight > 0) & (sums.area > 0)
         lower[flat] -= remainder[flat] / sums.area[flat]
     converged = ~todo
+    warn_not_converged(converged, rtol=rtol, max_iter=max_iter, stacklevel=3)
+    return Solution(scale, lower, gone, sums.change, sums.area, it, converged)
+
+
+def warn_not_converged(converged: np.ndarray, *, rtol: float, max_iter: int, stacklevel: int) -> None:
+    """RuntimeWarning naming how many glaciers missed their volume change after ``max_iter`` passes."""
     if not converged.all():
         warnings.warn(
             f"delta-h: {int((~converged).sum())} glacier(s) did not reach their volume change within "
             f"rtol={rtol} after max_iter={max_iter} passes; their achieved change is reported in "
-            "'volume_change'. Raise max_iter to continue.", RuntimeWarning, stacklevel=3,
+            "'volume_change'. Raise max_iter to continue.", RuntimeWarning, stacklevel=stacklevel + 1,
         )
-    return Solution(scale, lower, gone, sums.change, sums.area, it, converged)
 
 
 def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ice=900.0,
