@@ -24,32 +24,81 @@ def _csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _chunks(value: str | None) -> dict[str, int] | None:
+    if not value:
+        return None
+    try:
+        return {k.strip(): int(v) for k, v in (item.split("=") for item in value.split(",") if item.strip())}
+    except ValueError:
+        raise typer.BadParameter(f"--chunks {value!r}: expected e.g. time=-1,lat=64,lon=64") from None
+
+
 @app.command()
-def ingest(files: List[Path] = typer.Argument(..., help="ERA5-Land monthly netCDF files"),
-           out: Path = typer.Option(..., "--out", help="target Zarr store"),
+def ingest(files: List[Path] = typer.Argument(..., help="a recipe (.toml), or ERA5-Land monthly netCDF/GRIB files"),
+           out: Optional[Path] = typer.Option(None, "--out", help="target Zarr store (with files)"),
            invariant: Optional[Path] = typer.Option(None, help="invariant file with geopotential z"),
            variables: Optional[str] = typer.Option(None, help="comma-separated, e.g. t2m,tp"),
+           chunks: Optional[str] = typer.Option(None, help="store chunks, e.g. time=-1,lat=64,lon=64"),
+           append: bool = typer.Option(False, help="add new months to an existing store"),
+           engine: str = typer.Option("dask", help="dask or beam"),
+           beam_option: Optional[List[str]] = typer.Option(None, help="Beam pipeline option, repeatable"),
            overwrite: bool = typer.Option(False, help="replace an existing store with another schema")):
     """Ingest ERA5-Land monthly files into an analysis-ready Zarr cube.
 
     Example: glacgrid ingest era5land/*.nc --invariant invariant.nc --variables t2m,tp --out cube.zarr
+
+    Example: glacgrid ingest recipes/era5land_monthly.toml --engine beam
     """
     from .ingest import ingest as run_ingest
+    from .ingest import run_recipe
 
     try:
-        path = run_ingest(files, out, invariant=invariant, variables=_csv_list(variables), overwrite=overwrite)
+        if len(files) == 1 and files[0].suffix == ".toml":
+            if out is not None or invariant is not None or variables or chunks:
+                raise typer.BadParameter("a recipe names its store, invariant, variables and chunks; "
+                                         "drop --out/--invariant/--variables/--chunks or pass files")
+            path = run_recipe(files[0], engine=engine, overwrite=overwrite, append=append or None,
+                              beam_options=beam_option)
+        else:
+            if out is None:
+                raise typer.BadParameter("--out STORE.zarr is needed when ingesting files (or give one recipe .toml)")
+            path = run_ingest(files, out, invariant=invariant, variables=_csv_list(variables), chunks=_chunks(chunks),
+                              overwrite=overwrite, append=append, engine=engine, beam_options=beam_option)
     except GlacgridError as err:
         _fail(err)
     typer.echo(f"wrote {path}")
 
 
 @app.command()
-def mask(outlines: Path = typer.Argument(..., help="RGI outlines (shapefile or GeoPackage)"),
+def rechunk(store: Path = typer.Argument(..., help="cube from `glacgrid ingest`"),
+            out: Path = typer.Option(..., "--out", help="target Zarr store"),
+            chunks: str = typer.Option("time=1,lat=-1,lon=-1", help="target chunks (-1: whole dimension)"),
+            overwrite: bool = typer.Option(False, help="replace an existing target store")):
+    """Copy a cube with other chunks: one map per chunk by default, for map-like access.
+
+    Example: glacgrid rechunk cube.zarr --out cube-maps.zarr --chunks time=12,lat=-1,lon=-1
+    """
+    from .ingest import rechunk as run_rechunk
+
+    try:
+        path = run_rechunk(store, out, chunks=_chunks(chunks), overwrite=overwrite)
+    except GlacgridError as err:
+        _fail(err)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shapefile or GeoPackage)"),
          grid: Path = typer.Option(..., "--grid", help="DEM GeoTIFF defining the target grid"),
          out: Path = typer.Option(..., "--out", help="target Zarr store"),
-         id_column: str = typer.Option("RGIId", help="column with glacier ids"),
-         chunks: int = typer.Option(512, help="chunk size in pixels")):
-    """Rasterise glacier outlines into a glacier-index raster and fractional cover.
+         id_column: str = typer.Option("auto", help="column with glacier ids (auto: RGIId or rgi_id)"),
+         chunks: int = typer.Option(512, help="chunk size in pixels"),
+         supersample: int = typer.Option(4, help="sub-pixels per side for glacier_fraction"),
+         rel_tol: float = typer.Option(0.01, help="relative area tolerance (at least half a pixel of perimeter)")):
+    """Rasterise glacier outlines into a glacier-index raster and fractional cover, with an area report.
+
+    Writes STORE (glacier_id, glacier_fraction, pixel_area) and STORE.glaciers.csv (one row per
+    outline: outline, inventory and raster area, tolerance, overlap, status).
 
     Example: glacgrid mask rgi.shp --grid dem.tif --out masks.zarr
     """
@@ -60,15 +109,47 @@ def mask(outlines: Path = typer.Argument(..., help="RGI outlines (shapefile or G
     try:
         g = TargetGrid.from_raster(grid, chunks=chunks)
         gdf = read_outlines(outlines, id_column)
-        ds = rasterize_glaciers(gdf, g)
+        ds = rasterize_glaciers(gdf, g, supersample=supersample)
         ds["pixel_area"] = g.pixel_area()
         write_dataset(ds, out, region_dim="y", overwrite=True)
-        table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"])
+        table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"], grid=g, rel_tol=rel_tol)
     except GlacgridError as err:
         _fail(err)
     table.to_csv(out.with_suffix(".glaciers.csv"))
     typer.echo(table.to_string(max_rows=40))
+    flagged = table[table["status"] != "ok"]
+    typer.echo(f"{len(table)} outlines (RGI v{gdf.attrs['rgi_version'] or '?'}), {len(flagged)} flagged, "
+               f"{len(gdf.attrs['overlaps'])} overlapping pairs, {len(gdf.attrs['repaired'])} repaired geometries")
     typer.echo(f"wrote {out} and {out.with_suffix('.glaciers.csv')}")
+
+
+@app.command()
+def mosaic(thickness_dir: Path = typer.Argument(..., help="folder of RGIvv-rr.NNNNN_thickness.tif tiles"),
+           dem_dir: Path = typer.Argument(..., help="folder of dem_NNNNN.asc.tif tiles (same grids)"),
+           out: Path = typer.Option(..., "--out", help="output folder: one <name>_<EPSG>.zarr per projection"),
+           name: str = typer.Option("alps", help="store name prefix"),
+           epsg: Optional[str] = typer.Option(None, help="comma-separated EPSG codes (default: all present)"),
+           chunks: int = typer.Option(2048, help="square chunk size in pixels"),
+           overwrite: bool = typer.Option(False, help="rebuild existing stores (default: resume them)")):
+    """Assemble per-glacier thickness and DEM tiles into one regional Zarr cube per projection.
+
+    Example: glacgrid mosaic ../shared/data/alps/farinotti_thickness ../shared/data/alps/farinotti_dem --out alps/
+    """
+    from .mosaic import build_mosaic, mosaic_totals, open_mosaic
+
+    try:
+        codes = [int(c) for c in _csv_list(epsg)] if epsg else None
+        done = build_mosaic(thickness_dir, dem_dir, out, chunks=chunks, epsgs=codes, overwrite=overwrite, name=name)
+        for s in done:
+            tab = mosaic_totals(open_mosaic(s.path))
+            tab.to_csv(s.path.with_suffix(".glaciers.csv"))
+            typer.echo(f"EPSG:{s.epsg}: {s.glaciers} glaciers, {s.shape[0]} x {s.shape[1]} px, "
+                       f"area {tab['area_km2'].sum():.2f} km2 (tiles {tab['tile_area_km2'].sum():.2f}), "
+                       f"volume {tab['volume_km3'].sum():.3f} km3 + overlap {tab.attrs['overlap_volume_km3']:.3f} "
+                       f"(tiles {tab['tile_volume_km3'].sum():.3f}); resampled: {', '.join(s.resampled) or 'none'}; "
+                       f"wrote {s.path}")
+    except (GlacgridError, ValueError) as err:
+        _fail(err)
 
 
 @app.command()
@@ -76,54 +157,82 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
               grid: Path = typer.Option(..., "--grid", help="DEM GeoTIFF: target grid and elevation"),
               out: Path = typer.Option(..., "--out", help="target Zarr store"),
               lapse_rate: float = typer.Option(-0.0065, help="K m-1"),
+              monthly_lapse_rates: bool = typer.Option(False, help="fit monthly lapse rates on the ERA5-Land cells "
+                                                                  "around the grid (replaces --lapse-rate)"),
               precip_factor: float = typer.Option(1.0),
               precip_gradient: float = typer.Option(0.0, help="m-1"),
+              snow_threshold: float = typer.Option(0.0, help="degC: all solid below"),
+              rain_threshold: float = typer.Option(2.0, help="degC: all liquid above"),
+              method: str = typer.Option("bilinear", help="bilinear or conservative"),
+              engine: str = typer.Option("auto", help="auto, glacgrid, xarray-regrid (lat/lon grids) or odc-geo"),
               chunks: int = typer.Option(512)):
-    """Downscale the climate cube to a DEM grid (bilinear + lapse rate).
+    """Downscale the climate cube to a DEM grid (regridding + lapse rate + precipitation correction).
+
+    Writes temp (degC), prcp and prcp_solid (kg m-2) and reference_elevation (m).
 
     Example: glacgrid downscale cube.zarr --grid dem.tif --out downscaled.zarr --lapse-rate -0.0065
     """
     from .config import DownscaleParams
     from .cube import open_store, write_dataset
     from .downscale import downscale as run_downscale
+    from .downscale import solid_precipitation
+    from .downscale.lapse import fit_lapse_rates
     from .grid import TargetGrid
 
     try:
         g = TargetGrid.from_raster(grid, chunks=chunks)
-        ds = run_downscale(open_store(cube), g, g.read(grid),
-                           DownscaleParams(lapse_rate=lapse_rate, precip_factor=precip_factor,
-                                           precip_gradient=precip_gradient))
+        params = DownscaleParams(lapse_rate=lapse_rate, precip_factor=precip_factor, precip_gradient=precip_gradient,
+                                 snow_threshold=snow_threshold, rain_threshold=rain_threshold)
+        climate = open_store(cube)
+        rates = fit_lapse_rates(climate, g) if monthly_lapse_rates else None
+        ds = run_downscale(climate, g, g.read(grid), params, method=method, engine=engine, lapse_rates=rates)
+        ds["prcp_solid"] = solid_precipitation(ds["temp"], ds["prcp"], params)
         write_dataset(ds, out, region_dim="time", overwrite=True)
     except GlacgridError as err:
         _fail(err)
+    if rates is not None:
+        typer.echo("monthly lapse rates (K/km): " + ", ".join(f"{1000 * v:.2f}" for v in rates.values))
     typer.echo(f"wrote {out}")
 
 
 @app.command()
 def features(config: Path = typer.Argument(..., help="run configuration (TOML)"),
-             out: Path = typer.Option(..., "--out", help="directory for features.zarr and features.csv")):
+             out: Path = typer.Option(..., "--out", help="directory for features.zarr and features.csv"),
+             fmt: str = typer.Option("csv", "--format", help="table format: csv or parquet"),
+             monthly: bool = typer.Option(False, help="also the 12 monthly temperatures and snowfalls"),
+             reference: Optional[str] = typer.Option(None, help="anomaly reference years, e.g. 1991-2010"),
+             ablation: str = typer.Option("0.1,0.9", help="CPDD fractions opening/closing the ablation season"),
+             era5: Optional[str] = typer.Option(None, "--era5-variables",
+                                                help="comma-separated ingested ERA5-Land variables as monthly features")):
     """Glacier-wide features for every glacier and hydrological year of a config's period.
 
-    Example: glacgrid features examples/hef.toml --out hef-features
+    Writes OUT/features.zarr (with its FeatureSchema), OUT/features.csv (glacier, rgi_id, year, features)
+    and, when the config names observations, OUT/observed.csv with an `smb` column for `glacgrid cv`.
+
+    Example: glacgrid features examples/hef.toml --out hef-features --monthly --reference 1982-2018
     """
     from .config import load_config
-    from .cube import write_dataset
-    from .features import features_table, glacier_features
-    from .pipeline import _pixel_features, prepare
+    from .features.stage import run_features
 
     try:
+        ref = None
+        if reference:
+            parts = reference.split("-")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise GlacgridError(f"--reference must look like 1991-2010, got {reference!r}.")
+            ref = (int(parts[0]), int(parts[1]))
+        try:
+            abl = tuple(float(v) for v in ablation.split(","))
+        except ValueError:
+            abl = ()
+        if len(abl) != 2:
+            raise GlacgridError(f"--ablation must be two fractions like 0.1,0.9, got {ablation!r}.")
         cfg = load_config(config)
-        out.mkdir(parents=True, exist_ok=True)
-        prep = prepare(cfg, out / "work")
-        s = prep.static
-        active = s["glacier_id"] > 0
-        pix = _pixel_features(cfg, prep, s["surface"], s["glacier_id"], active, prep.index, cfg.period.start, cfg.period.end)
-        gf = glacier_features(pix, s["glacier_id"], active, s["pixel_area"], prep.index).compute()
-        write_dataset(gf.chunk({"year": -1}), out / "features.zarr", region_dim="glacier", overwrite=True)
-        features_table(gf, prep.table).to_csv(out / "features.csv", index=False)
+        paths = run_features(cfg, out, fmt=fmt, monthly=monthly, reference=ref, ablation=abl,
+                             era5_variables=_csv_list(era5) or ())
     except GlacgridError as err:
         _fail(err)
-    typer.echo(f"wrote {out / 'features.zarr'} and {out / 'features.csv'}")
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def _read_table(path: Path):
@@ -134,19 +243,35 @@ def _read_table(path: Path):
     return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
 
 
+CV_MODELS = ("lasso", "ols", "svr", "rf", "gbm", "ann")
+CV_SCHEMES = ("logo", "loyo", "lsygo", "random")
+
+
+def _choice(value: str, valid: tuple[str, ...], option: str) -> str:
+    if value not in valid:
+        raise GlacgridError(f"{option} {value!r} is not valid; choose one of {{{','.join(valid)}}}.")
+    return value
+
+
 @app.command()
 def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
           target: str = typer.Option(..., help="target column (m w.e.)"),
           features: str = typer.Option(..., help="comma-separated feature columns"),
-          model: str = typer.Option("lasso", help="lasso, ols, ridge or ann"),
+          model: str = typer.Option("lasso", help="lasso, ols, ridge, svr, rf, gbm or ann"),
+          ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
+          weights: str = typer.Option("none", help="sample weights: none, kde or frequency"),
           seed: int = typer.Option(0),
           out: Path = typer.Option(..., "--out", help="model artifact directory")):
-    """Fit an SMB model on a feature table and save it (JSON, and a torch state dict for the ANN).
+    """Fit an SMB model on a feature table and save it without pickle.
 
-    Example: glacgrid train features.csv --target smb --features cpdd,snow_winter --out model
+    Linear models: JSON; SVR/forests: JSON + numeric .npz; ANN: JSON + tensor-only state dict.
+    Feature units come from glacgrid's variable registry ("1" for unknown columns).
+
+    Example: glacgrid train features.csv --target smb --features cpdd,snow_winter --model ann
+    --ann-preset alpgm --out model
     """
     from .metadata import registry
-    from .models import FeatureSchema, make_model
+    from .models import WEIGHTINGS, FeatureSchema, make_model, sample_weights
 
     try:
         df = _read_table(table)
@@ -154,9 +279,14 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
         missing = [c for c in (*names, target) if c not in df.columns]
         if missing:
             raise GlacgridError(f"Columns {missing} are not in {table} (columns: {list(df.columns)}).")
+        _choice(weights, ("none", *WEIGHTINGS), "--weights")
         reg = registry()
         schema = FeatureSchema(names, tuple(reg.get(n, {}).get("units", "1") for n in names))
-        m = make_model(model, seed=seed).fit(df[list(names)].to_numpy("float64"), df[target].to_numpy("float64"), schema)
+        y = df[target].to_numpy("float64")
+        w = sample_weights(y, None if weights == "none" else weights)
+        opts = {"preset": ann_preset} if ann_preset else {}
+        m = make_model(model, seed=seed, **opts).fit(df[list(names)].to_numpy("float64"), y, schema,
+                                                     sample_weight=w)
         path = m.to_artifact(out)
     except GlacgridError as err:
         _fail(err)
@@ -169,12 +299,15 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
        glacier_col: str = typer.Option(..., help="glacier id column"),
        year_col: str = typer.Option(..., help="year column"),
        features: str = typer.Option(..., help="comma-separated feature columns"),
-       model: str = typer.Option("lasso", help="lasso, ols, ridge or ann"),
-       scheme: str = typer.Option("logo", help="logo or loyo"),
-       ann_preset: Optional[str] = typer.Option(None, help="ANN preset name"),
+       model: str = typer.Option(..., help="{lasso,ols,svr,rf,gbm,ann}"),
+       scheme: str = typer.Option(..., help="{logo,loyo,lsygo,random}"),
+       ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
        seed: int = typer.Option(0),
        out: Path = typer.Option(..., "--out", help="RESULT.json")):
     """Cross-validate a model on a feature table; print metrics and write out-of-fold predictions.
+
+    RESULT.json holds the overall and per-fold metrics (r, r2, rmse, mae, bias) and one record per
+    held-out row (glacier, year, observed, predicted, fold).
 
     Example: glacgrid cv features.csv --target smb --glacier-col rgi_id --year-col year
     --features cpdd,snow_winter,snow_summer --model lasso --scheme logo --out cv.json
@@ -183,14 +316,17 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
 
     try:
         df = _read_table(table)
+        _choice(model, CV_MODELS, "--model")
+        _choice(scheme, CV_SCHEMES, "--scheme")
         opts = {"preset": ann_preset} if ann_preset else {}
         res = cross_validate(df, target=target, features=_csv_list(features) or [], glacier_col=glacier_col,
                              year_col=year_col, kind=model, scheme=scheme, seed=seed, **opts)
         res.to_json(out)
     except GlacgridError as err:
         _fail(err)
-    typer.echo(res.per_fold.to_string(index=False))
-    typer.echo("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items()))
+    typer.echo(res.per_fold.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60))
+    typer.echo("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
+               + f"  (n={len(res.predictions)}, {len(res.per_fold)} folds)")
     typer.echo(f"wrote {out}")
 
 
@@ -216,32 +352,97 @@ def infer(model_dir: Path = typer.Argument(..., help="model artifact directory f
 
 @app.command()
 def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, thickness, surface, pixel_area"),
-           smb: Path = typer.Option(..., help="CSV with columns glacier (index) and smb (m w.e.)"),
+           smb: Path = typer.Option(..., help="CSV with columns glacier (index), smb (m w.e.) and optionally year"),
            out: Path = typer.Option(..., "--out", help="Zarr store of the new state"),
            rho_ice: float = typer.Option(900.0, help="kg m-3"),
-           rho_water: float = typer.Option(1000.0, help="kg m-3")):
-    """One delta-h geometry update (Huss et al. 2010, mass conserving) for all glaciers at once.
+           rho_water: float = typer.Option(1000.0, help="kg m-3"),
+           curves: Optional[Path] = typer.Option(None, help="glacier-specific delta-h curves (.zarr or .csv) "
+                                                 "from `glacgrid calibrate-deltah`"),
+           report: Optional[Path] = typer.Option(None, help="CSV of the per-glacier (and per-year) report")):
+    """Delta-h geometry update (Huss et al. 2010, mass conserving) for all glaciers at once.
 
-    Example: glacgrid evolve work/static.zarr --smb smb.csv --out state-next.zarr
+    With a `year` column in the SMB CSV the years are applied in order and the report gives area,
+    volume and volume change per glacier and year and the year each glacier disappeared in.
+
+    Example: glacgrid evolve work/static.zarr --smb smb.csv --out state-next.zarr --curves curves.csv
     """
     import pandas as pd
     import xarray as xr
 
     from .cube import open_store, write_dataset
+    from .exceptions import InputDataError
     from .geometry import deltah_update
+    from .geometry import evolve as evolve_years
+    from .geometry.calibrate import read_curves
 
     try:
         st = open_store(state)
         st = st[["glacier_id", "thickness", "surface", "pixel_area"]]
         st["thickness"] = st["thickness"].fillna(0.0)
         df = pd.read_csv(smb)
-        da = xr.DataArray(df["smb"].to_numpy("float64"), dims="glacier", coords={"glacier": df["glacier"].to_numpy()})
-        new, report = deltah_update(st, da, rho_ice=rho_ice, rho_water=rho_water)
+        missing = [c for c in ("glacier", "smb") if c not in df.columns]
+        if missing:
+            raise InputDataError(f"SMB table {smb} lacks column(s) {missing}; it has {list(df.columns)}. "
+                                 "Expected glacier, smb (m w.e.) and optionally year.")
+        cur = read_curves(curves) if curves is not None else None
+        kw = dict(rho_ice=rho_ice, rho_water=rho_water, curves=cur)
+        if "year" in df.columns:
+            table = df.set_index(["year", "glacier"])["smb"].to_xarray()
+            new, rep = evolve_years(st, table.astype("float64"), **kw)
+        else:
+            da = xr.DataArray(df["smb"].to_numpy("float64"), dims="glacier",
+                              coords={"glacier": df["glacier"].to_numpy()})
+            new, rep = deltah_update(st, da, **kw)
         write_dataset(new, out, region_dim="y", overwrite=True)
     except GlacgridError as err:
         _fail(err)
-    typer.echo(report.compute().to_dataframe().to_string(max_rows=40))
+    frame = rep.compute().drop_vars("disappeared_year", errors="ignore").to_dataframe()
+    if report is not None:
+        frame.to_csv(report)
+    typer.echo(frame.to_string(max_rows=40))
+    if "disappeared_year" in rep:
+        gone = rep["disappeared_year"].to_series()
+        typer.echo(f"glaciers that disappeared: {int((gone > 0).sum())}")
     typer.echo(f"wrote {out}")
+
+
+@app.command("calibrate-deltah")
+def calibrate_deltah_cmd(
+        dh_dir: Path = typer.Argument(..., help="folder of dh_<name>.tif elevation-change rasters (m)"),
+        dem_dir: Path = typer.Argument(..., help="folder of DEM_<name>.tif rasters on the same grids (m)"),
+        out: List[Path] = typer.Option(..., "--out", help="curves file(s): .zarr (all) and/or .csv (table)"),
+        outlines: Optional[Path] = typer.Option(None, help="outlines; only pixels inside the outline named "
+                                                "like the raster are used"),
+        name_field: str = typer.Option("Glacier", help="outline attribute with the glacier name"),
+        encoding: str = typer.Option("latin-1", help="encoding of the outline attributes"),
+        plot: Optional[Path] = typer.Option(None, help="PNG of the calibrated curves")):
+    """Calibrate glacier-specific delta-h curves from observed elevation change (dh rasters + DEM).
+
+    Example: glacgrid calibrate-deltah ../shared/data/alps/dh_1979_2011 ../shared/data/alps/dem_1979_2011_mean
+    --outlines ../shared/data/alps/outlines_2015/glaciers_2015_05.shp --out curves.zarr --out curves.csv
+    --plot curves.png
+    """
+    from .geometry.calibrate import STATUS, calibrate_deltah, plot_curves, read_dh_pairs, write_curves
+
+    try:
+        px = read_dh_pairs(dh_dir, dem_dir, outlines, name_field=name_field, encoding=encoding)
+        cur = calibrate_deltah(px["glacier_id"], px["dem"], px["dh"], names=px["name"])
+        for path in out:
+            write_curves(cur, path)
+            typer.echo(f"wrote {path}")
+        if plot is not None:
+            plot_curves(cur, plot)
+            typer.echo(f"wrote {plot}")
+    except GlacgridError as err:
+        _fail(err)
+    counts = cur["status"].to_series().value_counts().sort_index()
+    for code, n in counts.items():
+        typer.echo(f"{STATUS[int(code)]:>28s}: {n}")
+
+
+_CLUSTER_HELP = ("dask cluster: local (default), threads (no worker processes), slurm (SLURMCluster from the "
+                 "[cluster] section), mpi (dask-mpi), gateway (dask-gateway) or a scheduler ADDRESS such as "
+                 "tcp://host:8786")
 
 
 def _print_summary(result) -> None:
@@ -257,14 +458,17 @@ def _print_summary(result) -> None:
 
 @app.command()
 def run(config: Optional[Path] = typer.Argument(None, help="run configuration (TOML)"),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address"),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
+        cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
+        tile: Optional[int] = typer.Option(None, "--tile", help="run only this region tile into the shared results "
+                                           "store (after `glacgrid tiles prepare`; one Slurm array task per tile)"),
         template: bool = typer.Option(False, "--template", help="print a commented config template and exit"),
         progress: bool = typer.Option(True, help="show a progress display")):
     """Run the whole pipeline described by a config file.
 
-    Example: glacgrid run examples/hef.toml
+    Example: glacgrid run examples/hef.toml --cluster slurm
     """
-    from .cluster import client_for
+    from .cluster import client_for, describe_client, resolve_cluster
     from .config import TEMPLATE, load_config
     from .pipeline import run as run_pipeline
 
@@ -275,16 +479,88 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         _fail(GlacgridError("Give a config file (glacgrid run CONFIG.toml), or --template to print one."))
     try:
         cfg = load_config(config)
-        with client_for(scheduler, cfg.cluster):
-            result = run_pipeline(cfg, progress=progress)
+        with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
+            typer.echo(f"dask: {describe_client(client)}")
+            if tile is not None:
+                from .tiled import run_tile
+
+                report = run_tile(cfg, tile)
+            else:
+                result = run_pipeline(cfg, progress=progress)
+    except GlacgridError as err:
+        _fail(err)
+    if tile is not None:
+        state = ("already done, skipped" if report["skipped"] else
+                 f"{report['resumed_years']} years resumed, written in {report['seconds']:.1f} s")
+        typer.echo(f"tile {tile}: {report['glaciers']} glaciers, {report['chunks']} chunks, {state}")
+        return
+    _print_summary(result)
+
+
+tiles_app = typer.Typer(no_args_is_help=True, help="Region tiles for a Slurm job array (jobs/submit_tiles.sh).")
+app.add_typer(tiles_app, name="tiles")
+
+
+@tiles_app.command("prepare")
+def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TOML)"),
+                  tiles: int = typer.Option(..., "--tiles", help="number of tiles wanted (fewer if the glaciers "
+                                            "do not allow as many)"),
+                  cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP)):
+    """Run the shared stages once, create the results store template and plan the tiles.
+
+    Prints the number of tiles. Example: glacgrid tiles prepare run.toml --tiles 16
+    """
+    from .cluster import client_for, resolve_cluster
+    from .config import load_config
+    from .tiled import prepare_tiles
+
+    try:
+        cfg = load_config(config)
+        with client_for(None, resolve_cluster(cfg.cluster, cluster)):
+            layout = prepare_tiles(cfg, tiles)
+    except GlacgridError as err:
+        _fail(err)
+    for k in range(layout.n_tiles):
+        typer.echo(f"# tile {k}: {len(layout.glaciers[k])} glaciers, {len(layout.blocks[k])} chunks", err=True)
+    typer.echo(layout.n_tiles)
+
+
+@tiles_app.command("finish")
+def tiles_finish(config: Path = typer.Argument(..., help="run configuration (TOML)")):
+    """Write the tables and the figure of a tiled run once every tile is in the results store.
+
+    Example: glacgrid tiles finish run.toml
+    """
+    from .config import load_config
+    from .tiled import finish_tiles
+
+    try:
+        result = finish_tiles(load_config(config))
     except GlacgridError as err:
         _fail(err)
     _print_summary(result)
 
 
+@tiles_app.command("missing")
+def tiles_missing(config: Path = typer.Argument(..., help="run configuration (TOML)")):
+    """Print the tiles not yet in the results store, comma-separated (for sbatch --array).
+
+    Example: sbatch --array=$(glacgrid tiles missing run.toml) jobs/run_tiles.sbatch run.toml
+    """
+    from .config import load_config
+    from .tiled import missing_tiles
+
+    try:
+        missing = missing_tiles(load_config(config))
+    except GlacgridError as err:
+        _fail(err)
+    typer.echo(",".join(map(str, missing)))
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output directory"),
-         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address"),
+         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
+         cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
          size: str = typer.Option("full", help="full or small"),
          seed: int = typer.Option(0),
          progress: bool = typer.Option(True, help="show a progress display")):
@@ -294,7 +570,7 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
     """
     import time
 
-    from .cluster import client_for
+    from .cluster import client_for, describe_client, resolve_cluster
     from .demo import prepare_demo
     from .pipeline import run as run_pipeline
 
@@ -303,8 +579,8 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
         cfg, region = prepare_demo(out, size=size, seed=seed)
         typer.echo(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
                    f"inputs in {region.directory}")
-        with client_for(scheduler, cfg.cluster) as client:
-            typer.echo(f"dask: {client}")
+        with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
+            typer.echo(f"dask: {describe_client(client)}")
             result = run_pipeline(cfg, progress=progress)
     except GlacgridError as err:
         _fail(err)

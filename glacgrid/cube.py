@@ -13,11 +13,19 @@ A store is written in two phases, as pangeo-forge's ``schema_to_zarr`` does:
 :func:`write_dataset` runs both phases and skips the slabs already recorded, so re-running a killed
 job only writes what is missing, and re-running a finished one writes nothing. Only local
 filesystem paths are supported.
+
+The sidecar also lists the regions a write *plans* (:func:`plan_regions`); :func:`missing_regions`
+gives those not yet finished and ``open_store(require_complete=True)`` refuses a store that has any,
+so data of an interrupted write is never read as valid. Zarr (3.1) writes each chunk file atomically
+(temporary file, then rename), so a killed write leaves every chunk either old or new. Sidecar
+updates hold an exclusive ``flock`` on ``<store>/.glacgrid_done.lock``, so parallel writers (threads,
+processes, Beam workers on one machine) may record regions concurrently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -38,7 +46,10 @@ __all__ = [
     "completed_regions",
     "create_template",
     "mark_done",
+    "missing_regions",
     "open_store",
+    "plan_regions",
+    "prepare_regions",
     "region_key",
     "write_dataset",
     "write_region",
@@ -140,9 +151,11 @@ def _schema_diff(ds: xr.Dataset, stored: xr.Dataset) -> list[str]:
 def _read_done(path: Path) -> dict[str, Any]:
     sidecar = path / DONE_FILE
     if not sidecar.exists():
-        return {"version": 1, "done": []}
+        return {"version": 1, "done": [], "planned": []}
     try:
-        return json.loads(sidecar.read_text(encoding="utf-8"))
+        state = json.loads(sidecar.read_text(encoding="utf-8"))
+        state.setdefault("planned", [])
+        return state
     except (OSError, ValueError) as err:
         raise StoreError(
             f"The progress file {sidecar} is unreadable ({err}). Delete it to rewrite every region "
@@ -161,18 +174,52 @@ def completed_regions(store: str | os.PathLike) -> set[str]:
     return set(_read_done(_require_store(store))["done"])
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Exclusive lock on the store's sidecar (``flock`` on a lock file beside it)."""
+    with open(path / (DONE_FILE.removesuffix(".json") + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _update_done(path: Path, field: str, keys: set[str]) -> None:
+    with _locked(path):
+        state = _read_done(path)
+        if keys <= set(state[field]):
+            return  # nothing new: leave the file (and its mtime) alone
+        state[field] = sorted(set(state[field]) | keys)
+        with atomic_path(path / DONE_FILE) as tmp:
+            tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+
 def mark_done(store: str | os.PathLike, key: Hashable) -> None:
     """Record region ``key`` (stored as ``str(key)``) as finished in ``store``'s sidecar.
 
-    The sidecar is rewritten atomically (temporary file in the store, then ``os.replace``), so a
-    crash leaves either the old or the new list, never a truncated one. Call it only after the
-    region's write returned.
+    The sidecar is rewritten atomically (temporary file in the store, then ``os.replace``) under an
+    exclusive lock, so a crash leaves either the old or the new list, never a truncated one, and
+    concurrent writers do not lose each other's keys. Call it only after the region's write returned.
     """
-    path = _require_store(store)
-    state = _read_done(path)
-    state["done"] = sorted(set(state["done"]) | {str(key)})
-    with atomic_path(path / DONE_FILE) as tmp:
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    _update_done(_require_store(store), "done", {str(key)})
+
+
+def plan_regions(store: str | os.PathLike, keys) -> None:
+    """Record the regions ``keys`` as planned: until each is marked done the store is incomplete."""
+    _update_done(_require_store(store), "planned", {str(k) for k in keys})
+
+
+def missing_regions(store: str | os.PathLike) -> set[str]:
+    """Keys of the planned regions of ``store`` that are not finished yet (empty when complete).
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is missing or not a Zarr store.
+    """
+    state = _read_done(_require_store(store))
+    return set(state["planned"]) - set(state["done"])
 
 
 def region_key(region_dim: str, index: slice) -> str:
@@ -180,7 +227,8 @@ def region_key(region_dim: str, index: slice) -> str:
     return f"{region_dim}[{index.start}:{index.stop}]"
 
 
-def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto", **kwargs: Any) -> xr.Dataset:
+def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto", require_complete: bool = False,
+               **kwargs: Any) -> xr.Dataset:
     """Open a Zarr store lazily.
 
     Parameters
@@ -190,15 +238,26 @@ def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto
     chunks : "auto", dict or None
         Dask chunks: ``"auto"`` (multiples of the on-disk chunks), ``{}`` (the on-disk chunks), a
         mapping of dimension to size, or ``None`` for lazily indexed arrays without dask.
+    require_complete : bool
+        Refuse a store whose planned regions are not all written (see :func:`missing_regions`).
     **kwargs
         Passed to :func:`xarray.open_zarr` (e.g. ``mask_and_scale=False``).
 
     Raises
     ------
     StoreError
-        If the path is missing, is not a Zarr store, or cannot be read.
+        If the path is missing, is not a Zarr store, or cannot be read, or (``require_complete``)
+        if a write of it was interrupted.
     """
     path = _require_store(store)
+    if require_complete:
+        missing = missing_regions(path)
+        if missing:
+            listed = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
+            raise StoreError(
+                f"Zarr store {path} is incomplete: {len(missing)} region(s) of an interrupted write are "
+                f"not finished ({listed}). Re-run the command that wrote it to finish the write."
+            )
     try:
         with _quiet():
             return xr.open_zarr(path, chunks=chunks, consolidated=None, **kwargs)
@@ -259,13 +318,15 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
     return path
 
 
-def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: str, index: slice) -> None:
+def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: str, index: slice,
+                 region: Mapping[str, slice] | None = None) -> None:
     """Write ``ds_part`` into entries ``index`` of ``region_dim`` of an existing template.
 
     Variables without ``region_dim`` are dropped: the template holds the dimension coordinates and
     :func:`write_static` writes the others. Dask chunks are aligned to the Zarr chunks
     (``align_chunks=True``), so slabs need not start on a chunk boundary. The region is not
-    recorded; call :func:`mark_done` after this returned.
+    recorded; call :func:`mark_done` after this returned. ``region`` adds slices along other
+    dimensions (e.g. the new months of an appended store, ``{"time": slice(456, 468)}``).
 
     Raises
     ------
@@ -277,7 +338,8 @@ def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: s
     part = part.drop_vars([k for k, v in part.variables.items() if region_dim not in v.dims])
     try:
         with _quiet():
-            part.to_zarr(path, region={region_dim: index}, mode="r+", align_chunks=True, consolidated=None)
+            part.to_zarr(path, region={**(region or {}), region_dim: index}, mode="r+", align_chunks=True,
+                         consolidated=None)
     except (ValueError, KeyError) as err:
         raise StoreError(
             f"Could not write region {region_key(region_dim, index)} to {path}: {err}. The data "
@@ -356,6 +418,29 @@ def write_dataset(
     recorded regions are skipped, so re-running the same call finishes an interrupted write and
     rewrites nothing after a complete one.
     """
+    ds, pending = prepare_regions(ds, store, region_dim=region_dim, step=step, overwrite=overwrite)
+    for key, index in pending:
+        write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
+        mark_done(store, key)
+    return Path(store)
+
+
+def prepare_regions(
+    ds: xr.Dataset,
+    store: str | os.PathLike,
+    *,
+    region_dim: str,
+    step: int | None = None,
+    overwrite: bool = False,
+) -> tuple[xr.Dataset, list[tuple[str, slice]]]:
+    """First phase of :func:`write_dataset`: template, planned regions, static variables.
+
+    Returns ``ds`` as it will be written (encodings cleaned, uniform chunks) and the ``(key,
+    index)`` of each region still to write; the caller writes them (in any order, in parallel if it
+    likes) with :func:`write_region` and records each with :func:`mark_done`. This is how other
+    engines (e.g. Apache Beam in :mod:`glacgrid.ingest.beam`) write exactly the store that
+    :func:`write_dataset` writes.
+    """
     if region_dim not in ds.dims:
         raise InputDataError(
             f"region_dim={region_dim!r} is not a dimension of the dataset (dims: {list(ds.dims)})."
@@ -374,14 +459,9 @@ def write_dataset(
             "so that no Zarr chunk is written by two regions. Rechunk the dataset or change step."
         )
     create_template(ds, store, overwrite=overwrite)
+    regions = [(region_key(region_dim, slice(a, min(a + step, n))), slice(a, min(a + step, n))) for a in range(0, n, step)]
+    plan_regions(store, [k for k, _ in regions])
     done = completed_regions(store)
     if STATIC_KEY not in done and write_static(ds, store, region_dim=region_dim):
         mark_done(store, STATIC_KEY)
-    for start in range(0, n, step):
-        index = slice(start, min(start + step, n))
-        key = region_key(region_dim, index)
-        if key in done:
-            continue
-        write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
-        mark_done(store, key)
-    return Path(store)
+    return ds, [(k, i) for k, i in regions if k not in done]

@@ -70,3 +70,7 @@ def import_optional(module: str, extra: str):
             f"{module!r} is needed for this feature but is not installed. "
             f"Install it with: pip install 'glacgrid[{extra}]'"
         ) from err
+
+
+class ClusterError(GlacgridError, RuntimeError):
+    """A dask cluster could not be started or reached, or got no worker in time."""

@@ -225,3 +225,48 @@ def test_variables_without_region_dim_are_written_once(tmp_path, count_regions):
     before = snapshot(store)
     cube.write_dataset(ds, store, region_dim="time")
     assert snapshot(store) == before
+
+
+def test_interrupted_write_is_incomplete_until_resumed(tmp_path, monkeypatch):
+    ds = make_ds(nlat=10, lat_chunk=4)
+    real = cube.write_region
+
+    def killed_on_second(part, store, *, region_dim, index, region=None):
+        if index.start == 4:
+            raise KeyboardInterrupt("killed")
+        return real(part, store, region_dim=region_dim, index=index, region=region)
+
+    monkeypatch.setattr(cube, "write_region", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        cube.write_dataset(ds, tmp_path / "c.zarr", region_dim="lat")
+    store = tmp_path / "c.zarr"
+    assert cube.missing_regions(store) == {"lat[4:8]", "lat[8:10]"}
+    with pytest.raises(StoreError, match=r"incomplete: 2 region\(s\).*lat\[4:8\], lat\[8:10\]"):
+        cube.open_store(store, require_complete=True)
+    cube.open_store(store)  # still readable on request (e.g. to inspect it)
+    monkeypatch.setattr(cube, "write_region", real)
+    cube.write_dataset(ds, store, region_dim="lat")
+    assert cube.missing_regions(store) == set()
+    xr.testing.assert_identical(cube.open_store(store, require_complete=True).compute(), ds.compute())
+
+
+def test_concurrent_mark_done_loses_no_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = cube.create_template(make_ds(), tmp_path / "c.zarr")
+    keys = [f"k{i}" for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: cube.mark_done(store, k), keys))
+    assert cube.completed_regions(store) == set(keys)
+
+
+def test_prepare_regions_plans_and_skips_done(tmp_path):
+    ds = make_ds(nlat=10, lat_chunk=4)
+    store = tmp_path / "c.zarr"
+    _, pending = cube.prepare_regions(ds, store, region_dim="lat")
+    assert [k for k, _ in pending] == ["lat[0:4]", "lat[4:8]", "lat[8:10]"]
+    assert [i for _, i in pending] == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert cube.missing_regions(store) == {"lat[0:4]", "lat[4:8]", "lat[8:10]"}
+    cube.mark_done(store, "lat[4:8]")
+    _, pending = cube.prepare_regions(ds, store, region_dim="lat")
+    assert [k for k, _ in pending] == ["lat[0:4]", "lat[8:10]"]

@@ -1,6 +1,6 @@
-"""ERA5-Land monthly netCDF files -> one normalised, analysis-ready climate cube (Zarr).
+"""Open ERA5-Land monthly files as one normalised, checked, lazy Dataset (:func:`open_era5land`).
 
-Normalisation applied by :func:`open_era5land`:
+Normalisation:
 
 * dims ``(time, lat, lon)``; invariants ``(lat, lon)``; extra coordinates (``number``,
   ``expver``) dropped; ``valid_time`` (current CDS files) renamed ``time``;
@@ -14,7 +14,6 @@ Normalisation applied by :func:`open_era5land`:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -22,22 +21,38 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import cube, units
-from .exceptions import (
+from .. import units
+from ..exceptions import (
     GridMismatchError,
     InputDataError,
     MissingVariableError,
     TimeAxisError,
     UnitsError,
 )
-from .metadata import provenance, stamp
+from ..metadata import provenance, stamp
+from ._readers import GRIB_SUFFIXES, open_source, sha256
 
-__all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land", "ingest"]
+__all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land", "software_versions"]
+
+
+def software_versions(grib: bool = False) -> dict[str, str]:
+    """Versions of the packages that decide a cube's bytes (recorded in its ``software_versions``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    names = ["xarray", "dask", "zarr", "numpy", "netCDF4"] + (["cfgrib", "eccodes"] if grib else [])
+    out = {"glacgrid": __version__}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 @dataclass(frozen=True)
@@ -103,58 +118,6 @@ def _same_units(got: str | None, expected: str) -> bool:
     return str(got).replace("**", "").strip() == expected  # e.g. 'kg m**-3', 'Pa'
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 checksum of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _degrees(values: np.ndarray) -> np.ndarray:
-    """Coordinates as float64: float32 ones by their shortest decimal form (47.1f -> 47.1)."""
-    if values.dtype == np.float32:
-        return values.astype(str).astype("float64")
-    return np.round(values.astype("float64"), 9)
-
-
-def _open_file(path: Path, chunks: Mapping) -> xr.Dataset:
-    """Open one netCDF file lazily and bring it to (time, lat, lon) with canonical coordinates."""
-    if not path.is_file():
-        raise InputDataError(f"ERA5-Land file {path} does not exist (or is not a file); check the path.")
-    try:
-        with netCDF4.Dataset(path) as nc:  # read each variable's last value: fails early on truncation
-            for var in nc.variables.values():
-                if var.size:
-                    var[(-1,) * var.ndim]
-        ds = xr.open_dataset(path, engine="netcdf4", chunks=dict(chunks), decode_timedelta=False)
-    except (OSError, ValueError, RuntimeError, IndexError) as err:
-        raise InputDataError(
-            f"Cannot read {path}: {type(err).__name__}: {err}. The file is unreadable, truncated or "
-            "not netCDF; download it again."
-        ) from err
-    ds = ds.rename({k: v for k, v in {"valid_time": "time", "latitude": "lat", "longitude": "lon"}.items() if k in ds.variables})
-    for dim in ("lat", "lon"):
-        if dim not in ds.dims or ds[dim].ndim != 1:
-            raise GridMismatchError(
-                f"{path} has no 1-D '{dim}' ('latitude'/'longitude') coordinate (dims: {dict(ds.sizes)}); "
-                "glacgrid ingests regular lat/lon ERA5-Land grids only."
-            )
-    ds = ds.reset_coords(drop=True)  # number, expver, ...
-    lon = np.round((_degrees(ds["lon"].values) + 180.0) % 360.0 - 180.0, 9)
-    if np.unique(lon).size != lon.size:
-        raise GridMismatchError(f"{path} has duplicated longitudes once wrapped to -180..180; remove the repeated column.")
-    ds = ds.assign_coords(lat=_degrees(ds["lat"].values), lon=lon)
-    ds = ds.isel(lat=np.argsort(ds["lat"].values, kind="stable"), lon=np.argsort(lon, kind="stable"))
-    if "time" in ds.dims:
-        if not np.issubdtype(ds["time"].dtype, np.datetime64):
-            raise TimeAxisError(f"{path}: time values {ds['time'].values[:3]} are not standard-calendar dates.")
-        months = ds["time"].values.astype("datetime64[M]").astype("datetime64[ns]")
-        ds = ds.assign_coords(time=months)
-    return ds
-
-
 def _check_grid(ref: xr.Dataset, ref_path: Path, other: xr.Dataset, other_path: Path, what: str = "") -> None:
     for dim in ("lat", "lon"):
         if not np.array_equal(ref[dim].values, other[dim].values):
@@ -202,10 +165,10 @@ def _convert(da: xr.DataArray, conv: Conversion) -> xr.DataArray:
 
 
 def _file_chunks(chunks: Mapping | None) -> dict:
+    """Spatial chunks each file is read with (the store's, so no band straddles two dask chunks)."""
     if not chunks:
         return {}
-    names = {"lat": "latitude", "lon": "longitude"}
-    return {names.get(k, k): v for k, v in chunks.items() if k in ("lat", "lon")}
+    return {k: v for k, v in chunks.items() if k in ("lat", "lon")}
 
 
 def _collect(opened: list[tuple[Path, xr.DataArray]], wanted: list[str], warn_skipped: bool):
@@ -248,13 +211,14 @@ def open_era5land(
     variables: Sequence[str] | None = None,
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
-    """Open ERA5-Land monthly netCDF files as one normalised, lazy (dask) Dataset.
+    """Open ERA5-Land monthly netCDF or GRIB files as one normalised, lazy (dask) Dataset.
 
     Parameters
     ----------
     files : sequence of paths
-        netCDF files split per year, per month and/or per variable, in any combination, with a
-        ``time`` or a ``valid_time`` dimension. Files holding none of ``variables`` are skipped.
+        netCDF files (``time`` or ``valid_time`` layout) or GRIB files (read with cfgrib, by
+        suffix ``.grib``/``.grb``/... or content), split per year, per month and/or per variable,
+        in any combination. Files holding none of ``variables`` are skipped.
     invariant : path, optional
         File with ``z`` (geopotential, m2 s-2; required) and ``lsm`` (fraction; optional), possibly
         with a length-1 time dimension. Gives ``orog`` (m) and ``lsm`` (1) on ``(lat, lon)``.
@@ -289,7 +253,7 @@ def open_era5land(
         if unknown:
             raise InputDataError(f"Unknown ERA5-Land variable(s) {unknown}; supported: {sorted(ERA5LAND_MONTHLY)}.")
     fchunks = _file_chunks(chunks)
-    opened = [(p, _open_file(p, fchunks)) for p in paths]
+    opened = [(p, open_source(p, fchunks)) for p in paths]
     found = {str(v) for _, ds in opened for v in ds.data_vars}
     wanted = list(variables) if variables is not None else [v for v in ERA5LAND_MONTHLY if v in found]
     missing = [v for v in wanted if v not in found]
@@ -316,12 +280,13 @@ def open_era5land(
     ds = xr.Dataset(out)
     ds = ds.assign_coords({dim: ds[dim].assign_attrs(attrs) for dim, attrs in _COORD_ATTRS.items()})
     ds["time"].encoding.update(_TIME_ENCODING)
-    sources = [{"name": p.name, "sha256": _sha256(p)} for p in used]
+    sources = [{"name": p.name, "sha256": sha256(p)} for p in used]
     ds.attrs = {
         "Conventions": "CF-1.8",
         "title": "ERA5-Land monthly climate cube",
         "source": "ERA5-Land monthly averaged reanalysis (ECMWF / Copernicus C3S)",
         "source_files": json.dumps(sources),
+        "software_versions": json.dumps(software_versions(any(p.suffix.lower() in GRIB_SUFFIXES for p in used))),
         "history": provenance(
             "open_era5land", files=[p.name for p in paths], invariant=Path(invariant).name if invariant else None, variables=wanted
         ),
@@ -330,7 +295,7 @@ def open_era5land(
 
 
 def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, fchunks: Mapping) -> dict[str, xr.DataArray]:
-    ds = _open_file(path, fchunks)
+    ds = open_source(path, fchunks)
     if "z" not in ds.data_vars:
         raise MissingVariableError(
             f"Invariant file {path} has no 'z' (geopotential); it holds {sorted(map(str, ds.data_vars))}. "
@@ -351,44 +316,3 @@ def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, fchunks: Mappin
             )
         out[conv.name] = _convert(ds[name], conv)
     return out
-
-
-def ingest(
-    files: Sequence[str | os.PathLike],
-    store: str | os.PathLike,
-    *,
-    invariant: str | os.PathLike | None = None,
-    variables: Sequence[str] | None = None,
-    chunks: Mapping[str, int] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Ingest ERA5-Land monthly files into a Zarr climate cube.
-
-    Parameters
-    ----------
-    files, invariant, variables
-        As in :func:`open_era5land`.
-    store : path
-        Output Zarr store (format 3, consolidated).
-    chunks : dict, optional
-        Store chunks; default ``{"time": -1, "lat": 64, "lon": 64}`` (whole time axis per tile).
-    overwrite : bool
-        Replace an existing store (needed when its schema or source files differ). Without it,
-        a store with the same schema and sources is resumed: finished regions are skipped.
-
-    Returns
-    -------
-    pathlib.Path
-        The store path.
-
-    Notes
-    -----
-    Everything is opened and checked before anything is written, so bad input leaves an existing
-    store untouched. Regions are bands of ``chunks["lat"]`` latitudes (every variable, invariants
-    included, has a ``lat`` dimension and the whole time axis is one chunk), written one after the
-    other and recorded in the store's progress file.
-    """
-    chunks = dict(chunks) if chunks is not None else {"time": -1, "lat": 64, "lon": 64}
-    ds = open_era5land(files, invariant=invariant, variables=variables, chunks=chunks)
-    ds.attrs["history"] += "\n" + provenance("ingest", store=str(store), chunks=chunks)
-    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)

@@ -1,0 +1,198 @@
+"""Open one ERA5-Land file (netCDF or GRIB) lazily as ``(time, lat, lon)`` with canonical coordinates.
+
+Pure file handling: no unit conversion, no checks across files (see :mod:`._open`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+from ..exceptions import GridMismatchError, InputDataError, TimeAxisError, import_optional
+
+__all__ = ["GRIB_SUFFIXES", "is_grib", "open_source", "sha256"]
+
+#: File name endings read with cfgrib (others must be netCDF). Files starting with ``GRIB`` are too.
+GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
+#: A file variable up to this size (decoded, bytes) is read whole; larger ones by the store's tiles.
+WHOLE_FILE_BYTES = 64 * 2**20
+# coordinates that carry no information for monthly means (ensemble member, level, step, ...)
+_RENAME = {"valid_time": "time", "latitude": "lat", "longitude": "lon"}
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 checksum of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_grib(path: Path) -> bool:
+    """Whether ``path`` is GRIB: by its suffix, or by the ``GRIB`` magic bytes at its start."""
+    if path.suffix.lower() in GRIB_SUFFIXES:
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"GRIB"
+
+
+def _degrees(values: np.ndarray) -> np.ndarray:
+    """Coordinates as float64: float32 ones by their shortest decimal form (47.1f -> 47.1)."""
+    if values.dtype == np.float32:
+        return values.astype(str).astype("float64")
+    return np.round(values.astype("float64"), 9)
+
+
+def _unreadable(path: Path, err: Exception) -> InputDataError:
+    return InputDataError(
+        f"Cannot read {path}: {type(err).__name__}: {err}. The file is unreadable, truncated or "
+        "not netCDF/GRIB; download it again."
+    )
+
+
+def _open_netcdf(path: Path) -> xr.Dataset:
+    try:
+        with netCDF4.Dataset(path) as nc:  # read each variable's last value: fails early on truncation
+            for var in nc.variables.values():
+                if var.size:
+                    var[(-1,) * var.ndim]
+        return xr.open_dataset(path, engine="netcdf4", decode_timedelta=False)
+    except (OSError, ValueError, RuntimeError, IndexError) as err:
+        raise _unreadable(path, err) from err
+
+
+def _check_grib_messages(path: Path, eccodes) -> None:
+    """Walk and decode every GRIB message: eccodes fails on a truncated or corrupted one."""
+    total, size = 0, path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                handle = eccodes.codes_grib_new_from_file(fh)
+                if handle is None:
+                    break
+                try:
+                    total += int(eccodes.codes_get(handle, "totalLength"))
+                    eccodes.codes_get_values(handle)  # decodes: fails on a corrupted message
+                finally:
+                    eccodes.codes_release(handle)
+        # GRIB 1 messages may be padded (to 120 bytes), so the lengths need not add up to the size
+        problem = "" if total else f"no GRIB message in its {size} bytes"
+    except Exception as err:  # eccodes raises its own classes (PrematureEndOfFileError, ...)
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        raise InputDataError(
+            f"{path} is not a complete GRIB file ({problem}): truncated or corrupted. Download it again."
+        )
+
+
+def _open_grib(path: Path) -> xr.Dataset:
+    import pyproj  # noqa: F401  -- must be loaded before eccodes: the other order crashes Python at exit
+
+    eccodes = import_optional("eccodes", "grib")
+    cfgrib = import_optional("cfgrib", "grib")
+    try:
+        _check_grib_messages(path, eccodes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # cfgrib's own xr.merge defaults
+            try:  # one pass over the file when every field shares one hypercube (the usual case)
+                parts = [xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})]
+            except cfgrib.dataset.DatasetBuildError:  # e.g. levels or steps that differ: one per variable
+                parts = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
+    except InputDataError:
+        raise
+    except Exception as err:  # eccodes raises its own error classes (GribInternalError, ...)
+        raise _unreadable(path, err) from err
+    if not parts:
+        raise InputDataError(f"{path} holds no GRIB field cfgrib can read; download it again.")
+    normed = []
+    for ds in parts:
+        for dim in ("step", "number"):
+            if dim in ds.dims and ds.sizes[dim] > 1:
+                raise TimeAxisError(
+                    f"{path} has {ds.sizes[dim]} values of '{dim}' for {sorted(map(str, ds.data_vars))}: it is "
+                    "not an ERA5-Land monthly-means file (forecast steps or ensemble members). Download "
+                    "'monthly_averaged_reanalysis' of reanalysis-era5-land-monthly-means."
+                )
+        ds = ds.squeeze([d for d in ("step", "number") if d in ds.dims])
+        if "time" not in ds.dims:
+            ds = ds.expand_dims("time") if "time" in ds.coords else ds
+        keep = {"time", "latitude", "longitude"}
+        ds = ds.drop_vars([c for c in ds.coords if c not in keep])
+        for name in ds.data_vars:
+            ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if not k.startswith("GRIB_")}
+        normed.append(ds)
+    try:
+        return xr.merge(normed, join="exact", compat="no_conflicts", combine_attrs="drop_conflicts")
+    except ValueError as err:
+        raise GridMismatchError(
+            f"The GRIB messages of {path} are on different grids or dates ({err}); "
+            "split the file per grid, or download it again."
+        ) from err
+
+
+def _order(values: np.ndarray):
+    """Indexer that sorts ``values`` ascending: a reversing slice when they descend, else argsort."""
+    if values.size > 1 and np.all(np.diff(values) < 0):
+        return slice(None, None, -1)  # keeps dask chunks regular, reads contiguous slabs
+    return np.argsort(values, kind="stable")
+
+
+def open_source(path: Path, chunks: Mapping | None = None) -> xr.Dataset:
+    """Open one netCDF or GRIB file lazily and bring it to (time, lat, lon) with canonical coordinates.
+
+    A variable of at most :data:`WHOLE_FILE_BYTES` (decoded) is one dask chunk (one read); a larger
+    one is chunked by ``chunks`` (``{"lat": n, "lon": m}``, the store's tiles, applied *after*
+    reordering so they line up with the store's chunks) with the file's whole time axis per chunk.
+
+    Latitude ascending, longitude in -180..180 (data moved with it), float64 coordinates, extra
+    coordinates (``number``, ``expver``, ``step``, ...) dropped, ``valid_time`` renamed ``time`` and
+    every time stamped on the first day of its month.
+
+    Raises
+    ------
+    InputDataError
+        Missing, unreadable, truncated or corrupted file.
+    GridMismatchError
+        No 1-D latitude/longitude, or duplicated longitudes once wrapped.
+    TimeAxisError
+        Times that are not standard-calendar dates.
+    """
+    if not path.is_file():
+        raise InputDataError(f"ERA5-Land file {path} does not exist (or is not a file); check the path.")
+    ds = _open_grib(path) if is_grib(path) else _open_netcdf(path)
+    ds = ds.rename({k: v for k, v in _RENAME.items() if k in ds.variables})
+    for dim in ("lat", "lon"):
+        if dim not in ds.dims or ds[dim].ndim != 1:
+            raise GridMismatchError(
+                f"{path} has no 1-D '{dim}' ('latitude'/'longitude') coordinate (dims: {dict(ds.sizes)}); "
+                "glacgrid ingests regular lat/lon ERA5-Land grids only."
+            )
+    ds = ds.reset_coords(drop=True)  # number, expver, ...
+    lon = np.round((_degrees(ds["lon"].values) + 180.0) % 360.0 - 180.0, 9)
+    if np.unique(lon).size != lon.size:
+        raise GridMismatchError(f"{path} has duplicated longitudes once wrapped to -180..180; remove the repeated column.")
+    ds = ds.assign_coords(lat=_degrees(ds["lat"].values), lon=lon)
+    ds = ds.isel(lat=_order(ds["lat"].values), lon=_order(lon) if not np.all(np.diff(lon) > 0) else slice(None))
+    if "time" in ds.dims:
+        if not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise TimeAxisError(f"{path}: time values {ds['time'].values[:3]} are not standard-calendar dates.")
+        months = ds["time"].values.astype("datetime64[M]").astype("datetime64[ns]")
+        if np.unique(months).size != months.size:
+            raise TimeAxisError(
+                f"{path} has {months.size} time steps in {np.unique(months).size} month(s): it holds "
+                "sub-monthly (e.g. hourly) data, not monthly means. Download ERA5-Land monthly "
+                "averaged reanalysis, or average it to months first."
+            )
+        ds = ds.assign_coords(time=months)
+    per_var = 4 * int(np.prod([ds.sizes[d] for d in ds.dims]))  # one variable decoded to float32
+    if per_var <= WHOLE_FILE_BYTES:
+        return ds.chunk({d: -1 for d in ds.dims})  # one read per variable: fewer, larger reads
+    return ds.chunk({d: (chunks or {}).get(d, -1) for d in ds.dims})

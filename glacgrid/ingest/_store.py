@@ -1,0 +1,227 @@
+"""Write the normalised ERA5-Land cube: create (dask or Beam), append new months, rechunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import cube
+from ..exceptions import GridMismatchError, InputDataError, StoreError, TimeAxisError
+from ..metadata import provenance
+from ._open import open_era5land
+
+__all__ = ["CHUNK_BYTES", "DEFAULT_CHUNKS", "ENGINES", "ingest", "rechunk", "time_series_chunks"]
+
+#: Store chunks for time-series access: the whole time axis per spatial tile of at most 64 x 64 cells.
+DEFAULT_CHUNKS = {"time": -1, "lat": 64, "lon": 64}
+#: Byte budget of one float32 chunk of the default layout. A chunk holds the whole time axis, so the
+#: spatial tile shrinks as the archive grows (64 x 64 up to 128 months, 32 x 32 at 480): the memory
+#: an ingest needs is bounded by this budget, not by the number of months.
+CHUNK_BYTES = 2 * 2**20
+
+
+def time_series_chunks(n_months: int, *, budget: int = CHUNK_BYTES, max_tile: int = 64, min_tile: int = 8) -> dict:
+    """The default store chunks for ``n_months``: all months per square tile of at most ``budget`` bytes."""
+    tile = int(np.sqrt(budget / (4 * max(n_months, 1))))
+    return {"time": -1, "lat": int(np.clip(tile, min_tile, max_tile)), "lon": int(np.clip(tile, min_tile, max_tile))}
+ENGINES = ("dask", "beam")
+_APPEND_KEY = re.compile(r"^time\[(\d+):(\d+)\]/lat\[(\d+):(\d+)\]$")
+
+
+def ingest(
+    files: Sequence[str | os.PathLike],
+    store: str | os.PathLike,
+    *,
+    invariant: str | os.PathLike | None = None,
+    variables: Sequence[str] | None = None,
+    chunks: Mapping[str, int] | None = None,
+    overwrite: bool = False,
+    append: bool = False,
+    engine: str = "dask",
+    beam_options: Sequence[str] | None = None,
+    recipe: Mapping | None = None,
+) -> Path:
+    """Ingest ERA5-Land monthly files into a Zarr climate cube.
+
+    Parameters
+    ----------
+    files, invariant, variables
+        As in :func:`glacgrid.ingest.open_era5land`.
+    store : path
+        Output Zarr store (format 3, consolidated).
+    chunks : dict, optional
+        Store chunks; default :func:`time_series_chunks` (whole time axis per spatial tile, the
+        tile sized so that a chunk stays within :data:`CHUNK_BYTES`).
+    overwrite : bool
+        Replace an existing store (needed when its schema or source files differ). Without it,
+        a store with the same schema and sources is resumed: finished regions are skipped.
+    append : bool
+        If ``store`` exists, add the months of ``files`` that follow its last month (see Notes).
+        Months the store already holds are skipped, so appending the same files twice is a no-op.
+    engine : {"dask", "beam"}
+        ``"dask"`` writes the regions one after the other with the current dask scheduler;
+        ``"beam"`` writes them from an Apache Beam pipeline through xarray-beam (see
+        :mod:`glacgrid.ingest.beam`). Both write the same store. Appending always uses dask.
+    beam_options : list of str, optional
+        Beam pipeline options, e.g. ``["--runner=DirectRunner", "--direct_num_workers=2"]``.
+    recipe : mapping, optional
+        The recipe this run executes; stored as JSON in the ``recipe`` attribute.
+
+    Returns
+    -------
+    pathlib.Path
+        The store path.
+
+    Notes
+    -----
+    Everything is opened and checked before anything is written, so bad input leaves an existing
+    store untouched. Regions are bands of ``chunks["lat"]`` latitudes, planned, written and recorded
+    in the store's progress file; a killed run resumes where it stopped.
+
+    An append first records its regions as planned, then grows the time axis and writes the new
+    months band by band. Until every band is written, ``open_store(require_complete=True)``
+    refuses the store, and re-running the append finishes it.
+    """
+    if engine not in ENGINES:
+        raise InputDataError(f"engine={engine!r} is not known; use one of {ENGINES}.")
+    auto = chunks is None
+    chunks = dict(chunks) if chunks is not None else dict(DEFAULT_CHUNKS)
+    ds = open_era5land(files, invariant=invariant, variables=variables, chunks=chunks)
+    if auto and not (append and Path(store).exists()):  # an append keeps the store's own chunks
+        chunks = time_series_chunks(ds.sizes["time"])
+        ds = ds.chunk(chunks)
+    ds.attrs["history"] += "\n" + provenance("ingest", store=str(store), chunks=chunks)
+    if recipe is not None:
+        ds.attrs["recipe"] = json.dumps(dict(recipe), sort_keys=True, default=str)
+    if append and Path(store).exists():
+        return _append(ds, Path(store))
+    if engine == "beam":
+        from .beam import write_with_beam
+
+        return write_with_beam(ds, store, region_dim="lat", overwrite=overwrite, options=beam_options)
+    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)
+
+
+def _append(ds: xr.Dataset, path: Path) -> Path:
+    """Append the months of ``ds`` after the last one of the store at ``path`` (resumably)."""
+    missing = cube.missing_regions(path)
+    if any(not _APPEND_KEY.match(k) for k in missing):
+        raise StoreError(
+            f"Zarr store {path} is incomplete from an interrupted ingest ({len(missing)} region(s) "
+            "missing). Re-run that ingest without --append to finish it, then append."
+        )
+    stored = cube.open_store(path, chunks=None)
+    ds = ds.drop_vars([v for v in ds.data_vars if "time" not in ds[v].dims])  # invariants stay
+    want = sorted(v for v in stored.data_vars if "time" in stored[v].dims)
+    if sorted(map(str, ds.data_vars)) != want:
+        raise StoreError(
+            f"Cannot append to {path}: it holds {want} along time, the new files give "
+            f"{sorted(map(str, ds.data_vars))}. Append files with the same variables (or --variables)."
+        )
+    for dim in ("lat", "lon"):
+        if not np.array_equal(stored[dim].values, ds[dim].values):
+            raise GridMismatchError(
+                f"Cannot append to {path}: the new files' {dim} ({ds.sizes[dim]} values "
+                f"{ds[dim].values.min():g}..{ds[dim].values.max():g}) differ from the store's "
+                f"({stored.sizes[dim]} values). Download the new months on the store's grid."
+            )
+    times = pd.DatetimeIndex(stored["time"].values)
+    have = pd.DatetimeIndex(ds["time"].values)
+    if missing:  # finish the interrupted append first: its planned months decide
+        start, stop = (int(g) for g in _APPEND_KEY.match(sorted(missing)[0]).groups()[:2])
+    else:
+        start = times.size
+        stop = start + int((have > times[-1]).sum())
+        if stop == start:
+            return path  # nothing new: idempotent
+    target = times[:start].append(pd.date_range(times[start - 1], periods=stop - start + 1, freq="MS")[1:])
+    absent = target[start:stop].difference(have)
+    if len(absent):
+        raise TimeAxisError(
+            f"Cannot append to {path}: it ends in {times[start - 1]:%Y-%m}, the new files cover "
+            f"{have[0]:%Y-%m}..{have[-1]:%Y-%m} and lack {', '.join(f'{t:%Y-%m}' for t in absent[:6])}"
+            f"{' ...' if len(absent) > 6 else ''}. Add the files of the missing months (months must follow "
+            "the store's last month without a gap)."
+        )
+    part = ds.sel(time=target[start:stop])
+    band = zarr.open_array(path / want[0], mode="r").chunks[stored[want[0]].dims.index("lat")]
+    nlat = stored.sizes["lat"]
+    bands = [slice(a, min(a + band, nlat)) for a in range(0, nlat, band)]
+    keys = {f"time[{start}:{stop}]/lat[{b.start}:{b.stop}]": b for b in bands}
+    cube.plan_regions(path, keys)  # planned before the time axis grows: a kill leaves it incomplete
+    if stored.sizes["time"] < stop:
+        _grow_time(path, part, stored)
+    done = cube.completed_regions(path)
+    for key, lat in keys.items():
+        if key not in done:
+            cube.write_region(part.isel(lat=lat), path, region_dim="lat", index=lat, region={"time": slice(start, stop)})
+            cube.mark_done(path, key)
+    return _append(ds, path) if missing else path  # after a resumed append, add any later months
+
+
+def _grow_time(path: Path, part: xr.Dataset, stored: xr.Dataset) -> None:
+    """Extend every time variable of the store by ``part``'s months (metadata and time values only)."""
+    template = part.chunk({"time": -1})
+    template = template.drop_vars([v for v in template.data_vars if "time" not in template[v].dims])
+    for var in template.variables.values():
+        var.encoding = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=r"Object at \.glacgrid_done")  # our sidecar, not Zarr
+        template.to_zarr(path, append_dim="time", compute=False, consolidated=True, align_chunks=True)
+    old = json.loads(stored.attrs.get("source_files", "[]"))
+    new = [s for s in json.loads(part.attrs.get("source_files", "[]")) if s not in old]
+    group = zarr.open_group(path, mode="r+")
+    group.attrs.update({
+        "source_files": json.dumps(old + new),
+        "history": stored.attrs.get("history", "") + "\n" + provenance(
+            "append", store=str(path), months=f"{pd.Timestamp(part['time'].values[0]):%Y-%m}.."
+            f"{pd.Timestamp(part['time'].values[-1]):%Y-%m}"),
+    })
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=r"Object at \.glacgrid_done")  # our sidecar, not Zarr
+        zarr.consolidate_metadata(path)
+
+
+def rechunk(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Copy a cube to another store with other chunks, e.g. for map-like access.
+
+    Parameters
+    ----------
+    source : path
+        A complete cube (from :func:`ingest`); time-series chunks ``(all months, 64, 64)``.
+    target : path
+        The new store (Zarr format 3, consolidated), written resumably along ``time``.
+    chunks : dict, optional
+        Target chunks; default ``{"time": 1, "lat": -1, "lon": -1}`` (one map per chunk).
+
+    Notes
+    -----
+    Regions are blocks of ``chunks["time"]`` months (whole time axis per region when it is -1);
+    each reads its months from every source tile, so memory stays at one region's size.
+    """
+    chunks = dict(chunks) if chunks is not None else {"time": 1, "lat": -1, "lon": -1}
+    ds = cube.open_store(source, chunks={}, require_complete=True)
+    unknown = [d for d in chunks if d not in ds.dims]
+    if unknown:
+        raise InputDataError(f"Cannot rechunk along {unknown}: {source} has dims {list(ds.dims)}.")
+    ds = ds.chunk({d: chunks.get(d, -1) for d in ds.dims})
+    ds.attrs["history"] = ds.attrs.get("history", "") + "\n" + provenance("rechunk", source=str(source), chunks=chunks)
+    region_dim = "time" if "time" in ds.dims else next(iter(ds.dims))
+    return cube.write_dataset(ds, target, region_dim=region_dim, overwrite=overwrite)
