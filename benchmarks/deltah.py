@@ -107,43 +107,12 @@ def smb_for(ids: np.ndarray, year: int = 0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- baseline (a): python loop
-GENERIC = ((6.0, -0.02, 0.12, 0.0), (4.0, -0.05, 0.19, 0.01), (2.0, -0.30, 0.60, 0.09))  # large, medium, small
-
-
 def loop_update(gid, h, z, a, ids, smb, rho_ice=900.0, rho_water=1000.0):
     """The delta-h update as a loop over glaciers (the pattern glacgrid replaces)."""
-    h_new = h.copy()
-    for g, b in zip(ids, smb):
-        ice = (gid == g) & (h > 0)
-        if not ice.any():
-            continue
-        ai, hi, zi = a[ice], h[ice], z[ice]
-        span = zi.max() - zi.min()
-        hr = (zi.max() - zi) / span if span > 0 else np.zeros_like(zi)
-        km2 = ai.sum() / 1e6
-        w = np.ones_like(hr)  # < 0.5 km2: uniform
-        if km2 >= 0.5:
-            gam, aa, bb, cc = GENERIC[2 if km2 < 5 else (1 if km2 <= 20 else 0)]
-            x = hr + aa
-            w = np.clip(np.maximum(x, 0) ** gam + bb * x + cc, 0, 1)
-        if (ai * w).sum() == 0:
-            w = np.ones_like(hr)
-        dv = b * ai.sum() * rho_water / rho_ice
-        if dv <= -(ai * hi).sum():
-            h_new[ice] = 0.0
-            continue
-        cur, remaining = hi.copy(), dv
-        for _ in range(1000):
-            ww = np.where(cur > 0, w, 0.0)
-            if (ai * ww).sum() == 0:
-                ww = (cur > 0).astype("float64")
-            nxt = np.maximum(cur + remaining / (ai * ww).sum() * ww, 0.0)
-            remaining -= (ai * (nxt - cur)).sum()
-            cur = nxt
-            if abs(remaining) <= 1e-9 * abs(dv) or not (cur > 0).any():
-                break
-        h_new[ice] = cur
-    return h_new
+    from glacgrid.testing._deltah import reference_deltah_loop
+
+    return reference_deltah_loop(gid, h, z, a, dict(zip(ids.tolist(), smb.tolist())), rho_ice, rho_water,
+                                 tol=1e-9, max_rounds=1000)
 
 
 # --------------------------------------------------------------------------- one contender (child)

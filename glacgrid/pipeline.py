@@ -23,7 +23,7 @@ from .masks import glacier_table, rasterize_glaciers, read_outlines
 from .metadata import provenance, registry, stamp_dataset
 from .observations import link_units, read_observations
 
-__all__ = ["Prepared", "RunResult", "prepare", "training_table", "run"]
+__all__ = ["Prepared", "RunResult", "fit_model", "prepare", "training_table", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,28 @@ def _pixel_features(cfg: RunConfig, prep: Prepared, surface: xr.DataArray, glaci
     return feat.pixel_features(climate, topo, const, glacier_id, active)
 
 
+def fit_model(cfg: RunConfig, train: pd.DataFrame, out: Path):
+    """The model stage: cross-validate on ``train`` (``out/cv.json``), fit, write ``out/model``.
+
+    Returns the fitted model and its :class:`glacgrid.models.CVResult`.
+    """
+    from .models import FeatureSchema, cross_validate, make_model
+
+    names = tuple(cfg.model.features)
+    reg = registry()
+    schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
+    cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
+                        kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
+    cv.to_json(out / "cv.json")
+    model = make_model(cfg.model.kind, seed=cfg.model.seed)
+    model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
+    model.to_artifact(out / "model")
+    return model, cv
+
+
 def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
     """Run the whole pipeline described by ``cfg`` on the current dask client (or the threaded scheduler)."""
     from . import outputs, simulate
-    from .models import FeatureSchema, cross_validate, make_model
 
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
@@ -216,15 +234,7 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
             train, units, unit_of_outline = training_table(cfg, prep)
             train.to_csv(out / "training_features.csv", index=False)
         with steps.stage("model"):
-            names = tuple(cfg.model.features)
-            reg = registry()
-            schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
-            cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
-                                kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
-            cv.to_json(out / "cv.json")
-            model = make_model(cfg.model.kind, seed=cfg.model.seed)
-            model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
-            model.to_artifact(out / "model")
+            model, cv = fit_model(cfg, train, out)
         with steps.stage(f"simulate ({cfg.mode})"):
             advance = steps.years(cfg.period.end - cfg.period.start + 1)
             store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)

@@ -168,23 +168,12 @@ def _config_hash(cfg: RunConfig) -> str:
 
 
 def _train(cfg: RunConfig, prep, out: Path):
-    """The model stage of :func:`glacgrid.pipeline.run`: cross-validate, fit, write the artifact."""
-    from .metadata import registry
-    from .models import FeatureSchema, cross_validate, make_model
-    from .pipeline import training_table
+    """The model stage of :func:`glacgrid.pipeline.run` (same training table, same artifact)."""
+    from .pipeline import fit_model, training_table
 
     train, _, _ = training_table(cfg, prep)
     train.to_csv(out / "training_features.csv", index=False)
-    names = tuple(cfg.model.features)
-    reg = registry()
-    schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
-    cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
-                        kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
-    cv.to_json(out / "cv.json")
-    model = make_model(cfg.model.kind, seed=cfg.model.seed)
-    model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
-    model.to_artifact(out / "model")
-    return model
+    return fit_model(cfg, train, out)[0]
 
 
 def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:

@@ -46,3 +46,14 @@ def small_region(tmp_path_factory):
 def requires_data(*parts: str):
     path = DATA.joinpath(*parts)
     return pytest.mark.skipif(not path.exists(), reason=f"real data {path} is not present")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks train much faster on one thread than on oversubscribed cores; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,49 +12,9 @@ from hypothesis.extra import numpy as hnp
 from glacgrid.geometry import _kernels as K
 from glacgrid.geometry import deltah_update, evolve
 
+from glacgrid.testing._deltah import reference_deltah_loop as reference_update
+
 from .test_geometry import achieved, glacier_sums, make_smb, make_state
-
-GENERIC = {"small": (2, -0.30, 0.60, 0.09), "medium": (4, -0.05, 0.19, 0.01), "large": (6, -0.02, 0.12, 0.0)}
-
-
-def reference_update(gid, h, z, a, smb: dict, rho_ice=900.0, rho_water=1000.0, curves=None):
-    """The delta-h update written as an explicit loop over glaciers and redistribution rounds."""
-    curves = curves or {}
-    h_new = h.astype("float64").copy()
-    for g, b in smb.items():
-        ice = (gid == g) & (h > 0)
-        if np.isnan(b) or not ice.any():
-            continue
-        ai, hi, zi = a[ice], h[ice].astype("float64"), z[ice]
-        hr = (zi.max() - zi) / (zi.max() - zi.min()) if zi.max() > zi.min() else np.zeros_like(zi)
-        km2 = ai.sum() / 1e6
-        if g not in curves and km2 < 0.5:
-            w = np.ones_like(hr)
-        else:
-            gam, aa, bb, cc = curves.get(g) or GENERIC["small" if km2 < 5 else ("medium" if km2 <= 20 else "large")]
-            x = hr + aa
-            w = np.clip(np.maximum(x, 0) ** gam + bb * x + cc, 0, 1)
-        if (ai * w).sum() == 0:
-            w = np.ones_like(hr)
-        dv = b * ai.sum() * rho_water / rho_ice
-        if dv <= -(ai * hi).sum():
-            h_new[ice] = 0.0
-            continue
-        cur, remaining = hi.copy(), dv
-        for _ in range(10_000):
-            if not (cur > 0).any():
-                break
-            ww = np.where(cur > 0, w, 0.0)
-            if (ai * ww).sum() == 0:
-                ww = (cur > 0).astype("float64")
-            nxt = np.maximum(cur + remaining / (ai * ww).sum() * ww, 0.0)
-            remaining -= (ai * (nxt - cur)).sum()
-            cur = nxt
-            if abs(remaining) <= 1e-12 * abs(dv):
-                break
-        h_new[ice] = cur
-    return h_new
-
 
 @st.composite
 def small_glaciers(draw):

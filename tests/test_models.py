@@ -35,13 +35,7 @@ from glacgrid.models import _kernels
 SCHEMA3 = FeatureSchema(("cpdd", "snow", "elev"), ("K day", "m w.e.", "km"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks train much faster on one thread than on oversubscribed cores; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def nonlinear_truth(X):

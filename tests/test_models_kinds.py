@@ -31,13 +31,7 @@ from .test_models import _pickle_globals
 S3 = FeatureSchema(("x1", "x2", "x3"), ("K", "m w.e.", "km"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks train faster (and reproducibly) on one thread; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
