@@ -64,8 +64,9 @@ def regrid(field: xr.DataArray, grid: TargetGrid, *, method: str = "bilinear", e
         Target grid; its ``chunks`` are the output chunks along ``y`` and ``x``.
     method : {"bilinear", "conservative"}
     engine : {"auto", "glacgrid", "xarray-regrid", "odc-geo"}
-        ``"auto"``: glacgrid for bilinear; for conservative, xarray-regrid on geographic grids and
-        odc-geo on projected ones.
+        ``"auto"`` is ``"glacgrid"`` for both methods: chunking-invariant to the last bit and with
+        memory bounded by the chunk size (odc-geo's ``average`` is not chunking-invariant; see the
+        module notes). ``"xarray-regrid"`` (geographic targets) and ``"odc-geo"`` on request.
     time_chunk : int
         Output chunk along ``time``.
 
