@@ -212,13 +212,32 @@ def test_ingest_writes_lat_bands_and_is_idempotent(tmp_path, files, store):
     xr.testing.assert_identical(values(ds), values(open_era5land(files["files"], invariant=files["invariant"])))
 
 
+def test_dask_engine_writes_one_variable_of_a_band_at_a_time(tmp_path, files, monkeypatch):
+    """Peak memory: each compute holds one variable's band, not every variable's (benchmarks/ingest.py)."""
+    real, calls = cube.write_region, []
+
+    def record(part, *args, **kwargs):
+        calls.append((sorted(map(str, part.data_vars)), kwargs["index"].start))
+        return real(part, *args, **kwargs)
+
+    monkeypatch.setattr(cube, "write_region", record)
+    kw = {"invariant": files["invariant"], "chunks": {"time": -1, "lat": 2, "lon": 2}}
+    out = cube.open_store(ingest(files["files"], tmp_path / "c.zarr", **kw))
+    banded = sorted(v for v in out.data_vars if "lat" in out[v].dims)  # invariants too (lsm, orog)
+    assert all(len(names) == 1 for names, _ in calls)
+    assert sorted((n[0], start) for n, start in calls) == sorted((v, s) for v in banded for s in (0, 2, 4))
+    assert cube.completed_regions(tmp_path / "c.zarr") >= {"lat[0:2]", "lat[2:4]", "lat[4:5]"}
+    xr.testing.assert_identical(values(out), values(open_era5land(files["files"], invariant=files["invariant"])))
+
+
 def test_killed_ingest_resumes(tmp_path, files, monkeypatch):
     real, calls = cube.write_region, []
 
-    def dies_after_two(*args, **kwargs):
-        if len(calls) == 2:
+    def dies_after_two(*args, **kwargs):  # killed when the third band starts (bands are written per variable)
+        band = (kwargs["index"].start, kwargs["index"].stop)
+        if band not in calls and len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        calls.append(kwargs["index"])
+        calls.append(band) if band not in calls else None
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cube, "write_region", dies_after_two)

@@ -108,7 +108,25 @@ def ingest(
         from .beam import write_with_beam
 
         return write_with_beam(ds, store, region_dim="lat", overwrite=overwrite, options=beam_options)
-    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)
+    return _write_dask(ds, store, overwrite=overwrite)
+
+
+def _write_dask(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool) -> Path:
+    """``cube.write_dataset(ds, store, region_dim="lat")``, one variable of a band at a time.
+
+    The regions (latitude bands) and their progress keys are those of :func:`cube.write_dataset`,
+    so a run resumes the same way; but each band is written variable by variable, so dask holds one
+    variable's band (at most ``CHUNK_BYTES`` per tile) at a time instead of every variable's: the
+    peak memory no longer grows with the number of variables times the number of months.
+    """
+    ds, pending = cube.prepare_regions(ds, store, region_dim="lat", overwrite=overwrite)
+    names = [name for name in ds.data_vars if "lat" in ds[name].dims]
+    for key, index in pending:
+        band = ds.isel(lat=index)
+        for name in names:
+            cube.write_region(band[[name]], store, region_dim="lat", index=index)
+        cube.mark_done(store, key)
+    return Path(store)
 
 
 def _append(ds: xr.Dataset, path: Path) -> Path:
