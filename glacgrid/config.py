@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+import hashlib
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 from .exceptions import ConfigError
 
 __all__ = [
+    "config_digest",
     "RunConfig",
     "ClimateConfig",
     "GridConfig",
@@ -495,3 +498,11 @@ log_directory = ""               # worker job logs (empty: the submission direct
 python = ""                      # worker python (empty: the one running glacgrid)
 wait_timeout = 600.0             # s to wait for the workers (then go on with those connected)
 '''
+
+
+def config_digest(cfg: "RunConfig", sections: tuple[str, ...], **extra: str) -> str:
+    """A short sha256 of the named config sections (and ``extra`` strings): what a stored result
+    depends on, to tell whether a store can be resumed or must be rebuilt."""
+    parts = {k: repr(getattr(cfg, k)) for k in sections}
+    parts.update(extra)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

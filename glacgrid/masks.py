@@ -259,7 +259,7 @@ def glacier_table(outlines: gpd.GeoDataFrame, glacier_id: xr.DataArray, pixel_ar
     n = len(outlines)
     idx = np.arange(1, n + 1)
     area = xarray_reduce(pixel_area.where(glacier_id > 0, 0.0), glacier_id.rename("glacier"),
-                         func="sum", expected_groups=(idx,), fill_value=0.0)
+                         func="sum", expected_groups=(idx,), fill_value=0.0, engine="flox")
     raster_km2 = np.asarray(area.values, dtype="float64") / 1e6
     eq = outlines.to_crs(_laea(outlines))
     outline_km2 = eq.area.to_numpy() / 1e6

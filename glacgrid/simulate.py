@@ -8,8 +8,6 @@ reads the state of the last committed year back from it, so a killed run resumes
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -19,21 +17,20 @@ import xarray as xr
 
 from . import cube as cube_mod
 from . import features as feat
-from .config import RunConfig
+from .config import RunConfig, config_digest
 from .exceptions import StoreError
 from .geometry import deltah_update
 from .inference import glacier_mean, predict_pixels
 from .metadata import stamp
 
-__all__ = ["simulate", "results_template"]
+__all__ = ["simulate", "results_fingerprint", "results_template"]
 
 
-def _fingerprint(cfg: RunConfig, model) -> str:
+def results_fingerprint(cfg: RunConfig, model) -> str:
     """A hash of everything that determines the results (config sections and model coefficients)."""
-    parts = {k: repr(getattr(cfg, k)) for k in ("climate", "grid", "glaciers", "period", "downscale", "model",
-                                                 "geometry", "mode")}
-    parts["model_state"] = repr(getattr(model, "coef_", None)) + repr(getattr(model, "intercept_", None))
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    state = repr(getattr(model, "coef_", None)) + repr(getattr(model, "intercept_", None))
+    return config_digest(cfg, ("climate", "grid", "glaciers", "period", "downscale", "model", "geometry", "mode"),
+                         model_state=state)
 
 
 def results_template(prep, years: np.ndarray, fingerprint: str) -> xr.Dataset:
@@ -81,7 +78,7 @@ def _year_results(smb, state, smb_gl, area, volume, gone, year) -> xr.Dataset:
 def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], None] = lambda: None) -> Path:
     """Run the simulation of ``cfg.mode`` and return the results store path."""
     years = np.arange(cfg.period.start, cfg.period.end + 1)
-    fp = _fingerprint(cfg, model)
+    fp = results_fingerprint(cfg, model)
     template = results_template(prep, years, fp)
     if store.exists():
         try:

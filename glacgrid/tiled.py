@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import shutil
@@ -37,7 +36,7 @@ import pandas as pd
 import xarray as xr
 
 from . import cube as cube_mod
-from .config import RunConfig
+from .config import RunConfig, config_digest
 from .exceptions import InputDataError, StoreError
 from .grid import TargetGrid
 
@@ -162,9 +161,8 @@ def plan_tiles(glacier_id: np.ndarray, chunks: tuple[int, int], n_tiles: int,
 # --------------------------------------------------------------------------- prepare (once)
 
 def _config_hash(cfg: RunConfig) -> str:
-    parts = {k: repr(getattr(cfg, k)) for k in ("climate", "grid", "glaciers", "period", "downscale", "model",
-                                                 "observations", "geometry", "mode")}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return config_digest(cfg, ("climate", "grid", "glaciers", "period", "downscale", "model", "observations",
+                               "geometry", "mode"))
 
 
 def _train(cfg: RunConfig, prep, out: Path):
@@ -200,7 +198,7 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
     prep = prepare(cfg, work)
     model = _train(cfg, prep, out)
     years = np.arange(cfg.period.start, cfg.period.end + 1)
-    fp = simulate._fingerprint(cfg, model)
+    fp = simulate.results_fingerprint(cfg, model)
     template = simulate.results_template(prep, years, fp)
     store = out / "results.zarr"
     layout = plan_tiles(prep.static["glacier_id"].values, prep.grid.chunks, n_tiles, index=prep.index)
