@@ -47,12 +47,10 @@ def _metrics(val: pd.DataFrame) -> pd.DataFrame:
 
 def plot_results(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, path: Path, title: str) -> Path:
     """A four-panel PNG: mean gridded SMB map, glacier-wide SMB series, CV scatter, area and volume."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the session's backend (e.g. inline) alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
+    fig = Figure(figsize=(12, 9), constrained_layout=True)
+    ax = fig.subplots(2, 2)
     mean_smb = results["smb"].mean("year").compute()
     finite = np.abs(mean_smb.values[np.isfinite(mean_smb.values)])
     lim = float(np.percentile(finite, 98)) if finite.size else 1.0  # robust to a few extreme edge pixels
@@ -91,7 +89,6 @@ def plot_results(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, p
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

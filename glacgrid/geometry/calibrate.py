@@ -264,10 +264,7 @@ def read_curves(path: str | os.PathLike) -> xr.Dataset:
 
 def plot_curves(curves: xr.Dataset, path: str | os.PathLike, *, max_panels: int = 95) -> Path:
     """PNG of the calibrated curves: binned observations (dots) and the fit, one panel per glacier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the session's backend (e.g. inline) alone
 
     from ._kernels import HUSS_LARGE, HUSS_MEDIUM, HUSS_SMALL, deltah_curve, huss_deltah
 
@@ -277,7 +274,8 @@ def plot_curves(curves: xr.Dataset, path: str | os.PathLike, *, max_panels: int 
         raise InputDataError("No calibrated glacier to plot (all have status != 0).")
     ncol = 8
     nrow = int(np.ceil((n + 1) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.0 * nrow), sharex=True, sharey=True)
+    fig = Figure(figsize=(2.2 * ncol, 2.0 * nrow))
+    axes = fig.subplots(nrow, ncol, sharex=True, sharey=True)
     axes = np.atleast_1d(axes).ravel()
     h = np.linspace(0, 1, 101)
     for ax, (label, p) in zip(axes[:1], [("generic", None)]):
@@ -301,5 +299,4 @@ def plot_curves(curves: xr.Dataset, path: str | os.PathLike, *, max_panels: int 
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
