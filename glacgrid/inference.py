@@ -7,11 +7,12 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
+from . import features as feat
 from .exceptions import MissingVariableError
 from .features import area_weighted_mean
 from .metadata import provenance, stamp
 
-__all__ = ["predict_pixels", "glacier_mean"]
+__all__ = ["predict_pixels", "glacier_mean", "infer"]
 
 
 def _predict_block(x: np.ndarray, model) -> np.ndarray:
@@ -45,3 +46,36 @@ def glacier_mean(field: xr.DataArray, glacier_id: xr.DataArray, active: xr.DataA
     """Area-weighted mean of ``field`` over each glacier's active pixels (flox), dim ``glacier``."""
     mean = area_weighted_mean(field, glacier_id, active, pixel_area, index)
     return stamp(mean.rename(name), name)
+
+
+def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArray, active: xr.DataArray,
+          pixel_area: xr.DataArray, grid, index: np.ndarray, *, features: Sequence[str], downscale,
+          start: int, end: int, hemisphere: str = "north", constants: xr.Dataset | None = None) -> xr.Dataset:
+    """Gridded and glacier-wide SMB for hydrological years ``start..end`` on one geometry (lazy).
+
+    ``model`` is a fitted model or the path of a model artifact. Returns ``smb`` (year, y, x) float32 in
+    m w.e. and ``smb_glacier`` (year, glacier) float64; for an ensemble model also ``smb_spread`` and
+    ``smb_glacier_spread`` (standard deviation across members). ``constants`` are the glacier constants
+    of this geometry (:func:`glacgrid.features.glacier_constants`), computed when not given.
+
+    (Contract of the blockwise engine; this first version goes through the xarray feature path.)
+    """
+    if not hasattr(model, "predict"):
+        from .models import load_model
+
+        model = load_model(model)
+    if constants is None:
+        constants = feat.glacier_constants(glacier_id, surface, active, pixel_area, index).compute()
+    climate = feat.climate_pixel_features(down, surface, downscale, start=start, end=end, hemisphere=hemisphere)
+    topo = feat.topo_pixel_features(surface, grid)
+    pix = feat.pixel_features(climate, topo, constants, glacier_id, active)
+    members = getattr(model, "members", None)
+    if members:
+        each = xr.concat([predict_pixels(m, pix, features) for m in members], dim="member")
+        gl = glacier_mean(each, glacier_id, active, pixel_area, index)
+        out = xr.Dataset({"smb": each.mean("member"), "smb_spread": each.std("member"),
+                          "smb_glacier": gl.mean("member"), "smb_glacier_spread": gl.std("member")})
+    else:
+        smb = predict_pixels(model, pix, features)
+        out = xr.Dataset({"smb": smb, "smb_glacier": glacier_mean(smb, glacier_id, active, pixel_area, index)})
+    return out
