@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,7 +13,7 @@ from glacgrid.geometry import _fused as F
 from glacgrid.geometry import _kernels as K
 from glacgrid.geometry import deltah_update, pack_glacier_pixels
 
-from .test_geometry import make_smb, make_state, valley_state
+from .test_geometry import make_smb, valley_state
 from .test_geometry_properties import PROPS, curve_params, reference_update, small_glaciers
 
 SOL_FIELDS = ("scale", "lower", "gone", "change", "area", "converged")
@@ -124,7 +123,7 @@ def test_fused_known_answer_hand_computed():
     np.testing.assert_allclose(res.solution.area, [2e4])
 
 
-def test_deltah_update_uses_fused_kernel_for_numpy_only(monkeypatch):
+def test_deltah_update_uses_fused_kernel_unless_flox(monkeypatch):
     state = valley_state()
     smb = make_smb({1: -1.2, 2: -0.8, 3: -300.0, 4: 0.7})
     ref, rep_ref = deltah_update(state, smb)
@@ -133,14 +132,18 @@ def test_deltah_update_uses_fused_kernel_for_numpy_only(monkeypatch):
     monkeypatch.setattr(F, "deltah_update_fused", lambda *a, **k: calls.append(1) or original(*a, **k))
     new, rep = deltah_update(state, smb)
     assert calls == [1]
-    lazy, rep_lazy = deltah_update(state.chunk({"y": 5, "x": 7}), smb)  # dask: the flox path
-    assert calls == [1]
+    gathered, rep_g = deltah_update(state.chunk({"y": 5, "x": 7}), smb)  # dask: gathered pixels, fused
+    assert calls == [1, 1]
+    lazy, rep_lazy = deltah_update(state.chunk({"y": 5, "x": 7}), smb, engine="flox")  # the flox path
+    assert calls == [1, 1]
     for v in ("thickness", "surface"):
+        np.testing.assert_array_equal(gathered[v].values, new[v].values)
         np.testing.assert_allclose(lazy[v].values, new[v].values, rtol=1e-12, atol=1e-9)
-        assert new[v].attrs["units"] == "m"
+        assert new[v].attrs["units"] == "m" and gathered[v].attrs == new[v].attrs
     for v in rep.data_vars:
+        np.testing.assert_array_equal(rep_g[v].values, rep[v].values)
         np.testing.assert_allclose(rep_lazy[v].values, rep[v].values, rtol=1e-10, atol=1e-6)
-    assert rep.attrs["solver_passes"] == rep_lazy.attrs["solver_passes"]
+    assert rep.attrs["solver_passes"] == rep_lazy.attrs["solver_passes"] == rep_g.attrs["solver_passes"]
     assert rep.disappeared.sel(glacier=3).item() == 1
 
 
@@ -150,7 +153,7 @@ def test_packed_numpy_equals_full_grid_dask():
     smb = make_smb({1: -2.5, 2: -1.0, 3: 0.4, 4: -9.0})
     packed, index = pack_glacier_pixels(state, width=64)
     new_p, rep_p = deltah_update(packed, smb)
-    new_d, rep_d = deltah_update(state.chunk({"y": 4, "x": 9}), smb)
+    new_d, rep_d = deltah_update(state.chunk({"y": 4, "x": 9}), smb, engine="flox")
     np.testing.assert_allclose(new_p.thickness.values.ravel()[: index.size],
                                new_d.thickness.values.ravel()[index], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(rep_p.volume_change.values, rep_d.volume_change.values, rtol=1e-10)
@@ -162,8 +165,10 @@ def test_fused_not_converged_warns_like_numpy():
     with pytest.warns(RuntimeWarning, match="did not reach their volume change"):
         _, rep = deltah_update(state, smb, max_iter=1)
     with pytest.warns(RuntimeWarning, match="did not reach their volume change"):
-        _, rep_d = deltah_update(state.chunk({"y": 6}), smb, max_iter=1)
-    assert rep.attrs["not_converged"] == rep_d.attrs["not_converged"] > 0
+        _, rep_d = deltah_update(state.chunk({"y": 6}), smb, max_iter=1, engine="flox")
+    with pytest.warns(RuntimeWarning, match="did not reach their volume change"):
+        _, rep_g = deltah_update(state.chunk({"y": 6}), smb, max_iter=1)
+    assert rep.attrs["not_converged"] == rep_d.attrs["not_converged"] == rep_g.attrs["not_converged"] > 0
     np.testing.assert_allclose(rep.volume_change_unmet.values, rep_d.volume_change_unmet.values, rtol=1e-10)
 
 

@@ -6,21 +6,25 @@ size class); pixels that run out of ice are clipped and the unmet loss is redist
 :mod:`glacgrid.geometry._kernels` for the algorithm). The bed is fixed: the surface moves with the
 thickness. :func:`evolve` runs several years; :func:`pack_glacier_pixels` compacts sparse mosaics.
 
-Per-glacier sums are flox reductions grouped by each pixel's glacier *position* (a small integer
-raster computed once per update from ``glacier_id``), so no step loops over glaciers.
+Every update goes through one fused, compiled kernel (:mod:`glacgrid.geometry._fused`, numba): each
+glacier's pixels are handled at once while they sit in the CPU cache (geometry, weights, every
+redistribution round, outputs), so an update costs about two passes over memory.
 
-Numpy-backed states (e.g. packed glacier pixels) go through one fused, compiled kernel
-(:mod:`glacgrid.geometry._fused`, numba): each glacier's pixels are handled at once while they sit in
-the CPU cache (geometry, weights, every redistribution round, outputs), so an update costs about two
-passes over memory; same science, same numbers as the flox path below to rounding.
+Dask-backed states (e.g. a UTM zone of the Alps at 25 m: 270 million pixels, 1 % glacier) are not
+held in memory: one pass over the blocks gathers the pixels of the updated glaciers into compact
+numpy vectors (:mod:`glacgrid.geometry._scatter`), the fused kernel updates them, and the new
+thickness and surface are lazy rasters whose blocks are the input blocks with the new values of
+their glacier pixels written in. The results are the numpy path's to the last bit (the kernel visits
+each glacier's pixels in the same order). Computing them reads the input blocks a second time; the
+gather pass is the only eager computation. :func:`evolve` gathers once and scatters once for all
+its years.
 
-Laziness: the pixel outputs are dask arrays when the inputs are. The per-glacier solve needs a few
-passes over the pixels whose results are small vectors (one value per glacier), and those are computed
-eagerly: one pass for the glacier geometry and the input checks, one for the curve weight sums, and one
-per redistribution step (``report.attrs["solver_passes"]``). Because of these passes the four input
-pixel arrays are persisted once (held in memory, or in the cluster's memory) when they are dask arrays,
-and the returned pixel arrays are built on the persisted arrays: the graph of a state updated year
-after year stays one step deep instead of growing with every year.
+``engine="flox"`` keeps the earlier fully distributed path for dask states whose glacier pixels do
+not fit in one process: per-glacier sums are flox reductions grouped by each pixel's glacier
+*position*, with one eager pass for the glacier geometry and the input checks, one for the curve
+weight sums and one per redistribution step (``report.attrs["solver_passes"]``); the four input pixel
+arrays are persisted (held in memory, or in the cluster's memory) for these passes. Same science,
+same numbers to rounding.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from flox.xarray import xarray_reduce
 from ..exceptions import GeometryError, GridMismatchError, InputDataError, MissingVariableError
 from ..metadata import provenance, stamp
 from ..units import canonical, require_units
-from . import _fused, _kernels
+from . import _fused, _kernels, _scatter
 from ._kernels import HUSS_LARGE, HUSS_MEDIUM, HUSS_SMALL
 
 __all__ = ["HUSS_LARGE", "HUSS_MEDIUM", "HUSS_SMALL", "deltah_update"]
@@ -51,7 +55,7 @@ _CURVE_VARS = ("gamma", "a", "b", "c")
 
 def deltah_update(state: xr.Dataset, smb: xr.DataArray, *, rho_ice: float = 900.0,
                   rho_water: float = 1000.0, max_iter: int = 100, rtol: float = 1e-9,
-                  curves: xr.Dataset | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+                  curves: xr.Dataset | None = None, engine: str = "fused") -> tuple[xr.Dataset, xr.Dataset]:
     """Update ice thickness and surface for one year of glacier-wide surface mass balance.
 
     Parameters
@@ -75,6 +79,10 @@ def deltah_update(state: xr.Dataset, smb: xr.DataArray, *, rho_ice: float = 900.
         ``b``, ``c`` and optionally a ``calibrated`` flag (glaciers with 0/False are skipped). Listed
         glaciers use their own curve whatever their size; the others the generic Huss et al. (2010)
         curve of their size class.
+    engine : {"fused", "flox"}
+        ``"fused"`` (default): the compiled kernel, on the glacier pixels gathered out of a dask state
+        (lazy outputs) or on numpy arrays. ``"flox"``: per-glacier flox reductions over the pixels, one
+        eager pass per solver step, for dask states whose glacier pixels do not fit in one process.
 
     Returns
     -------
@@ -95,6 +103,8 @@ def deltah_update(state: xr.Dataset, smb: xr.DataArray, *, rho_ice: float = 900.
         negative or NaN thickness, bad pixel areas or surfaces, bad densities or solver settings.
     """
     _check_params(rho_ice, rho_water, max_iter, rtol)
+    if engine not in ("fused", "flox"):
+        raise InputDataError(f"engine must be 'fused' or 'flox'; got {engine!r}.")
     fields = _pixel_fields(state)
     glaciers, smb_values = _smb_vectors(smb)
     calibrated, coefficients = _curve_vectors(curves, glaciers)
@@ -104,10 +114,14 @@ def deltah_update(state: xr.Dataset, smb: xr.DataArray, *, rho_ice: float = 900.
         none = np.zeros(0)
         sol = _kernels.Solution(none, none, none > 0, none, none, 0, none > 0)
         return state.copy(), _report(smb, glaciers, none, none, sol, none.astype("int8"), history)
-    if not _is_dask(fields):  # numpy-backed: the fused, compiled kernel (one update, ~2 pixel passes)
+    solver = dict(rho_ice=rho_ice, rho_water=rho_water, max_iter=max_iter, rtol=rtol)
+    if engine == "fused" and not _is_dask(fields):  # the fused, compiled kernel (one update, ~2 pixel passes)
         return _update_fused(state, smb, fields, glaciers, smb_values, calibrated, coefficients,
-                             rho_ice=rho_ice, rho_water=rho_water, max_iter=max_iter, rtol=rtol,
-                             history=history)
+                             history=history, **solver)
+    if engine == "fused":  # dask: gather the glacier pixels, fused kernel, lazy scatter
+        gathered = _gather_pixels(fields, glaciers)
+        return _update_gathered(state, smb, fields, gathered, glaciers, smb_values, calibrated, coefficients,
+                                history=history, **solver)
     # each pixel's position in `glaciers` (-1: not updated), computed once and used by every pass
     fields["pos"] = _apply(_kernels.lookup, fields["glacier_id"], glaciers=glaciers, dtype=np.int32)
     if _is_dask(fields):
@@ -156,17 +170,47 @@ def _new_state(state: xr.Dataset, thickness: xr.DataArray, surface: xr.DataArray
 def _update_fused(state, smb, fields, glaciers, smb_values, calibrated, coefficients, *, rho_ice, rho_water,
                   max_iter, rtol, history):
     """:func:`deltah_update` on numpy-backed fields with :func:`_fused.deltah_update_fused`."""
-    h_new, z_new, res = _fused.deltah_update_fused(
-        fields["glacier_id"].values, fields["thickness"].values, fields["surface"].values,
-        fields["pixel_area"].values, glaciers, smb_values, rho_ice=rho_ice, rho_water=rho_water,
-        max_iter=max_iter, rtol=rtol, calibrated=calibrated, coefficients=coefficients)
-    _check_pixels(glaciers, {"pixels": res.pixels, **res.bad}, res.negative)
-    sol = res.solution
-    _kernels.warn_not_converged(sol.converged, rtol=rtol, max_iter=max_iter, stacklevel=3)
-    curve_code = np.where(calibrated, 4, res.size_cls).astype("int8")
+    h_new, z_new, report = _solve_fused(
+        (fields[v].values for v in _REQUIRED), smb, glaciers, smb_values, calibrated, coefficients,
+        rho_ice=rho_ice, rho_water=rho_water, max_iter=max_iter, rtol=rtol, history=history)
     new_state = _new_state(state, fields["thickness"].copy(data=h_new), fields["surface"].copy(data=z_new),
                            history)
-    return new_state, _report(smb, glaciers, res.target, res.volume, sol, curve_code, history)
+    return new_state, report
+
+
+def _gather_pixels(fields: xr.Dataset, glaciers: np.ndarray) -> _scatter.Gathered:
+    """The pixels of ``glaciers`` out of the dask-backed fields of :func:`_pixel_fields` (one pass)."""
+    return _scatter.gather(*(fields[v].data for v in _REQUIRED), glaciers)
+
+
+def _update_gathered(state, smb, fields, gathered, glaciers, smb_values, calibrated, coefficients, *, rho_ice,
+                     rho_water, max_iter, rtol, history):
+    """:func:`deltah_update` of gathered pixels; the new thickness and surface are scattered back lazily."""
+    h_new, z_new, report = _solve_fused(
+        (gathered.gid, gathered.h, gathered.z, gathered.a), smb, glaciers, smb_values, calibrated, coefficients,
+        rho_ice=rho_ice, rho_water=rho_water, max_iter=max_iter, rtol=rtol, history=history,
+        negative_elsewhere=gathered.negative)
+    return _scattered_state(state, fields, gathered, h_new, z_new, history), report
+
+
+def _scattered_state(state, fields, gathered, h_new, z_new, history):
+    h = _scatter.scatter(fields["thickness"].data, gathered, h_new, name="deltah-thickness")
+    z = _scatter.scatter(fields["surface"].data, gathered, z_new, name="deltah-surface")
+    return _new_state(state, fields["thickness"].copy(data=h), fields["surface"].copy(data=z), history)
+
+
+def _solve_fused(arrays, smb, glaciers, smb_values, calibrated, coefficients, *, rho_ice, rho_water, max_iter,
+                 rtol, history, negative_elsewhere: int = 0):
+    """The fused kernel on pixel arrays, its input checks and the report."""
+    gid, h, z, a = arrays
+    h_new, z_new, res = _fused.deltah_update_fused(
+        gid, h, z, a, glaciers, smb_values, rho_ice=rho_ice, rho_water=rho_water, max_iter=max_iter, rtol=rtol,
+        calibrated=calibrated, coefficients=coefficients)
+    _check_pixels(glaciers, {"pixels": res.pixels, **res.bad}, res.negative + negative_elsewhere)
+    sol = res.solution
+    _kernels.warn_not_converged(sol.converged, rtol=rtol, max_iter=max_iter, stacklevel=4)
+    curve_code = np.where(calibrated, 4, res.size_cls).astype("int8")
+    return h_new, z_new, _report(smb, glaciers, res.target, res.volume, sol, curve_code, history)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -335,6 +379,10 @@ def _check_pixels(glaciers: np.ndarray, sums: dict[str, np.ndarray], negative: i
         if bad.size:
             raise GeometryError(f"Glacier indices {bad[:10].tolist()} (of {bad.size}) have pixels with "
                                 f"{what}. Fix or fill these pixels in the state before the update.")
+    _check_negative(negative)
+
+
+def _check_negative(negative: int) -> None:
     if negative:
         raise GeometryError(f"state['thickness'] has {negative} negative pixel(s); thickness must be "
                             ">= 0 everywhere. Clip with thickness.clip(min=0) if they are noise.")

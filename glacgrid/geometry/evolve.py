@@ -4,6 +4,10 @@
 glacier-wide SMB and returns the final state with per-glacier, per-year area, volume, volume change
 (asked, achieved, unmet) and the year each glacier disappeared in.
 
+:func:`evolve` on a dask-backed state gathers the glacier pixels once, runs every year on them with the
+fused kernel and scatters the final thickness and surface back lazily (the same numbers as year after
+year on the full raster, without a graph that grows with the years).
+
 :func:`pack_glacier_pixels` turns a large, mostly empty mosaic (e.g. a UTM zone of the Alps at 25 m:
 272 million pixels, 1 % of them glacier) into a compact ``(y, x)`` state of only the glacier pixels,
 and :func:`unpack_glacier_pixels` scatters results back. The delta-h update is pixel-local given
@@ -24,7 +28,8 @@ import xarray as xr
 
 from ..exceptions import InputDataError
 from ..metadata import provenance, stamp
-from . import deltah_update
+from . import (_check_negative, _gather_pixels, _is_dask, _pixel_fields, _scattered_state, _smb_vectors,
+               deltah_update)
 
 __all__ = ["evolve", "pack_glacier_pixels", "unpack_glacier_pixels", "pack_tiles"]
 
@@ -63,13 +68,33 @@ def evolve(state: xr.Dataset, smb: xr.DataArray, *, rho_ice: float = 900.0, rho_
             f"smb must be a DataArray with dims ('year', 'glacier'); got {type(smb).__name__} with dims "
             f"{getattr(smb, 'dims', None)}. For one year use deltah_update.")
     smb = smb.transpose("year", "glacier")
+    full, step = state, state
+    fields = _pixel_fields(state)
+    glaciers, _ = _smb_vectors(smb.isel(year=0, drop=True)) if smb.sizes["year"] else (np.zeros(0), None)
+    gathered = None
+    if glaciers.size and _is_dask(fields):
+        # the glacier pixels are gathered once, the years run on them, the result is scattered once
+        gathered = _gather_pixels(fields, glaciers)
+        _check_negative(gathered.negative)
+        step = xr.Dataset({k: (("y", "x"), v[None, :]) for k, v in
+                           (("glacier_id", gathered.gid), ("thickness", gathered.h), ("surface", gathered.z),
+                            ("pixel_area", gathered.a))})
+        for k in step.data_vars:
+            step[k].attrs = dict(state[k].attrs)
     reports = []
     for year in smb["year"].values:  # years are sequential: each starts from the last one's state
-        state, report = deltah_update(state, smb.sel(year=year, drop=True), rho_ice=rho_ice,
-                                      rho_water=rho_water, max_iter=max_iter, rtol=rtol, curves=curves)
+        step, report = deltah_update(step, smb.sel(year=year, drop=True), rho_ice=rho_ice,
+                                     rho_water=rho_water, max_iter=max_iter, rtol=rtol, curves=curves)
         reports.append(report.compute().expand_dims(year=[year]))
     if not reports:
         raise InputDataError("smb has no years; give at least one year of SMB.")
+    if gathered is not None:
+        state = _scattered_state(full, fields, gathered, step["thickness"].values[0], step["surface"].values[0],
+                                 reports[-1].attrs["history"])
+        for k in ("thickness", "surface"):
+            state[k].attrs = dict(step[k].attrs)
+    else:
+        state = step
     report = xr.concat(reports, dim="year", combine_attrs="drop_conflicts")
     before = report["volume"] * 1e9 - report["volume_change"]
     vanished = (report["disappeared"] == 1) & (before > 0)
