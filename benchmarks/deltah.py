@@ -8,7 +8,7 @@ Contenders, each in its own subprocess on the same arrays (peak memory = the chi
 - ``glacgrid-cold``: one call in a process with an empty numba cache (``NUMBA_CACHE_DIR`` a fresh
   folder): the one-off compilation cost, reported separately (``compile_s`` = first call - best call);
 - ``glacgrid-dask``: the same on dask chunks (``--chunk`` rows of the packed state), threads
-  (xarray + flox passes, no fused kernel);
+  (one gather pass over the blocks, the fused kernel on the gathered pixels, a lazy scatter back);
 - ``fused``: the fused kernel alone, without the xarray layer;
 - ``kernel``: the numpy kernel :func:`glacgrid.geometry._kernels.deltah_update_arrays` (for reference);
 - ``loop`` (a): a per-glacier Python loop of the same algorithm (mask ``glacier_id == g``, Huss weights,
