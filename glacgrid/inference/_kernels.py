@@ -1,0 +1,267 @@
+"""Numpy kernels of batched inference: the features of one (y, x) block built in place, then the model.
+
+:func:`infer_block` receives the raw inputs of one spatial block -- monthly temperature and
+precipitation of a few hydrological years, the reference elevation of the downscaled cube, the surface
+with a one-pixel halo, the glacier-index raster, the active mask and the block's coordinates -- and
+returns the SMB of its active pixels. Features are computed only on the active pixels, in batches of
+:data:`ROW_BATCH` pixel-years, exactly as :func:`glacgrid.features.pixel_features` defines them (same
+kernels, same dtypes, same order of operations), so the full feature cube never exists. Every pixel's
+value depends on that pixel's inputs only, never on the block's shape: results are bitwise the same
+for any chunking. This module imports no xarray; the model is any object with ``predict``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..features import _kernels as fk
+
+__all__ = ["BlockSpec", "CLIMATE", "TOPO", "CONSTANTS", "DERIVED", "ROW_BATCH", "ALIGN_ROWS", "buildable",
+           "infer_block", "block_features", "paint_lookup", "predict_rows", "aligned_layout"]
+
+#: Climate predictors of the default :class:`~glacgrid.features.ClimateFeatureParams` (kernel order).
+CLIMATE = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
+#: Per-pixel topographic predictors.
+TOPO = ("mean_elevation", "slope", "lat", "lon", "aspect_cos", "aspect_sin", "aspect")
+#: Glacier constants painted onto their pixels.
+CONSTANTS = ("area", "max_elevation", "min_elevation", "slope_lower20")
+#: Derived from the constants: position of the pixel in its glacier's elevation range.
+DERIVED = ("elevation_norm",)
+#: Pixel-years per call of the climate kernel: bounds the float64 temporaries of a block (~1 kB per row).
+ROW_BATCH = 32_768
+#: Torch models: each pixel's row sits at a position congruent to its grid index modulo this many rows.
+#: CPU GEMM kernels round a row differently depending on its position in the batch (seen: its parity),
+#: so without this layout a pixel's prediction would change with the chunking at float32 rounding.
+ALIGN_ROWS = 16
+
+_tls = threading.local()
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSpec:
+    """Everything a block needs besides its arrays (small; one copy per graph).
+
+    ``index`` is the sorted glacier index and ``constants`` the glacier constants in that order (float64).
+    ``dx_scale``/``dy``: pixel size in metres; on geographic grids the pixel width is
+    ``dx_scale * cos(lat)``, on projected grids ``dx_scale`` itself.
+    """
+
+    features: tuple[str, ...]
+    lapse_rate: float
+    snow_threshold: float
+    rain_threshold: float
+    winter: np.ndarray
+    summer: np.ndarray
+    ablation: tuple[float, float]
+    crs: str
+    geographic: bool
+    dx_scale: float
+    dy: float
+    index: np.ndarray
+    constants: dict = field(default_factory=dict)
+
+
+def buildable(constants) -> tuple[str, ...]:
+    """Feature names a block can compute given the names of the available glacier constants."""
+    names = [*CLIMATE, *TOPO, *(c for c in CONSTANTS if c in constants)]
+    if "max_elevation" in constants and "min_elevation" in constants:
+        names += list(DERIVED)
+    return tuple(names)
+
+
+def paint_lookup(ids: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values[k]`` for the pixels whose id is ``index[k]`` (``index`` sorted); NaN for unknown ids."""
+    n = index.size
+    if n == 0:
+        return np.full(ids.shape, np.nan)
+    pos = np.minimum(np.searchsorted(index, ids), n - 1)
+    return np.where(index[pos] == ids, values[pos], np.nan)
+
+
+def _transformer(crs: str):
+    """A pyproj transformer to lon/lat, one per thread and CRS."""
+    cache = getattr(_tls, "transformers", None)
+    if cache is None:
+        cache = _tls.transformers = {}
+    tr = cache.get(crs)
+    if tr is None:
+        from pyproj import Transformer
+
+        tr = cache[crs] = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return tr
+
+
+def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r: np.ndarray, c: np.ndarray,
+                     ycoord: np.ndarray, xcoord: np.ndarray) -> dict[str, np.ndarray]:
+    """Year-independent features (float32, one value per active pixel) that ``spec.features`` needs."""
+    need = set(spec.features)
+    out: dict[str, np.ndarray] = {}
+    rp, cp = r + 1, c + 1
+    z = zpad[rp, cp].astype("float64")
+    yy, xx = ycoord[r].astype("float64"), xcoord[c].astype("float64")
+    if spec.geographic:
+        lon, lat = xx, yy
+    elif need & {"lat", "lon"}:
+        lon, lat = _transformer(spec.crs).transform(xx, yy)
+        lon, lat = np.asarray(lon, "float64"), np.asarray(lat, "float64")
+    if need & {"slope", "aspect_cos", "aspect_sin", "aspect"}:
+        # central differences on the halo-padded block, as np.gradient computes them
+        dz_drow = (zpad[rp + 1, cp].astype("float64") - zpad[rp - 1, cp]) / 2.0
+        dz_dcol = (zpad[rp, cp + 1].astype("float64") - zpad[rp, cp - 1]) / 2.0
+        dx = spec.dx_scale * np.cos(np.deg2rad(lat)) if spec.geographic else spec.dx_scale
+        sa = fk.slope_aspect_from_gradient(dz_dcol / dx, -dz_drow / spec.dy)
+        out["slope"], out["aspect_cos"], out["aspect_sin"] = sa[:, 0], sa[:, 1], sa[:, 2]
+        out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
+    elev = z.astype("float32")
+    out["mean_elevation"] = elev
+    if "lat" in need:
+        out["lat"] = lat.astype("float32")
+    if "lon" in need:
+        out["lon"] = lon.astype("float32")
+    for name in CONSTANTS:
+        if name in spec.constants and (name in need or (name in ("max_elevation", "min_elevation")
+                                                        and "elevation_norm" in need)):
+            out[name] = paint_lookup(gid_rows, spec.index, spec.constants[name]).astype("float32")
+    if "elevation_norm" in need:
+        zmin, zmax = out["min_elevation"], out["max_elevation"]
+        rng = zmax - zmin
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = (elev - zmin) / np.where(rng > 0, rng, np.float32(np.nan))
+        out["elevation_norm"] = np.where(np.isnan(norm), np.float32(0.0), norm).astype("float32")
+    return out
+
+
+def _climate(spec: BlockSpec, t: np.ndarray, p: np.ndarray, days: np.ndarray, kcols: list[int]) -> np.ndarray:
+    """Columns ``kcols`` of :func:`glacgrid.features._kernels.annual_climate` for rows of 12 months.
+
+    Without the ablation-season predictors only CPDD and the seasonal snowfalls are computed, with the
+    very expressions of ``annual_climate`` (same values to the bit) but none of its season bookkeeping.
+    """
+    if any(CLIMATE[k] in ("cpdd_ablation", "ablation_months") for k in kcols):
+        clim = fk.annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
+                                 spec.ablation)
+        return clim[:, kcols]
+    out = np.empty((t.shape[0], len(kcols)), dtype="float32")
+    snow = None
+    for i, k in enumerate(kcols):
+        if CLIMATE[k] == "cpdd":
+            out[:, i] = np.sum(np.maximum(t, 0.0) * days, axis=-1)
+            continue
+        if snow is None:
+            snow = p * fk.solid_fraction(t, spec.snow_threshold, spec.rain_threshold)
+        season = spec.winter if CLIMATE[k] == "snow_winter" else spec.summer
+        out[:, i] = np.sum(np.where(season, snow, 0.0), axis=-1)
+    return out
+
+
+def block_features(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.ndarray,
+                   zpad: np.ndarray, gid: np.ndarray, active: np.ndarray, ycoord: np.ndarray,
+                   xcoord: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The feature matrix of a block's active pixels.
+
+    Parameters
+    ----------
+    temp, prcp : (year, 12, ny, nx) monthly temperature (degC) at ``ref`` and precipitation (kg m-2)
+    days : (year, 12) days of each month
+    ref : (ny, nx) reference elevation of the downscaled temperature (m)
+    zpad : (ny + 2, nx + 2) surface elevation (m) with a one-pixel halo (edge-replicated at the raster edge)
+    gid, active : (ny, nx) glacier index and active-pixel mask
+    ycoord, xcoord : (ny,), (nx,) pixel-centre coordinates in the grid's CRS
+
+    Returns
+    -------
+    X : (year * n_active, n_features) float32, rows ordered (year, pixel), columns ``spec.features``
+    r, c : (n_active,) row and column of each active pixel in the block
+    """
+    r, c = np.nonzero(np.asarray(active, bool))
+    n, ny = r.size, temp.shape[0]
+    X = np.empty((ny * n, len(spec.features)), dtype="float32")
+    if n == 0:
+        return X, r, c
+    static = _static_features(spec, zpad, gid[r, c], r, c, ycoord, xcoord)
+    clim_cols = [(j, CLIMATE.index(f)) for j, f in enumerate(spec.features) if f in CLIMATE]
+    for j, f in enumerate(spec.features):
+        if f not in CLIMATE:
+            X[:, j] = np.tile(static[f], ny)
+    if clim_cols:
+        # temperature moved from the reference elevation to the surface (dtypes as climate_pixel_features)
+        corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
+        cols, kcols = [j for j, _ in clim_cols], [k for _, k in clim_cols]
+        for y in range(ny):
+            for a in range(0, n, ROW_BATCH):
+                b = min(a + ROW_BATCH, n)
+                t = np.ascontiguousarray((temp[y][:, r[a:b], c[a:b]] + corr[a:b]).T)
+                p = np.ascontiguousarray(prcp[y][:, r[a:b], c[a:b]].T)
+                X[y * n + a:y * n + b, cols] = _climate(spec, t, p, days[y], kcols)
+    return X, r, c
+
+
+def _position_sensitive(model) -> bool:
+    """Whether a row's prediction depends on its position in the batch (torch networks)."""
+    return any(getattr(m, "kind", None) == "ann" for m in (getattr(model, "members", None) or [model]))
+
+
+def aligned_layout(key: np.ndarray, period: int = ALIGN_ROWS) -> tuple[np.ndarray, int]:
+    """Positions ``pos`` (a permutation into ``length`` slots) with ``pos % period == key % period``.
+
+    Rows of the same residue fill consecutive slots of their column; unused slots are padding.
+    """
+    key = np.asarray(key, dtype="int64")
+    if key.size == 0:
+        return np.zeros(0, "int64"), 0
+    res = key % period
+    counts = np.bincount(res, minlength=period)
+    order = np.argsort(res, kind="stable")
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(key.size, dtype="int64")
+    rank[order] = np.arange(key.size) - first[res[order]]
+    return rank * period + res, int(counts.max()) * period
+
+
+def predict_rows(model, X: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
+    """Predictions of ``model`` (or of each ensemble member) for the rows of ``X``: (n_members, rows) float32.
+
+    Rows holding a NaN feature get NaN. For torch models with ``key`` (one integer per row: the pixel's
+    grid index, or year and index), the rows are laid out by :func:`aligned_layout` so that a row's
+    position in the forward batch, and thus its rounding, does not depend on the block it came from.
+    A single model gives one row.
+    """
+    models = getattr(model, "members", None) or [model]
+    out = np.full((len(models), X.shape[0]), np.nan, dtype="float32")
+    ok = np.isfinite(X).all(axis=1)
+    if not ok.any():
+        return out
+    if key is not None and _position_sensitive(model):
+        pos, length = aligned_layout(key)
+        Xl = np.zeros((length, X.shape[1]), dtype=X.dtype)
+        Xl[pos[ok]] = X[ok]  # padding and NaN rows stay 0: the model sees finite rows only
+        for i, m in enumerate(models):
+            out[i, ok] = np.asarray(m.predict(Xl), dtype="float64")[pos[ok]].astype("float32")
+        return out
+    Xok = X if ok.all() else X[ok]
+    for i, m in enumerate(models):
+        out[i, ok] = np.asarray(m.predict(Xok), dtype="float64").astype("float32")
+    return out
+
+
+def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.ndarray, zpad: np.ndarray,
+                gid: np.ndarray, active: np.ndarray, ycoord: np.ndarray, xcoord: np.ndarray, spec: BlockSpec,
+                model, row0: int = 0, col0: int = 0, ncols: int = 0) -> np.ndarray:
+    """SMB (m w.e., float32) of one block: ``(n_members, year, ny, nx)``, NaN off the active pixels.
+
+    Arguments as :func:`block_features`; ``model`` has ``predict`` (an ensemble: ``members``). ``row0``,
+    ``col0``: position of the block in a grid of ``ncols`` columns (the global pixel index orders the
+    rows of torch models, see :func:`predict_rows`).
+    """
+    X, r, c = block_features(spec, temp, prcp, days, ref, zpad, gid, active, ycoord, xcoord)
+    nyears = temp.shape[0]
+    pix = (r + row0).astype("int64") * max(int(ncols), 1) + (c + col0)
+    pred = predict_rows(model, X, np.tile(pix, nyears))
+    ny = temp.shape[0]
+    out = np.full((pred.shape[0], ny, *gid.shape), np.nan, dtype="float32")
+    if r.size:
+        out[:, :, r, c] = pred.reshape(pred.shape[0], ny, r.size)
+    return out
