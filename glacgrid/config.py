@@ -98,12 +98,18 @@ class DownscaleParams:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The SMB model, its predictors and the cross-validation scheme."""
+    """The SMB model, its predictors and the cross-validation scheme.
+
+    ensemble : number of ensemble members (models of ``kind`` with seeds ``seed, seed + 1, ...``);
+        0 = a single model. In reconstruct mode an ensemble writes the member mean (``smb``,
+        ``smb_glacier``) and the spread across members (``smb_spread``, ``smb_glacier_spread``).
+    """
 
     kind: str = "lasso"
     features: tuple[str, ...] = ("cpdd", "snow_winter", "snow_summer")
     cv: str = "logo"
     seed: int = 0
+    ensemble: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,29 @@ class ObservationsConfig:
 
 @dataclass(frozen=True)
 class GeometryParams:
-    """Densities (kg m-3) used to turn m w.e. into ice thickness in the delta-h update."""
+    """Glacier geometry of a run.
+
+    rho_ice, rho_water : densities (kg m-3) turning m w.e. into ice thickness in the delta-h update.
+    surfaces, surface_years : reconstruct mode, inventory-interpolated geometry: dated surface DEMs
+        (GeoTIFFs, resampled onto the grid) and their hydrological years (strictly increasing, one per
+        file). Each year's features use the surface linearly interpolated in time between the two
+        bracketing dated surfaces, held at the first / last one outside their range, and the grid DEM
+        where they have no value. Empty (default): the static DEM every year.
+    thickness_factors, deltah_factors : evolve mode, uncertainty ensemble: members are the product of
+        the two lists (thickness factors outer), written along the ``member`` dimension of the results
+        with coordinates ``thickness_factor`` and ``deltah_factor``. A thickness factor multiplies the
+        initial ice thickness (the surface is kept: the bed moves). A delta-h factor multiplies the
+        exponent ``gamma`` of each glacier's delta-h curve (Huss et al. 2010 size-class curve or its
+        glacier-specific curve), which changes where the thinning happens (> 1: more concentrated at
+        the terminus); 1.0 is the unperturbed curve. Default: one member (1.0, 1.0).
+    """
 
     rho_ice: float = 900.0
     rho_water: float = 1000.0
+    surfaces: tuple[Path, ...] = ()
+    surface_years: tuple[int, ...] = ()
+    thickness_factors: tuple[float, ...] = (1.0,)
+    deltah_factors: tuple[float, ...] = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -204,7 +229,9 @@ def _check_cluster(c: ClusterConfig, errs: _Collector) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole run. ``mode`` is ``reconstruct`` (static geometry) or ``evolve`` (annual delta-h loop)."""
+    """A whole run. ``mode`` is ``reconstruct`` (SMB on a static or inventory-interpolated geometry, see
+    :class:`GeometryParams`) or ``evolve`` (annual loop: features -> SMB -> delta-h update, with optional
+    initial-thickness x delta-h-curve ensembles)."""
 
     climate: ClimateConfig
     grid: GridConfig
@@ -410,7 +437,36 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     geom: GeometryParams = kw.get("geometry", GeometryParams())
     if geom.rho_ice <= 0 or geom.rho_water <= 0:
         errs.add("[geometry] densities must be positive.")
+    _check_geometry(geom, kw.get("mode", "reconstruct"), errs)
+    if model.ensemble == 1 or model.ensemble < 0:
+        errs.add(f"[model] ensemble = {model.ensemble}: use 0 for a single model or at least 2 members.")
     _check_cluster(kw.get("cluster", ClusterConfig()), errs)
+
+
+def _check_geometry(geom: GeometryParams, mode: str, errs: _Collector) -> None:
+    """``[geometry]``: dated surfaces with one increasing year each; positive ensemble factors."""
+    if len(geom.surfaces) != len(geom.surface_years):
+        errs.add(f"[geometry] surfaces has {len(geom.surfaces)} file(s) but surface_years has "
+                 f"{len(geom.surface_years)} year(s); give one hydrological year per dated surface.")
+    if any(b <= a for a, b in zip(geom.surface_years, geom.surface_years[1:])):
+        errs.add(f"[geometry] surface_years = {list(geom.surface_years)} must be strictly increasing.")
+    for p in geom.surfaces:
+        if not p.exists():
+            errs.add(f"[geometry] surface {p} does not exist.")
+    if geom.surfaces and mode != "reconstruct":
+        errs.add("[geometry] surfaces (interpolated geometry) apply to mode = 'reconstruct' only; in mode "
+                 "'evolve' the surface evolves from the DEM. Remove them or set mode = 'reconstruct'.")
+    for key in ("thickness_factors", "deltah_factors"):
+        values = getattr(geom, key)
+        if not values:
+            errs.add(f"[geometry] {key} is empty; use [1.0] for no perturbation.")
+        if any(not v > 0 for v in values):
+            errs.add(f"[geometry] {key} = {list(values)} must all be positive.")
+        if len(set(values)) != len(values):
+            errs.add(f"[geometry] {key} = {list(values)} lists a factor twice.")
+        if mode != "evolve" and tuple(values) != (1.0,):
+            errs.add(f"[geometry] {key} = {list(values)} applies to mode = 'evolve' only (an ensemble of "
+                     "geometry evolutions); remove it or set mode = 'evolve'.")
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -428,7 +484,7 @@ def load_config(path: str | Path) -> RunConfig:
 TEMPLATE = '''\
 # glacgrid run configuration. Relative paths are relative to this file.
 name = "my-region"
-mode = "reconstruct"            # "reconstruct" (static geometry) or "evolve" (annual delta-h loop)
+mode = "reconstruct"            # "reconstruct" (static or interpolated geometry) or "evolve" (annual delta-h loop)
 
 [climate]                        # ERA5-Land monthly means as downloaded from the CDS
 files = ["era5land/*.nc"]        # t2m and tp, split per year / month / variable, globs allowed
@@ -463,6 +519,7 @@ kind = "lasso"                   # lasso, ols, ridge, svr, rf, gbm, ann
 features = ["cpdd", "snow_winter", "snow_summer"]
 cv = "logo"                      # logo, loyo, lsygo (k glaciers x k years), kfold (by glacier), random
 seed = 0
+ensemble = 0                     # members of a model ensemble (0: one model); reconstruct writes mean and spread
 
 [observations]
 files = ["mbdata_WGMS-*.csv"]
@@ -474,6 +531,12 @@ id_column = "RGI_ID"
 [geometry]
 rho_ice = 900.0                  # kg m-3
 rho_water = 1000.0               # kg m-3
+# reconstruct: dated surfaces, linearly interpolated in time (held constant outside their years)
+surfaces = []                    # e.g. ["dem_1979.tif", "dem_2011.tif"]
+surface_years = []               # e.g. [1979, 2011], one hydrological year per surface
+# evolve: uncertainty ensemble = product of the factors, a `member` dimension of the results
+thickness_factors = [1.0]        # on the initial thickness, e.g. [0.7, 1.0, 1.3]
+deltah_factors = [1.0]           # on the delta-h curve exponent gamma, e.g. [0.9, 1.0, 1.1]
 
 [output]
 directory = "glacgrid-output"

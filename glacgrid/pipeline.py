@@ -38,6 +38,7 @@ class Prepared:
     table: pd.DataFrame       # glacier index 1..N -> rgi_id, name, areas
     has_thickness: np.ndarray  # bool per glacier index (position 0 unused)
     notes: list[str] = field(default_factory=list)
+    surfaces: xr.DataArray | None = None  # dated surfaces (surface_year, y, x) of [geometry] surfaces
 
     @property
     def index(self) -> np.ndarray:
@@ -151,6 +152,7 @@ def prepare(cfg: RunConfig, workdir: Path, steps: _Steps | None = None) -> Prepa
         cover = feat.area_weighted_mean(static["thickness"].notnull().astype("float32"), static["glacier_id"],
                                    static["glacier_id"] > 0, static["pixel_area"], table.index.to_numpy())
         has_thickness = np.r_[False, np.nan_to_num(cover.values) > 0.5]
+        surfaces = _read_surfaces(cfg, grid, workdir)
     with steps.stage("downscale"):
         m0 = feat.HYDRO_START[cfg.period.hemisphere]
         first = pd.Timestamp(cfg.period.start - (1 if m0 > 1 else 0), m0, 1)
@@ -159,7 +161,22 @@ def prepare(cfg: RunConfig, workdir: Path, steps: _Steps | None = None) -> Prepa
         down = downscale(sub, grid, static["surface"], cfg.downscale)
         cube_mod.write_dataset(down, workdir / "downscaled.zarr", region_dim="time", overwrite=True)
         down = cube_mod.open_store(workdir / "downscaled.zarr", chunks={"time": 12, "y": grid.chunks[0], "x": grid.chunks[1]})
-    return Prepared(grid, down, static, table, has_thickness, notes)
+    return Prepared(grid, down, static, table, has_thickness, notes, surfaces)
+
+
+def _read_surfaces(cfg: RunConfig, grid: TargetGrid, workdir: Path) -> xr.DataArray | None:
+    """The dated surfaces of ``[geometry] surfaces`` on the grid (bilinear), stored in ``surfaces.zarr``."""
+    if not cfg.geometry.surfaces:
+        return None
+    z = xr.concat([grid.read(p, resampling="bilinear") for p in cfg.geometry.surfaces], dim="surface_year")
+    z = z.assign_coords(surface_year=np.asarray(cfg.geometry.surface_years, dtype="int64"))
+    z = grid.attach(stamp_dataset(z.rename("surface").astype("float64").to_dataset(),
+                                  history=provenance("prepare", surfaces=[str(p) for p in cfg.geometry.surfaces])))
+    z = z.drop_vars("spatial_ref", errors="ignore")
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    cube_mod.write_dataset(z.chunk({"surface_year": 1, **chunks}), workdir / "surfaces.zarr",
+                           region_dim="surface_year", overwrite=True)
+    return cube_mod.open_store(workdir / "surfaces.zarr", chunks={"surface_year": 1, **chunks})["surface"]
 
 
 def training_table(cfg: RunConfig, prep: Prepared) -> tuple[pd.DataFrame, list[str], np.ndarray]:
@@ -214,7 +231,7 @@ def fit_model(cfg: RunConfig, train: pd.DataFrame, out: Path):
     cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
                         kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
     cv.to_json(out / "cv.json")
-    model = make_model(cfg.model.kind, seed=cfg.model.seed)
+    model = make_model(cfg.model.kind, seed=cfg.model.seed, ensemble=cfg.model.ensemble or None)
     model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
     model.to_artifact(out / "model")
     return model, cv
@@ -238,9 +255,16 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
         with steps.stage(f"simulate ({cfg.mode})"):
             advance = steps.years(cfg.period.end - cfg.period.start + 1)
             store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)
+        log_path = store.parent / "glacier_log.csv"
+        isolated = pd.read_csv(log_path) if log_path.exists() else pd.DataFrame()
+        if len(isolated):
+            prep.notes.append(f"{len(isolated)} glacier-year(s) of {isolated['glacier'].nunique()} glacier(s) "
+                              f"isolated (values NaN, failed = 1): see {log_path}")
         with steps.stage("outputs"):
             results = cube_mod.open_store(store)
             files = outputs.write_outputs(cfg, prep, results, cv, units, unit_of_outline, out)
+        if log_path.exists():
+            files["glacier_log_csv"] = log_path
     timings = dict(steps.timings, total=time.perf_counter() - t_start)
     return RunResult(cfg, out, files.pop("glacier_years_df"), files.pop("validation_df"), cv, timings,
                      prep.notes, {k: v for k, v in files.items()})

@@ -46,8 +46,7 @@ log = logging.getLogger(__name__)
 
 TILES_DIR = "tiles"
 LAYOUT_FILE = "tiles.json"
-_GRIDDED = ("smb", "thickness", "surface")
-_PER_GLACIER = ("smb_glacier", "glacier_area", "volume", "disappeared")
+LOG_FILE = "glacier_log.csv"
 _HALO = 2  # pixels around a tile's window: the slope/aspect stencil needs 1
 
 
@@ -199,7 +198,8 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
     model = _train(cfg, prep, out)
     years = np.arange(cfg.period.start, cfg.period.end + 1)
     fp = simulate.results_fingerprint(cfg, model)
-    template = simulate.results_template(prep, years, fp)
+    spread = cfg.mode == "reconstruct" and bool(getattr(model, "members", None))
+    template = simulate.results_template(prep, years, fp, members=simulate.ensemble_members(cfg), spread=spread)
     store = out / "results.zarr"
     layout = plan_tiles(prep.static["glacier_id"].values, prep.grid.chunks, n_tiles, index=prep.index)
     old_fp, old_layout = None, None
@@ -211,10 +211,13 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
             old_layout = TileLayout.from_dict(json.loads(layout_path.read_text(encoding="utf-8"))["layout"])
     # finished tiles are kept only for the same results (fingerprint) and the same tiles
     keep = old_fp == fp and old_layout == layout
-    cube_mod.create_template(template, store, overwrite=store.exists() and not keep)
+    simulate.init_store(template, store, overwrite=store.exists() and not keep)
     if not keep:
         for scratch in tdir.glob("tile-*.zarr"):
             shutil.rmtree(scratch)
+        for scratch in tdir.glob("tile-*.log.csv"):
+            scratch.unlink()
+        (out / LOG_FILE).unlink(missing_ok=True)
     prep.table.to_parquet(tdir / "glaciers.parquet")  # for the finish step (names, ids, areas)
     meta = {"config": chash, "requested": n_tiles, "fingerprint": fp, "grid": dataclasses.asdict(prep.grid),
             "has_thickness": [bool(v) for v in prep.has_thickness], "layout": layout.to_dict()}
@@ -277,9 +280,14 @@ def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int):
     static = static.assign(glacier_id=gid.where(gid.isin(mine), 0).astype(gid.dtype))
     static = static.chunk(chunks)
     down = down.chunk({"time": 12, **chunks})
-    table = pd.DataFrame(index=pd.Index(mine, name="glacier"))  # the simulation needs the index only
+    surfaces = None
+    if cfg.geometry.surfaces:
+        surfaces = cube_mod.open_store(out / "work" / "surfaces.zarr",
+                                       chunks={"surface_year": 1, **chunks})["surface"].isel(y=ys, x=xs)
+    # the simulation needs the index (and the ids for its glacier log)
+    table = pd.read_parquet(out / TILES_DIR / "glaciers.parquet").loc[mine]
     has_th = np.asarray(meta["has_thickness"], dtype=bool)
-    return Prepared(sub, down, static, table, np.r_[False, has_th[mine]], [])
+    return Prepared(sub, down, static, table, np.r_[False, has_th[mine]], [], surfaces)
 
 
 def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
@@ -289,27 +297,49 @@ def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
     ys, xs = layout.window(k)
     res = cube_mod.open_store(scratch, chunks=None)
     nyear = res.sizes["year"]
+    gridded = [v for v in res.data_vars if {"y", "x"} <= set(res[v].dims)]
+    per_glacier = [v for v in res.data_vars if "glacier" in res[v].dims]
+    lead = {d: slice(0, res.sizes[d]) for d in ("year", "member") if d in res.dims}
     for block in layout.blocks[k]:
         by, bx = layout.block_slices(block)
         local = dict(y=slice(by.start - ys.start, by.stop - ys.start), x=slice(bx.start - xs.start, bx.stop - xs.start))
-        part = xr.Dataset({v: (res[v].dims, res[v].isel(local).values) for v in _GRIDDED})
+        part = xr.Dataset({v: (res[v].dims, res[v].isel(local).values) for v in gridded})
         with cube_mod._quiet():
-            part.to_zarr(store, region={"year": slice(0, nyear), "y": by, "x": bx}, mode="r+", consolidated=None)
+            part.to_zarr(store, region={**lead, "y": by, "x": bx}, mode="r+", consolidated=None)
     glaciers = np.asarray(layout.glaciers[k])
     with _locked(store.parent / TILES_DIR / ".results.lock"):
         if len(glaciers):
             all_glaciers = cube_mod.open_store(store, chunks=None)["glacier"].values
             pos = np.searchsorted(all_glaciers, glaciers)
             group = zarr.open_group(store, mode="r+")
-            for v in _PER_GLACIER:
-                values = res[v].transpose("year", "glacier").sel(glacier=glaciers).values
-                group[v].oindex[:, pos] = values.astype(group[v].dtype)
+            for v in per_glacier:
+                da = res[v].sel(glacier=glaciers).transpose(..., "glacier")
+                group[v].oindex[(slice(None),) * (da.ndim - 1) + (pos,)] = da.values.astype(group[v].dtype)
+        _merge_log(scratch.with_suffix(".log.csv"), store.parent / LOG_FILE, glaciers)
         cube_mod.mark_done(store, tile_key(k))
         done = cube_mod.completed_regions(store)
         if all(tile_key(t) in done for t in range(layout.n_tiles)):
             # every tile is in: the years are complete, so `glacgrid run` only writes the outputs
             for i in range(nyear):
                 cube_mod.mark_done(store, cube_mod.region_key("year", slice(i, i + 1)))
+
+
+def _merge_log(tile_log: Path, run_log: Path, glaciers: np.ndarray) -> None:
+    """The tile's isolated glacier-years into the run's ``glacier_log.csv`` (its rows replaced: idempotent)."""
+    from ._atomic import atomic_path
+    from .simulate import LOG_COLUMNS
+
+    def read(path):
+        if not path.exists():
+            return pd.DataFrame(columns=LOG_COLUMNS)
+        return pd.read_csv(path, dtype={"rgi_id": str, "reason": str}, keep_default_na=False)
+
+    rows = read(run_log)
+    rows = rows[~rows["glacier"].astype("int64").isin(glaciers)] if len(rows) else rows
+    merged = pd.concat([df for df in (rows, read(tile_log)) if len(df)] or [rows], ignore_index=True)
+    merged = merged.sort_values(["year", "member", "glacier"]) if len(merged) else merged
+    with atomic_path(run_log) as tmp:
+        merged[LOG_COLUMNS].to_csv(tmp, index=False)
 
 
 def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
@@ -342,7 +372,7 @@ def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
     if scratch.exists():  # a resumed task: the years its killed predecessor finished are kept
         with contextlib.suppress(StoreError):
             report["resumed_years"] = sum(key.startswith("year[") for key in cube_mod.completed_regions(scratch))
-    simulate.simulate(cfg, prep, model, scratch, advance=advance)
+    simulate.simulate(cfg, prep, model, scratch, advance=advance, log=scratch.with_suffix(".log.csv"))
     _write_tile(scratch, store, layout, k)
     report["seconds"] = time.perf_counter() - t0
     return report

@@ -86,3 +86,39 @@ def test_hef_example_config_is_valid():
     assert len(cfg.climate.files) == 2 and all(p.exists() for p in cfg.climate.files)
     assert cfg.observations.links["RGI60-11.00719"] == ("RGI50-11.00719_d01", "RGI50-11.00719_d02")
     assert (cfg.period.start, cfg.period.end) == (1982, 2018)
+
+
+def test_run_mode_keys_geometry_surfaces_ensembles(tmp_path):
+    raw = _minimal(tmp_path)
+    (tmp_path / "dem_1979.tif").write_text("x")
+    (tmp_path / "dem_2011.tif").write_text("x")
+    raw["geometry"] = {"surfaces": ["dem_1979.tif", "dem_2011.tif"], "surface_years": [1979, 2011]}
+    raw["model"] = {"ensemble": 5}
+    cfg = config_from_dict(raw, base=tmp_path)
+    assert cfg.geometry.surfaces == (tmp_path / "dem_1979.tif", tmp_path / "dem_2011.tif")
+    assert cfg.geometry.surface_years == (1979, 2011) and cfg.model.ensemble == 5
+    assert cfg.geometry.thickness_factors == (1.0,) and cfg.geometry.deltah_factors == (1.0,)
+    (tmp_path / "h.tif").write_text("x")
+    evolve = dict(_minimal(tmp_path), mode="evolve", glaciers={"outlines": "o.shp", "thickness": ["h.tif"]},
+                  geometry={"thickness_factors": [0.7, 1, 1.3], "deltah_factors": [0.9, 1.0, 1.1]})
+    cfg = config_from_dict(evolve, base=tmp_path)
+    assert cfg.geometry.thickness_factors == (0.7, 1.0, 1.3) and cfg.geometry.deltah_factors == (0.9, 1.0, 1.1)
+    from glacgrid.simulate import ensemble_members
+
+    assert ensemble_members(cfg)[:4] == [(0.7, 0.9), (0.7, 1.0), (0.7, 1.1), (1.0, 0.9)]
+    assert len(ensemble_members(cfg)) == 9
+
+
+def test_run_mode_key_errors(tmp_path):
+    raw = _minimal(tmp_path)
+    raw["geometry"] = {"surfaces": ["nope.tif"], "surface_years": [2011, 1979], "thickness_factors": [0.7, 1.0],
+                       "deltah_factors": [0.0]}
+    raw["model"] = {"ensemble": 1}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, base=tmp_path)
+    msg = str(info.value)
+    assert "surfaces has 1 file(s) but surface_years has 2" in msg
+    assert "must be strictly increasing" in msg and "nope.tif does not exist" in msg
+    assert "thickness_factors = [0.7, 1.0] applies to mode = 'evolve' only" in msg
+    assert "deltah_factors = [0.0] must all be positive" in msg
+    assert "ensemble = 1: use 0 for a single model or at least 2" in msg

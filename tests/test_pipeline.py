@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -50,8 +54,10 @@ def test_demo_outputs_are_complete_and_conserve_mass(demo_run):
     assert set(gy["year"]) == set(years)
     assert gy["smb_mwe"].notna().all() and gy["volume_km3"].notna().all()
     res = open_store(result.files["results_zarr"])
-    for name in ("smb", "thickness", "surface", "smb_glacier", "glacier_area", "volume"):
+    for name in ("smb", "thickness", "surface", "smb_glacier", "glacier_area", "volume", "mean_elevation",
+                 "disappeared", "failed"):
         assert res[name].attrs["units"] and res[name].attrs["long_name"]
+    assert int(res["failed"].sum()) == 0 and res["mean_elevation"].notnull().all()
     assert float(res["thickness"].min()) >= 0.0
     # volume change each year = SMB x area at the start of the year x rho_w / rho_i
     # (float64 values from the store; the CSV is rounded to 6 significant digits)
@@ -71,19 +77,40 @@ def test_demo_outputs_are_complete_and_conserve_mass(demo_run):
 
 
 def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
+    """A REAL kill: `glacgrid run` in a subprocess, SIGKILLed once the first year is committed, rerun."""
     cfg, region, result = demo_run
     ref = open_store(result.files["results_zarr"]).compute()
-    out = tmp_path / "resume"
-    shutil.copytree(result.output, out, ignore=shutil.ignore_patterns("work"))
-    store = out / "results.zarr"
-    done = json.loads((store / DONE_FILE).read_text())
-    keep = [k for k in done["done"] if int(k.split("[")[1].split(":")[0]) < 4]
-    done["done"] = keep  # years 5.. were "not finished" when the run was killed
-    (store / DONE_FILE).write_text(json.dumps(done))
-    cfg2 = dataclasses.replace(cfg, output=OutputConfig(directory=out))
-    again = run(cfg2, progress=False)
-    new = open_store(again.files["results_zarr"]).compute()
-    xr.testing.assert_allclose(new, ref, rtol=1e-6, atol=1e-6)
+    toml = tmp_path / "demo.toml"
+    toml.write_text(cfg.source.read_text().replace(json.dumps(str(result.output.resolve())),
+                                                   json.dumps(str(tmp_path / "out"))))
+    assert str(tmp_path / "out") in toml.read_text()
+    cmd = [sys.executable, "-c", "from glacgrid.cli import app; app()", "run", str(toml), "--no-progress",
+           "--cluster", "threads"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done_file = tmp_path / "out" / "results.zarr" / DONE_FILE
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if done_file.exists() and "year[0:1]" in done_file.read_text():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = json.loads(done_file.read_text())["done"]
+    years_done = [k for k in killed if k.startswith("year[")]
+    assert 1 <= len(years_done) < region.end - region.start + 1  # killed in the middle
+    first_chunk = tmp_path / "out" / "results.zarr" / "thickness" / "c" / "0" / "0" / "0"
+    written = first_chunk.stat().st_mtime_ns
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first_chunk.stat().st_mtime_ns == written  # the committed year was kept, not recomputed
+    new = open_store(tmp_path / "out" / "results.zarr").compute()
+    xr.testing.assert_allclose(new.drop_attrs(), ref.drop_attrs(), rtol=1e-9, atol=0)
+    assert (tmp_path / "out" / "glacier_log.csv").exists()
 
 
 def test_inference_graph_is_lazy_and_linear_models_aggregate_exactly(demo_run):

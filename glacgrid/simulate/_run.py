@@ -1,0 +1,272 @@
+"""The run loop of ``glacgrid run``: a template results store, then one region write per finished year.
+
+Reconstruction (``mode = "reconstruct"``): SMB of every glacier and year on a static geometry (the DEM)
+or on surfaces interpolated in time between dated DEMs (``[geometry] surfaces``/``surface_years``);
+with an ensemble model also the spread across members. Evolution (``mode = "evolve"``): the annual
+loop of :func:`glacgrid.simulate.annual_step` for every ensemble member (initial-thickness factor x
+delta-h-curve factor), all members of a year committed together.
+
+Every finished year is one region write followed by a done mark; the state of a resumed run is read
+back from the last committed year of the store, so a run killed at any point and restarted gives the
+same numbers as an uninterrupted one. Isolated glacier-years are listed in ``glacier_log.csv``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable
+
+import dask.array as dsa
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import cube as cube_mod
+from .._atomic import atomic_path
+from ..config import RunConfig, config_digest
+from ..exceptions import StoreError
+from ..features import area_weighted_mean
+from ..metadata import stamp
+from ._step import annual_step, reconstruct_step
+
+__all__ = ["simulate", "results_fingerprint", "results_template", "ensemble_members", "surface_for_year",
+           "init_store", "LOG_COLUMNS"]
+
+#: Columns of ``glacier_log.csv``.
+LOG_COLUMNS = ["glacier", "rgi_id", "year", "member", "reason"]
+_GRIDDED = ("smb", "thickness", "surface")
+_PER_GLACIER = ("smb_glacier", "glacier_area", "volume", "mean_elevation", "disappeared", "failed")
+
+
+def results_fingerprint(cfg: RunConfig, model) -> str:
+    """A hash of everything that determines the results: config sections, model coefficients and the
+    model's prediction at a fixed probe (any kind of model, ensembles included)."""
+    state = repr(getattr(model, "coef_", None)) + repr(getattr(model, "intercept_", None))
+    try:
+        probe = np.linspace(0.5, 1.5, len(cfg.model.features))[None, :] * 100.0
+        state += np.asarray(model.predict(probe), dtype="float64").tobytes().hex()
+    except Exception:  # noqa: BLE001 - a model that cannot predict a probe is fingerprinted by its config
+        pass
+    return config_digest(cfg, ("climate", "grid", "glaciers", "period", "downscale", "model", "geometry", "mode"),
+                         model_state=state)
+
+
+def ensemble_members(cfg: RunConfig) -> list[tuple[float, float]]:
+    """``(thickness_factor, deltah_factor)`` of each member: the product of the configured factors
+    in evolve mode (thickness factors outer), one unperturbed member in reconstruct mode."""
+    if cfg.mode != "evolve":
+        return [(1.0, 1.0)]
+    g = cfg.geometry
+    return [(float(t), float(d)) for t, d in itertools.product(g.thickness_factors, g.deltah_factors)]
+
+
+def results_template(prep, years: np.ndarray, fingerprint: str, *, members: list | None = None,
+                     spread: bool = False) -> xr.Dataset:
+    """The (lazy, all-zero) template of the results store.
+
+    ``members``: ``(thickness_factor, deltah_factor)`` pairs; a ``member`` dim only for more than one.
+    ``spread``: add ``smb_spread`` and ``smb_glacier_spread`` (ensemble model in reconstruct mode).
+    """
+    grid = prep.grid
+    ny, nx = grid.shape
+    ng = len(prep.index)
+    multi = members is not None and len(members) > 1
+    lead = (len(years), len(members)) if multi else (len(years),)
+    lead_chunks = (1, 1) if multi else (1,)
+    lead_dims = ("year", "member") if multi else ("year",)
+    coords = {"year": years, "glacier": prep.index, **grid.coords()}
+    if multi:
+        coords["member"] = np.arange(len(members))
+        coords["thickness_factor"] = ("member", np.array([m[0] for m in members], dtype="float64"))
+        coords["deltah_factor"] = ("member", np.array([m[1] for m in members], dtype="float64"))
+
+    def gridded(dtype, dims=lead_dims, shape=lead, chunks=lead_chunks):
+        return xr.DataArray(dsa.zeros((*shape, ny, nx), chunks=(*chunks, *grid.chunks), dtype=dtype),
+                            dims=(*dims, "y", "x"))
+
+    def glacier(dtype, dims=lead_dims, shape=lead):
+        return xr.DataArray(dsa.zeros((*shape, ng), chunks=(1,) * len(shape) + (ng,), dtype=dtype),
+                            dims=(*dims, "glacier"))
+
+    # thickness and surface are the state the next year (and a resumed run) starts from: float64, so
+    # that mass is conserved across years to floating-point tolerance
+    data = {"smb": gridded("float32"), "thickness": gridded("float64"), "surface": gridded("float64")}
+    for name in _PER_GLACIER:
+        data[name] = glacier("int8" if name in ("disappeared", "failed") else "float64")
+    if spread:
+        data["smb_spread"] = gridded("float32", ("year",), (len(years),), (1,))
+        data["smb_glacier_spread"] = glacier("float64", ("year",), (len(years),))
+    ds = xr.Dataset({k: stamp(v, k) for k, v in data.items()}, coords=coords)
+    if multi:
+        for c in ("thickness_factor", "deltah_factor"):
+            ds[c].attrs.update(stamp(ds[c], c).attrs)
+    ds.attrs.update({"glacgrid_fingerprint": fingerprint, "crs": grid.crs, "transform": list(grid.transform)})
+    return ds
+
+
+def surface_for_year(dem: xr.DataArray, surfaces: xr.DataArray | None, year: int) -> xr.DataArray:
+    """The surface of ``year``: linear in time between the dated ``surfaces`` (dim ``surface_year``),
+    held at the first/last one outside their range; the DEM where the dated surfaces have no value."""
+    if surfaces is None:
+        return dem
+    ys = surfaces["surface_year"].values
+    if year <= ys[0]:
+        z = surfaces.isel(surface_year=0)
+    elif year >= ys[-1]:
+        z = surfaces.isel(surface_year=-1)
+    else:
+        j = int(np.searchsorted(ys, year, side="right")) - 1
+        w = (year - ys[j]) / (ys[j + 1] - ys[j])
+        z = (1.0 - w) * surfaces.isel(surface_year=j) + w * surfaces.isel(surface_year=j + 1)
+    return z.drop_vars("surface_year", errors="ignore").fillna(dem).astype("float64")
+
+
+class _Log:
+    """``glacier_log.csv``: rows of committed years only (rows of unfinished years are dropped on start)."""
+
+    def __init__(self, path: Path, table: pd.DataFrame, done_years: set[int]) -> None:
+        self.path = path
+        self.rgi = table["rgi_id"] if "rgi_id" in table else pd.Series("", index=table.index)
+        rows = pd.DataFrame(columns=LOG_COLUMNS)
+        if path.exists():
+            try:
+                rows = pd.read_csv(path, dtype={"rgi_id": str, "reason": str}, keep_default_na=False)
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):
+                rows = pd.DataFrame(columns=LOG_COLUMNS)
+            rows = rows[rows["year"].astype(int).isin(done_years)] if len(rows) else rows
+        self.rows = rows[LOG_COLUMNS]
+        self._write()
+
+    def _write(self) -> None:
+        with atomic_path(self.path) as tmp:
+            self.rows.to_csv(tmp, index=False)
+
+    def add(self, year: int, member: int, index: np.ndarray, reason: np.ndarray) -> None:
+        bad = np.flatnonzero(np.asarray(reason, dtype=str) != "")
+        if bad.size == 0:
+            return
+        g = index[bad]
+        new = pd.DataFrame({"glacier": g, "rgi_id": self.rgi.reindex(g).fillna("").to_numpy(), "year": year,
+                            "member": member, "reason": np.asarray(reason, dtype=str)[bad]})
+        same = (self.rows["year"].astype(int) == year) & (self.rows["member"].astype(int) == member)
+        kept = self.rows[~same] if len(self.rows) else self.rows
+        self.rows = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+        self._write()
+
+
+def _open_or_create(template: xr.Dataset, store: Path, fp: str) -> None:
+    if store.exists():
+        try:
+            old = cube_mod.open_store(store, chunks=None).attrs.get("glacgrid_fingerprint")
+        except StoreError:
+            old = None
+        init_store(template, store, overwrite=old != fp)
+    else:
+        init_store(template, store)
+
+
+def init_store(template: xr.Dataset, store: Path, *, overwrite: bool = False) -> None:
+    """Create the results store from ``template`` (kept when it exists with the same schema, see
+    :func:`glacgrid.cube.create_template`) and write the member coordinates once."""
+    cube_mod.create_template(template, store, overwrite=overwrite)
+    if "member" in template.dims and cube_mod.STATIC_KEY not in cube_mod.completed_regions(store):
+        cube_mod.write_static(template[["thickness_factor", "deltah_factor"]].reset_coords(), store,
+                              region_dim="year")
+        cube_mod.mark_done(store, cube_mod.STATIC_KEY)
+
+
+def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], None] = lambda: None,
+             curves: xr.Dataset | None = None, log: Path | None = None) -> Path:
+    """Run the simulation of ``cfg.mode`` into ``store`` (resuming a killed run) and return its path.
+
+    ``curves``: glacier-specific delta-h curves (evolve mode). ``log``: the per-glacier log
+    (default ``glacier_log.csv`` beside the store).
+    """
+    store = Path(store)
+    years = np.arange(cfg.period.start, cfg.period.end + 1)
+    evolve = cfg.mode == "evolve"
+    members = ensemble_members(cfg)
+    multi = len(members) > 1
+    spread = (not evolve) and bool(getattr(model, "members", None))
+    fp = results_fingerprint(cfg, model)
+    template = results_template(prep, years, fp, members=members, spread=spread)
+    _open_or_create(template, store, fp)
+    done = cube_mod.completed_regions(store)
+    keys = [cube_mod.region_key("year", slice(i, i + 1)) for i in range(years.size)]
+    logbook = _Log(Path(log) if log else store.parent / "glacier_log.csv", prep.table,
+                   {int(y) for y, k in zip(years, keys) if k in done})
+    s = prep.static
+    index = np.asarray(prep.index)
+    chunks = dict(zip(("y", "x"), prep.grid.chunks))
+    has_th = np.asarray(prep.has_thickness, dtype=bool)[1:]  # aligned with index (position 0 unused)
+    base = xr.Dataset({"glacier_id": s["glacier_id"], "thickness": s["thickness"].fillna(0.0).astype("float64"),
+                       "surface": s["surface"].astype("float64"), "pixel_area": s["pixel_area"]})
+    common = dict(grid=prep.grid, index=index, features=list(cfg.model.features), downscale=cfg.downscale,
+                  hemisphere=cfg.period.hemisphere)
+
+    def commit(i: int, year_ds: xr.Dataset, reasons: list[np.ndarray]) -> None:
+        for m, reason in enumerate(reasons):
+            logbook.add(int(years[i]), m, index, reason)
+        out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor")
+                                 if v in year_ds.variables])
+        out = out.expand_dims(year=[int(years[i])]).transpose("year", *(["member"] if multi else []), ...)
+        out = out.chunk({"year": 1, **({"member": 1} if multi else {}), **chunks})
+        cube_mod.write_region(out, store, region_dim="year", index=slice(i, i + 1))
+        cube_mod.mark_done(store, keys[i])
+
+    if evolve:
+        states = [base.assign(thickness=base["thickness"] * tf) for tf, _ in members]
+
+        def stored_states(i: int) -> list[xr.Dataset]:
+            """The states at the end of year ``i``, read back from the store (what a resumed run starts from)."""
+            res = cube_mod.open_store(store, chunks=chunks).isel(year=i, drop=True)
+            out = []
+            for m in range(len(members)):
+                r = res.isel(member=m, drop=True) if multi else res
+                out.append(base.assign(thickness=r["thickness"], surface=r["surface"],
+                                       disappeared=r["disappeared"].compute()))
+            return out
+
+        for i, year in enumerate(years):
+            if keys[i] in done:
+                if i + 1 == years.size or keys[i + 1] not in done:
+                    states = stored_states(i)
+                advance()
+                continue
+            parts, reasons = [], []
+            for m, (_, df) in enumerate(members):
+                new, yr = annual_step(states[m], prep.down, model, year=int(year), geometry=cfg.geometry,
+                                      curves=curves, has_thickness=has_th, deltah_factor=df, **common)
+                parts.append(yr.assign(thickness=new["thickness"], surface=new["surface"]).drop_vars("year"))
+                reasons.append(yr["failure_reason"].values)
+            year_ds = xr.concat(parts, dim="member", coords="minimal") if multi else parts[0]
+            commit(i, year_ds, reasons)
+            states = stored_states(i)
+            advance()
+        return store
+
+    static = prep.surfaces is None if hasattr(prep, "surfaces") else True
+    surfaces = None if static else prep.surfaces
+    active = base["glacier_id"] > 0
+    th = area_weighted_mean(base["thickness"], base["glacier_id"], active, base["pixel_area"], index)
+    # mean thickness over the glacier's pixels x area: the volume of the configured thickness (km3)
+    cover = xr.DataArray(has_th, dims="glacier", coords={"glacier": index})
+    volume = None
+    cache: dict | None = {} if static else None
+    for i, year in enumerate(years):
+        if keys[i] in done:
+            advance()
+            continue
+        geom = base if static else base.assign(surface=surface_for_year(base["surface"], surfaces, int(year)))
+        if volume is None:
+            from ..features import glacier_constants
+
+            const = glacier_constants(base["glacier_id"], base["surface"], active, base["pixel_area"], index)
+            volume = (th * const["area"] / 1e3).where(cover).compute().values
+        yr = reconstruct_step(geom, prep.down, model, year=int(year), static_volume=volume,
+                              constants_cache=cache, **common)
+        yr = yr.assign(thickness=geom["thickness"], surface=geom["surface"]).drop_vars("year")
+        commit(i, yr, [yr["failure_reason"].values])
+        advance()
+    return store
