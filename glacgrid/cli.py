@@ -563,10 +563,11 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
          cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
          size: str = typer.Option("full", help="full or small"),
          seed: int = typer.Option(0),
+         mode: str = typer.Option("evolve", help="evolve (annual delta-h loop) or reconstruct (static geometry)"),
          progress: bool = typer.Option(True, help="show a progress display")):
-    """Build a seeded synthetic region and run the whole pipeline on it (evolution mode).
+    """Build a seeded synthetic region and run the whole pipeline on it (evolution mode by default).
 
-    Example: glacgrid demo --out demo-output
+    Example: glacgrid demo --out demo-output  (or --mode reconstruct)
     """
     import time
 
@@ -576,7 +577,11 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
 
     t0 = time.perf_counter()
     try:
-        cfg, region = prepare_demo(out, size=size, seed=seed)
+        if mode not in ("evolve", "reconstruct"):
+            from .exceptions import ConfigError
+
+            raise ConfigError(f"--mode {mode!r} is not one of evolve, reconstruct.")
+        cfg, region = prepare_demo(out, size=size, seed=seed, mode=mode)
         typer.echo(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
                    f"inputs in {region.directory}")
         with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
@@ -586,6 +591,36 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
         _fail(err)
     _print_summary(result)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="run configuration (TOML) with [observations]"),
+             out: Path = typer.Option(Path("validation-output"), "--out", help="output directory"),
+             schemes: str = typer.Option("logo,loyo", help="cross-validation schemes, comma-separated "
+                                         "(logo, loyo, lsygo, kfold)"),
+             profiles: Optional[List[Path]] = typer.Option(None, "--profiles", help="WGMS profile_WGMS-*.csv "
+                                                           "(default: those beside the WGMS mbdata files)"),
+             evolve: Optional[bool] = typer.Option(None, "--evolve/--no-evolve", help="also run the evolution "
+                                                   "and compare area and volume with WGMS (default: when "
+                                                   "mode = \"evolve\")")):
+    """Validate a run against its observations: reconstruction LOGO/LOYO on the gridded path, 50 m
+    elevation bands against WGMS profiles, and (evolve) area and volume change against WGMS.
+
+    Writes CSV tables and validation.md into --out and prints the tables.
+
+    Example: glacgrid validate examples/hef_evolve.toml --out hef-validation
+    """
+    from .config import load_config
+    from .validation import validate as run_validation
+
+    try:
+        report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],
+                                profiles=profiles or None, evolve=evolve)
+        files = report.write(out)
+    except GlacgridError as err:
+        _fail(err)
+    typer.echo(report.markdown())
+    typer.echo(f"wrote {files['markdown']} and {len(files) - 1} CSV tables into {out}")
 
 
 def main() -> None:  # pragma: no cover

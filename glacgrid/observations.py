@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -11,7 +12,7 @@ import pandas as pd
 from .exceptions import InputDataError
 from .units import mm_we_to_m_we
 
-__all__ = ["read_observations", "link_units"]
+__all__ = ["read_observations", "link_units", "read_profiles", "read_areas", "profile_files"]
 
 
 def read_observations(files: Sequence[str | Path], *, fmt: str = "wgms", id_column: str = "RGI_ID") -> pd.DataFrame:
@@ -82,3 +83,110 @@ def link_units(obs_ids: Sequence[str], outline_ids: Sequence[str], links: Mappin
         units.append(oid)
         unit_of_outline[idx] = len(units)
     return unit_of_outline, units, unmatched
+
+
+_WGMS_FILE = re.compile(r"^(?:mbdata|profile)_WGMS-(\d+)\.csv$")
+
+
+def _wgms_number(path: Path) -> str | None:
+    m = _WGMS_FILE.match(path.name)
+    return m.group(1) if m else None
+
+
+def _first_id(path: Path, id_column: str) -> str:
+    df = pd.read_csv(path, usecols=lambda c: c == id_column)
+    if id_column not in df.columns or df[id_column].dropna().empty:
+        raise InputDataError(f"{path} has no {id_column!r} values to name the glacier; pass ids= explicitly.")
+    ids = df[id_column].dropna().astype(str).unique()
+    if len(ids) > 1:
+        raise InputDataError(f"{path} names several glaciers in {id_column!r}: {list(ids)}; expected one per file.")
+    return ids[0]
+
+
+def profile_files(observation_files: Sequence[str | Path]) -> dict[Path, Path]:
+    """The WGMS elevation-band profile beside each WGMS ``mbdata_WGMS-NNNNN.csv`` (only those that exist).
+
+    Returns ``{profile path: mbdata path}``: the ``mbdata`` file names the glacier (its id column).
+    """
+    out = {}
+    for f in map(Path, observation_files):
+        number = _wgms_number(f)
+        if number is None:
+            continue
+        prof = f.with_name(f"profile_WGMS-{number}.csv")
+        if prof.exists():
+            out[prof] = f
+    return out
+
+
+def read_profiles(files: Sequence[str | Path] | Mapping[str | Path, str | Path], *, id_column: str = "RGI_ID",
+                  ids: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read WGMS elevation-band profiles into a long frame: ``obs_id``, ``year``, ``band_mid`` (m),
+    ``smb`` (m w.e.), ``source``.
+
+    A WGMS profile CSV has one row per year (first column) and one column per elevation band, named by the
+    band's mid-elevation; values are the annual balance of the band in mm w.e. Empty cells are not
+    observations and are left out. The file itself names no glacier: the id comes from ``ids`` (keys:
+    the file name or the WGMS number, e.g. ``"00491"``), else from the ``id_column`` of the matching
+    ``mbdata`` file (``files`` as returned by :func:`profile_files`, or the ``mbdata_WGMS-NNNNN.csv``
+    beside the profile). Band columns are kept as they are (WGMS mixes 50 m bands with a few others, e.g.
+    100 m bands at 2750, 2850, ... for Kesselwandferner); the caller picks the bands it can compare.
+    """
+    pairs = dict(files) if isinstance(files, Mapping) else {f: None for f in files}
+    frames = []
+    for f, mb in pairs.items():
+        f = Path(f)
+        if not f.exists():
+            raise InputDataError(f"Profile file {f} does not exist.")
+        number = _wgms_number(f)
+        if ids is not None and (f.name in ids or number in ids):
+            oid = str(ids.get(f.name, ids.get(number)))
+        else:
+            mb = Path(mb) if mb is not None else (f.with_name(f"mbdata_WGMS-{number}.csv") if number else None)
+            if mb is None or not mb.exists():
+                raise InputDataError(f"Cannot tell which glacier the profile {f} belongs to: no ids= entry for "
+                                     f"{f.name!r} and no mbdata_WGMS file beside it; pass ids={{{f.name!r}: 'RGI..'}}.")
+            oid = _first_id(mb, id_column)
+        df = pd.read_csv(f, index_col=0)
+        try:
+            mids = np.asarray([float(c) for c in df.columns])
+        except ValueError as err:
+            raise InputDataError(f"Profile {f}: band columns must be mid-elevations in m; got {list(df.columns)[:5]}.") from err
+        try:
+            years = df.index.astype(int)
+        except (TypeError, ValueError) as err:
+            raise InputDataError(f"Profile {f}: the first column must hold years; got {list(df.index)[:5]}.") from err
+        values = df.to_numpy(dtype="float64")
+        yy, bb = np.meshgrid(years, mids, indexing="ij")
+        ok = np.isfinite(values)
+        frames.append(pd.DataFrame({"obs_id": oid, "year": yy[ok].astype(int), "band_mid": bb[ok],
+                                    "smb": mm_we_to_m_we(values[ok]), "source": f.name}))
+    if not frames:
+        raise InputDataError("No profile files were given.")
+    out = pd.concat(frames, ignore_index=True)
+    dup = out.duplicated(["obs_id", "year", "band_mid"])
+    if dup.any():
+        raise InputDataError(f"Duplicated profile values (id, year, band): "
+                             f"{out.loc[dup, ['obs_id', 'year', 'band_mid']].values.tolist()[:5]}.")
+    return out.sort_values(["obs_id", "year", "band_mid"], ignore_index=True)
+
+
+def read_areas(files: Sequence[str | Path], *, id_column: str = "RGI_ID") -> pd.DataFrame:
+    """The glacier area WGMS reports with each annual balance: ``obs_id``, ``year``, ``area_km2``,
+    ``name`` (WGMS NAME, empty if absent), ``source``. Years without an AREA are left out."""
+    frames = []
+    for f in map(Path, files):
+        if not f.exists():
+            raise InputDataError(f"Observation file {f} does not exist.")
+        df = pd.read_csv(f)
+        missing = [c for c in ("YEAR", "AREA", id_column) if c not in df.columns]
+        if missing:
+            raise InputDataError(f"{f} lacks columns {missing} (has {list(df.columns)}); WGMS mbdata files have "
+                                 "YEAR, AREA (km2) and the glacier id column.")
+        out = pd.DataFrame({"obs_id": df[id_column].astype(str), "year": df["YEAR"].astype(int),
+                            "area_km2": pd.to_numeric(df["AREA"], errors="coerce"),
+                            "name": df["NAME"].astype(str).str.strip() if "NAME" in df else "", "source": f.name})
+        frames.append(out.dropna(subset=["area_km2"]))
+    if not frames:
+        raise InputDataError("No observation files were given.")
+    return pd.concat(frames, ignore_index=True)
