@@ -1,0 +1,350 @@
+"""One full annual evolution step (features + SMB + delta-h) of the 3,927-glacier Alps mosaic: time and peak memory.
+
+The Alps mosaic of the grids stage (Farinotti 25 m, five UTM zones, 676 million pixels of which 0.5 %
+are glacier) is evolved by one hydrological year with :func:`glacgrid.simulate.annual_step`: glacier
+checks, topography from the current surface, blockwise features and SMB (:func:`glacgrid.inference.infer`
+with a lasso model), the delta-h update (:func:`glacgrid.geometry.deltah_update`) and the new geometry.
+Climate: a seeded synthetic ERA5-Land-like monthly cube (``t2m``, ``tp``, ``orog``) at 0.1 degree over the
+zones, downscaled lazily to each grid with :func:`glacgrid.downscale.downscale` (there is no real
+ERA5-Land cube of the whole Alps here). Model: :func:`glacgrid.models.make_model` ``"lasso"`` fitted on
+a synthetic table of the demo's features (a temperature-index target).
+
+How the step is run (contender ``tiled``): each zone is cut into windows around the connected groups of
+``--chunk`` x ``--chunk`` blocks that share glaciers (the layout of :mod:`glacgrid.tiled`; every
+glacier lies whole in one window, the window adds a 2-pixel halo for slope and aspect), and each window
+is one dask-backed ``annual_step``. The windows hold 90 million pixels instead of 676 million.
+
+Baseline (contender ``dense``), measured in the same run: the same step on the whole zone grid as one
+dask state (what ``glacgrid run`` does on a zone today), on the zones small enough for it (EPSG 32630
+and 32634; a dense step of the large zones would hold their 200-270 million pixel states in memory,
+see the README). ``tiled`` runs the same zones again so that the ratio compares like with like. The
+``dense`` child also times the delta-h update alone on the zone's dask state with both engines
+(``fused``: gathered pixels, the default; ``flox``: the earlier per-pass flox path) and checks they agree.
+
+Each contender runs in its own subprocess; its peak memory is the child's VmHWM. Numbers printed:
+seconds per annual step and per part (delta-h = the ``deltah_update`` call inside the step, gather
+included; the rest = checks, downscaling, features, SMB, glacier means, writing the new geometry in
+memory), pixels and glaciers processed, glaciers isolated (with reasons), mass closure.
+
+Usage: python benchmarks/evolve.py [--quick] [--mosaic DIR] [--chunk 512]
+``--quick`` runs only the small zones (both contenders). Builds the mosaic stores when missing
+(``glacgrid.mosaic.build_mosaic`` from ``../shared/data/alps``, about 100 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ALPS = REPO.parent / "shared" / "data" / "alps"
+MOSAIC = Path("/tmp/glacgrid-shared/alps")
+SMALL = (32630, 32634)
+ALL = (32630, 32631, 32632, 32633, 32634)
+YEAR = 2015
+HALO = 2
+#: The features of the demo configuration (glacgrid.testing.write_config).
+FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "area", "slope", "lat", "lon",
+            "aspect_cos", "aspect_sin")
+
+
+# --------------------------------------------------------------------------- inputs
+def ensure_mosaic(mosaic: Path) -> None:
+    if all((mosaic / f"alps_{e}.zarr").exists() for e in ALL):
+        return
+    from glacgrid.mosaic import build_mosaic
+
+    t0 = time.perf_counter()
+    build_mosaic(ALPS / "farinotti_thickness", ALPS / "farinotti_dem", mosaic, name="alps")
+    print(f"built the mosaic stores in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def grid_of(ds, chunk: int, ys: slice | None = None, xs: slice | None = None):
+    """The TargetGrid of a mosaic store (or of a window of it)."""
+    from glacgrid.grid import TargetGrid
+
+    a, _, x0, _, e, ytop = ds.attrs["transform_gdal"]
+    ys = ys or slice(0, ds.sizes["y"])
+    xs = xs or slice(0, ds.sizes["x"])
+    left, top = x0 + a * xs.start, ytop + e * ys.start
+    ny, nx = ys.stop - ys.start, xs.stop - xs.start
+    return TargetGrid.from_spec(f"EPSG:{ds.attrs['epsg']}", a, (left, top + e * ny, left + a * nx, top), chunks=chunk)
+
+
+def climate_cube(grids, seed: int = 0):
+    """Synthetic ERA5-Land-like monthly cube for hydrological year YEAR over the grids (t2m K, tp kg m-2, orog m)."""
+    import pandas as pd
+    import xarray as xr
+    from pyproj import Transformer
+
+    lons, lats = [], []
+    for g in grids:  # the outer ring of every grid, in lon/lat
+        ring_y = np.concatenate([np.full(g.x.size, g.y[0]), np.full(g.x.size, g.y[-1]), g.y, g.y])
+        ring_x = np.concatenate([g.x, g.x, np.full(g.y.size, g.x[0]), np.full(g.y.size, g.x[-1])])
+        lo, la = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform(ring_x, ring_y)
+        lons.append(lo)
+        lats.append(la)
+    lons, lats = np.concatenate(lons), np.concatenate(lats)
+    lon0, lon1 = np.floor(lons.min() * 10) / 10 - 0.2, np.ceil(lons.max() * 10) / 10 + 0.2
+    lat0, lat1 = np.floor(lats.min() * 10) / 10 - 0.2, np.ceil(lats.max() * 10) / 10 + 0.2
+    lon = np.round(np.arange(lon0, lon1 + 1e-9, 0.1), 4)
+    lat = np.round(np.arange(lat0, lat1 + 1e-9, 0.1), 4)
+    time_ = pd.date_range(f"{YEAR - 1}-10-01", periods=12, freq="MS")
+    rng = np.random.default_rng(seed)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    orog = 1100.0 + 700.0 * np.sin(lo * 0.9) * np.cos(la * 1.3) + rng.normal(0, 80, la.shape)
+    month = time_.month.to_numpy()
+    t_sl = 12.5 + 10.5 * np.cos(2 * np.pi * (month - 7) / 12) + 3.0  # degC at sea level (a warm year)
+    t2m = (t_sl[:, None, None] - 0.6 * (la - 45.0) - 0.0065 * orog + rng.normal(0, 0.7, (12, *la.shape))
+           + 273.15)
+    tp = rng.gamma(4.0, 30.0, (12, *la.shape)) * (1.0 + orog / 3000.0)
+    return xr.Dataset({"t2m": (("time", "lat", "lon"), t2m.astype("float32"), {"units": "K"}),
+                       "tp": (("time", "lat", "lon"), tp.astype("float32"), {"units": "kg m-2"}),
+                       "orog": (("lat", "lon"), orog.astype("float32"), {"units": "m"})},
+                      coords={"time": time_, "lat": lat, "lon": lon})
+
+
+def fit_model(seed: int = 0):
+    """Lasso on a synthetic table of the demo features: SMB = (snowfall - 4 mm K-1 d-1 CPDD) / 1000 + noise."""
+    from glacgrid.metadata import registry
+    from glacgrid.models import FeatureSchema, make_model
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    cols = {"cpdd": rng.uniform(0, 2500, n), "snow_winter": rng.uniform(200, 2000, n),
+            "snow_summer": rng.uniform(0, 600, n), "mean_elevation": rng.uniform(1800, 4000, n),
+            "max_elevation": rng.uniform(2500, 4500, n), "area": rng.lognormal(0, 1.5, n),
+            "slope": rng.uniform(2, 40, n), "lat": rng.uniform(43, 48, n), "lon": rng.uniform(5, 16, n),
+            "aspect_cos": rng.uniform(-1, 1, n), "aspect_sin": rng.uniform(-1, 1, n)}
+    X = np.stack([cols[f] for f in FEATURES], axis=1)
+    y = (cols["snow_winter"] + cols["snow_summer"] - 4.0 * cols["cpdd"]) / 1000.0 + rng.normal(0, 0.05, n)
+    schema = FeatureSchema(FEATURES, tuple(registry()[f]["units"] for f in FEATURES))
+    return make_model("lasso", seed=seed).fit(X, y, schema)
+
+
+# --------------------------------------------------------------------------- windows (tiles)
+def _block_ids(g, block_info=None):
+    out = np.empty((1, 1), dtype=object)
+    u = np.unique(g)
+    out[0, 0] = (u[u > 0], int(np.count_nonzero(g)))
+    return out
+
+
+def windows(gid_da, chunk: int) -> list[tuple[slice, slice, np.ndarray]]:
+    """Windows (rows, cols, glaciers) around the connected groups of blocks that share glaciers (one pass)."""
+    import dask.array as dsa
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = gid_da.data.rechunk(chunk)
+    nby, nbx = g.numblocks
+    parts = dsa.map_blocks(_block_ids, g, dtype=object, chunks=((1,) * nby, (1,) * nbx)).compute().ravel()
+    rows = np.concatenate([np.full(p[0].size, k) for k, p in enumerate(parts)])
+    ids = np.concatenate([p[0] for p in parts]).astype("int64")
+    nb, top = nby * nbx, int(ids.max()) + 1
+    graph = coo_matrix((np.ones(rows.size), (rows, nb + ids)), shape=(nb + top, nb + top))
+    _, label = connected_components(graph, directed=False)
+    ny, nx = gid_da.shape
+    out = []
+    for comp in np.unique(label[rows]):  # glaciated components only (Python loop over ~100 windows)
+        blocks = np.flatnonzero(label[:nb] == comp)
+        by, bx = blocks // nbx, blocks % nbx
+        ys = slice(max(by.min() * chunk - HALO, 0), min((by.max() + 1) * chunk + HALO, ny))
+        xs = slice(max(bx.min() * chunk - HALO, 0), min((bx.max() + 1) * chunk + HALO, nx))
+        out.append((ys, xs, np.unique(ids[label[nb + ids] == comp])))
+    return out
+
+
+# --------------------------------------------------------------------------- one contender (child)
+def _vmhwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_child(which: str, zones: tuple[int, ...], mosaic: Path, chunk: int) -> dict:
+    import dask
+    import xarray as xr
+
+    from glacgrid.config import DownscaleParams, GeometryParams
+    from glacgrid.downscale import downscale
+    from glacgrid.geometry import deltah_update
+    from glacgrid.mosaic import open_mosaic
+    from glacgrid.simulate import _step
+
+    timer = {"deltah_s": 0.0, "target_m3": 0.0, "unmet_m3": 0.0}
+    original = _step.deltah_update
+
+    def timed(*args, **kwargs):  # the delta-h part of the step (gather + fused kernel), and its mass targets
+        t0 = time.perf_counter()
+        new, report = original(*args, **kwargs)
+        timer["deltah_s"] += time.perf_counter() - t0
+        timer["target_m3"] += float(np.nansum(report["volume_change_target"].values))
+        timer["unmet_m3"] += float(np.nansum(report["volume_change_unmet"].values))
+        return new, report
+
+    _step.deltah_update = timed
+    dask.config.set(scheduler="threads", num_workers=2)
+    t_setup = time.perf_counter()
+    model = fit_model()
+    stores = {e: open_mosaic(mosaic / f"alps_{e}.zarr") for e in zones}
+    cube = climate_cube([grid_of(ds, chunk) for ds in stores.values()])
+    setup_s = time.perf_counter() - t_setup
+    res: dict = {"which": which, "zones": {}, "setup_s": setup_s}
+    reasons: Counter = Counter()
+    for epsg, ds in stores.items():
+        t0 = time.perf_counter()
+        timer.update(deltah_s=0.0, target_m3=0.0, unmet_m3=0.0)
+        if which == "dense":
+            wins = [(slice(0, ds.sizes["y"]), slice(0, ds.sizes["x"]), np.asarray(ds["glacier"].values, "int64"))]
+        else:
+            wins = windows(ds["glacier_id"], chunk)
+        layout_s = time.perf_counter() - t0
+        z = {"windows": len(wins), "window_pixels": 0, "glacier_pixels": 0, "glaciers": 0, "failed": 0,
+             "disappeared": 0, "dV_m3": 0.0, "smb_area_sum": 0.0, "area_km2": 0.0}
+        for ys, xs, mine in wins:
+            sub = ds.isel(y=ys, x=xs)
+            grid = grid_of(ds, chunk, ys, xs)
+            gid = sub["glacier_id"]
+            gid = gid.where(gid.isin(mine), 0).astype("int32")  # another window's glaciers: not ours
+            state = xr.Dataset({"glacier_id": gid, "thickness": sub["thickness"].fillna(0.0),
+                                "surface": sub["surface"],
+                                "pixel_area": xr.full_like(sub["surface"], float(sub["pixel_area"]), dtype="float64")})
+            state = state.chunk({"y": chunk, "x": chunk})
+            down = downscale(cube, grid, state["surface"])
+            new, year = _step.annual_step(state, down, model, year=YEAR, grid=grid, index=mine, features=FEATURES,
+                                          downscale=DownscaleParams(), geometry=GeometryParams())
+            year = year.compute()
+            h0 = state["thickness"].astype("float64").where(state["glacier_id"] > 0, 0.0)
+            h1 = new["thickness"].where(state["glacier_id"] > 0, 0.0)
+            dv, npx = dask.compute(((h1 - h0) * state["pixel_area"]).sum(), (state["glacier_id"] > 0).sum())
+            ok = year["failed"].values == 0
+            area0 = year["glacier_area"].values  # after the update; the target uses the area before
+            reasons.update(str(r) for r in year["failure_reason"].values if r)
+            z["window_pixels"] += int(state.sizes["y"] * state.sizes["x"])
+            z["glacier_pixels"] += int(npx)
+            z["glaciers"] += int(mine.size)
+            z["failed"] += int((~ok).sum())
+            z["disappeared"] += int(year["disappeared"].values.sum())
+            z["dV_m3"] += float(dv)
+            z["area_km2"] += float(np.nansum(area0[ok]))
+            z["smb_area_sum"] += float(np.nansum(year["smb_glacier"].values[ok] * area0[ok]))
+        z["step_s"] = time.perf_counter() - t0
+        z["layout_s"] = layout_s
+        z["deltah_s"] = timer["deltah_s"]
+        z["target_m3"], z["unmet_m3"] = timer["target_m3"], timer["unmet_m3"]
+        z["features_smb_rest_s"] = z["step_s"] - layout_s - timer["deltah_s"]
+        if which == "dense":  # the delta-h update alone on the zone's dask state: both engines
+            z.update(engines(ds, chunk, deltah_update))
+        res["zones"][epsg] = z
+        print(f"  [{which}] EPSG:{epsg}: {len(wins)} window(s), {z['window_pixels'] / 1e6:.1f} M px, "
+              f"{z['glaciers']} glaciers, {z['step_s']:.1f} s (delta-h {z['deltah_s']:.1f} s)", file=sys.stderr)
+    res["failure_reasons"] = dict(reasons)
+    res["peak_rss_mb"] = _vmhwm_mb()
+    return res
+
+
+def engines(ds, chunk: int, deltah_update) -> dict:
+    """deltah_update on the whole zone as one dask state: fused (gathered pixels) vs flox; same numbers?"""
+    import xarray as xr
+
+    state = xr.Dataset({"glacier_id": ds["glacier_id"], "thickness": ds["thickness"].fillna(0.0),
+                        "surface": ds["surface"],
+                        "pixel_area": xr.full_like(ds["surface"], float(ds["pixel_area"]), dtype="float64")})
+    state = state.chunk({"y": chunk, "x": chunk})
+    gid = state["glacier_id"].values
+    bad = np.unique(gid[(gid > 0) & (state["thickness"].values > 0) & ~np.isfinite(state["surface"].values)])
+    ids = np.setdiff1d(np.unique(gid[gid > 0]), bad)  # (ice without surface: a data trap, see the report)
+    smb = xr.DataArray(np.random.default_rng(1).normal(-1.0, 0.6, ids.size), dims="glacier", coords={"glacier": ids})
+    state = state.assign(glacier_id=state["glacier_id"].where(~state["glacier_id"].isin(bad), 0))
+    out = {}
+    for engine in ("fused", "flox"):
+        t0 = time.perf_counter()
+        new, rep = deltah_update(state, smb, engine=engine)
+        h = new["thickness"].values
+        out[f"deltah_{engine}_s"] = time.perf_counter() - t0
+        out[f"_h_{engine}"] = h
+    diff = np.nanmax(np.abs(out.pop("_h_fused") - out.pop("_h_flox")))
+    out["deltah_engines_max_abs_diff_m"] = float(diff)
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+def child(which: str, zones, mosaic: Path, chunk: int, tmp: Path) -> dict:
+    out = tmp / f"{which}-{'-'.join(map(str, zones))}.json"
+    cmd = [sys.executable, __file__, "--child", which, "--zones", ",".join(map(str, zones)), "--mosaic", str(mosaic),
+           "--chunk", str(chunk), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def totals(r: dict) -> dict:
+    zs = r["zones"].values()
+    keys = ("windows", "window_pixels", "glacier_pixels", "glaciers", "failed", "disappeared", "step_s", "deltah_s",
+            "features_smb_rest_s", "layout_s", "dV_m3", "target_m3", "unmet_m3", "smb_area_sum", "area_km2")
+    return {k: sum(z[k] for z in zs) for k in keys}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="only the small zones (EPSG 32630 and 32634)")
+    p.add_argument("--mosaic", type=Path, default=MOSAIC)
+    p.add_argument("--chunk", type=int, default=512, help="block size (pixels) of the dask states and windows")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--zones", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        zones = tuple(int(z) for z in a.zones.split(","))
+        a.out.write_text(json.dumps(run_child(a.child, zones, a.mosaic, a.chunk)))
+        return
+    ensure_mosaic(a.mosaic)
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="evolve-bench-") as tmp:
+        tmp = Path(tmp)
+        dense = child("dense", SMALL, a.mosaic, a.chunk, tmp)
+        small = child("tiled", SMALL, a.mosaic, a.chunk, tmp)
+        full = None if a.quick else child("tiled", ALL, a.mosaic, a.chunk, tmp)
+    rows = [("dense, small zones", dense), ("tiled, small zones", small)]
+    rows += [("tiled, whole Alps", full)] if full else []
+    print(f"{'run':22s} {'windows':>7s} {'pixels':>9s} {'glacier px':>10s} {'glaciers':>8s} {'failed':>6s} "
+          f"{'step s':>8s} {'delta-h s':>9s} {'rest s':>7s} {'layout s':>8s} {'peak MB':>8s}")
+    for name, r in rows:
+        t = totals(r)
+        print(f"{name:22s} {t['windows']:7d} {t['window_pixels'] / 1e6:8.1f}M {t['glacier_pixels']:10d} "
+              f"{t['glaciers']:8d} {t['failed']:6d} {t['step_s']:8.2f} {t['deltah_s']:9.2f} "
+              f"{t['features_smb_rest_s']:7.2f} {t['layout_s']:8.2f} {r['peak_rss_mb']:8.0f}")
+    td, ts = totals(dense), totals(small)
+    print(f"dense / tiled step time on the small zones : {td['step_s'] / ts['step_s']:6.2f} x "
+          f"(peak memory {dense['peak_rss_mb'] / small['peak_rss_mb']:.2f} x)")
+    for epsg, z in dense["zones"].items():
+        print(f"delta-h alone, whole zone {epsg} as one dask state: fused {z['deltah_fused_s']:.2f} s, flox "
+              f"{z['deltah_flox_s']:.2f} s ({z['deltah_flox_s'] / z['deltah_fused_s']:.1f} x), max |dh| difference "
+              f"{z['deltah_engines_max_abs_diff_m']:.1e} m")
+    if full:
+        t = totals(full)
+        mean_smb = t["smb_area_sum"] / t["area_km2"] if t["area_km2"] else float("nan")
+        print(f"whole Alps: {t['step_s']:.1f} s per annual step ({t['deltah_s']:.1f} s delta-h, "
+              f"{t['features_smb_rest_s']:.1f} s checks + downscaling + features + SMB + new geometry, "
+              f"{t['layout_s']:.1f} s window layout), peak {full['peak_rss_mb'] / 1024:.2f} GiB, "
+              f"{t['glaciers']} glaciers ({t['failed']} isolated: {full['failure_reasons']}), "
+              f"{t['glacier_pixels']} glacier pixels in {t['windows']} windows of {t['window_pixels'] / 1e6:.0f} M "
+              f"pixels; area-weighted mean SMB {mean_smb:.2f} m w.e., volume change {t['dV_m3'] / 1e9:.4f} km3 "
+              f"(SMB x area x rho_w / rho_i - unmet: {(t['target_m3'] - t['unmet_m3']) / 1e9:.4f} km3, relative "
+              f"closure error {abs(t['dV_m3'] - (t['target_m3'] - t['unmet_m3'])) / abs(t['target_m3']):.1e}); "
+              f"setup {full['setup_s']:.1f} s")
+    print(f"benchmark wall time {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
