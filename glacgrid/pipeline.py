@@ -103,11 +103,16 @@ class _Steps:
 
 
 def _read_thickness(paths, grid: TargetGrid) -> xr.DataArray:
-    """Ice thickness from one or more rasters onto the grid (average resampling), NaN where none covers."""
+    """Ice thickness from one or more rasters onto the grid (average resampling), NaN where none covers.
+
+    Where rasters overlap, a pixel takes the largest value (``np.fmax``, NaN ignored): per-glacier
+    products (Farinotti et al. 2019) hold 0 around their own glacier, which must not hide the ice of a
+    neighbouring glacier's raster listed earlier or later.
+    """
     th = None
     for p in paths:
         one = grid.read(p, resampling="average")
-        th = one if th is None else xr.where(th.notnull(), th, one)
+        th = one if th is None else np.fmax(th, one)
     return th
 
 

@@ -197,3 +197,29 @@ def test_cli_demo_on_an_existing_scheduler(tmp_path):
         assert cluster.scheduler_address in res.output
     gy = pd.read_csv(tmp_path / "glacier_years.csv")
     assert gy["smb_mwe"].notna().all() and gy["year"].nunique() == 10
+
+
+def test_overlapping_per_glacier_thickness_rasters_keep_each_glaciers_ice(tmp_path):
+    """Per-glacier thickness rasters hold 0 around their glacier; where two overlap, the ice of either
+    must survive whatever the order they are listed in (Farinotti tiles of neighbouring glaciers)."""
+    import rasterio
+    from affine import Affine
+
+    from glacgrid.grid import TargetGrid
+    from glacgrid.pipeline import _read_thickness
+
+    profile = {"driver": "GTiff", "height": 4, "width": 6, "count": 1, "dtype": "float32",
+               "crs": "EPSG:32632", "transform": Affine(25.0, 0, 600_000.0, 0, -25.0, 5_200_000.0)}
+    a = np.zeros((4, 6), "float32")
+    a[:, :2] = 50.0                  # glacier A on the left, zeros elsewhere
+    b = np.zeros((4, 6), "float32")
+    b[:, 3:] = 80.0                  # glacier B on the right
+    paths = []
+    for name, data in (("a", a), ("b", b)):
+        paths.append(tmp_path / f"{name}.tif")
+        with rasterio.open(paths[-1], "w", **profile) as dst:
+            dst.write(data, 1)
+    grid = TargetGrid.from_raster(paths[0], chunks=16)
+    expected = np.maximum(a, b)
+    for order in (paths, paths[::-1]):
+        np.testing.assert_array_equal(_read_thickness(order, grid).values, expected)
