@@ -103,6 +103,10 @@ class ModelConfig:
     ensemble : number of ensemble members (models of ``kind`` with seeds ``seed, seed + 1, ...``);
         0 = a single model. In reconstruct mode an ensemble writes the member mean (``smb``,
         ``smb_glacier``) and the spread across members (``smb_spread``, ``smb_glacier_spread``).
+    ensemble_method : how members differ: ``seeds`` (same data, other seeds), ``bootstrap`` (each
+        member fitted on a bootstrap resample of the training rows), or ``auto``: bootstrap for the
+        kinds whose fit does not depend on the seed (lasso, ols, ridge, svr: seeds alone would give
+        identical members and a spread of exactly 0), seeds for the others (rf, gbm, ann).
     """
 
     kind: str = "lasso"
@@ -110,6 +114,7 @@ class ModelConfig:
     cv: str = "logo"
     seed: int = 0
     ensemble: int = 0
+    ensemble_method: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,7 @@ _CHOICES = {
     ("period", "hemisphere"): ("north", "south"),
     ("model", "kind"): ("lasso", "ols", "ridge", "svr", "rf", "gbm", "ann"),
     ("model", "cv"): ("logo", "loyo", "lsygo", "kfold", "random"),
+    ("model", "ensemble_method"): ("auto", "seeds", "bootstrap"),
     ("observations", "format"): ("wgms", "table"),
 }
 _FEATURES = (
@@ -520,6 +526,7 @@ features = ["cpdd", "snow_winter", "snow_summer"]
 cv = "logo"                      # logo, loyo, lsygo (k glaciers x k years), kfold (by glacier), random
 seed = 0
 ensemble = 0                     # members of a model ensemble (0: one model); reconstruct writes mean and spread
+ensemble_method = "auto"         # seeds, bootstrap, auto (bootstrap for lasso/ols/ridge/svr, seeds otherwise)
 
 [observations]
 files = ["mbdata_WGMS-*.csv"]

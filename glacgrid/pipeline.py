@@ -223,6 +223,17 @@ def _pixel_features(cfg: RunConfig, prep: Prepared, surface: xr.DataArray, glaci
     return feat.pixel_features(climate, topo, const, glacier_id, active)
 
 
+#: Model kinds whose fit does not depend on the seed: their ensembles need bootstrap resamples.
+SEED_FREE_KINDS = ("lasso", "ols", "ridge", "svr")
+
+
+def ensemble_method(model_cfg) -> str:
+    """The ensemble method of ``[model]``: ``auto`` resolves to bootstrap for seed-free kinds, else seeds."""
+    if model_cfg.ensemble_method != "auto":
+        return model_cfg.ensemble_method
+    return "bootstrap" if model_cfg.kind in SEED_FREE_KINDS else "seeds"
+
+
 def fit_model(cfg: RunConfig, train: pd.DataFrame, out: Path):
     """The model stage: cross-validate on ``train`` (``out/cv.json``), fit, write ``out/model``.
 
@@ -236,7 +247,8 @@ def fit_model(cfg: RunConfig, train: pd.DataFrame, out: Path):
     cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
                         kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
     cv.to_json(out / "cv.json")
-    model = make_model(cfg.model.kind, seed=cfg.model.seed, ensemble=cfg.model.ensemble or None)
+    model = make_model(cfg.model.kind, seed=cfg.model.seed, ensemble=cfg.model.ensemble or None,
+                       ensemble_method=ensemble_method(cfg.model))
     model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
     model.to_artifact(out / "model")
     return model, cv

@@ -122,3 +122,31 @@ def test_run_mode_key_errors(tmp_path):
     assert "thickness_factors = [0.7, 1.0] applies to mode = 'evolve' only" in msg
     assert "deltah_factors = [0.0] must all be positive" in msg
     assert "ensemble = 1: use 0 for a single model or at least 2" in msg
+
+
+def test_ensemble_method_auto_gives_lasso_members_that_differ(tmp_path):
+    """Seeds alone give identical lasso members (spread exactly 0): ``auto`` bootstraps seed-free kinds."""
+    import dataclasses
+
+    import numpy as np
+
+    from glacgrid.config import ModelConfig
+    from glacgrid.models import FeatureSchema, make_model
+    from glacgrid.pipeline import ensemble_method
+    from glacgrid.testing._models import glacier_year_table
+
+    assert ensemble_method(ModelConfig(kind="lasso", ensemble=3)) == "bootstrap"
+    assert ensemble_method(ModelConfig(kind="ann", ensemble=3)) == "seeds"
+    assert ensemble_method(ModelConfig(kind="lasso", ensemble=3, ensemble_method="seeds")) == "seeds"
+    table = glacier_year_table(noise=0.2, seed=3)
+    names = [c for c in table.columns if c.startswith("x")]
+    X, y = table[list(names)].to_numpy("float64"), table["smb"].to_numpy("float64")
+    schema = FeatureSchema(tuple(names), tuple("1" for _ in names))
+    spreads = {}
+    for method in ("seeds", "bootstrap"):
+        cfg = dataclasses.replace(ModelConfig(kind="ols", ensemble=3), ensemble_method=method)
+        model = make_model(cfg.kind, ensemble=cfg.ensemble, ensemble_method=ensemble_method(cfg)).fit(X, y, schema)
+        spreads[method] = model.predict_spread(X)[1]
+    assert spreads["seeds"].max() < 1e-12 and spreads["bootstrap"].min() > 0.01  # seeds: identical members
+    with pytest.raises(ConfigError, match="ensemble_method"):
+        config_from_dict(dict(_minimal(tmp_path), model={"ensemble_method": "jackknife"}), base=tmp_path)
