@@ -23,7 +23,7 @@ from .masks import glacier_table, rasterize_glaciers, read_outlines
 from .metadata import provenance, registry, stamp_dataset
 from .observations import link_units, read_observations
 
-__all__ = ["Prepared", "RunResult", "fit_model", "prepare", "training_table", "run"]
+__all__ = ["Prepared", "RunResult", "build_model", "fit_model", "prepare", "training_table", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -239,19 +239,28 @@ def fit_model(cfg: RunConfig, train: pd.DataFrame, out: Path):
 
     Returns the fitted model and its :class:`glacgrid.models.CVResult`.
     """
-    from .models import FeatureSchema, cross_validate, make_model
+    from .models import cross_validate
+
+    names = tuple(cfg.model.features)
+    model, schema = build_model(cfg)
+    cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
+                        kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
+    cv.to_json(out / "cv.json")
+    model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
+    model.to_artifact(out / "model")
+    return model, cv
+
+
+def build_model(cfg: RunConfig):
+    """The unfitted model of ``[model]`` (an ensemble when ``ensemble`` >= 2) and its feature schema."""
+    from .models import FeatureSchema, make_model
 
     names = tuple(cfg.model.features)
     reg = registry()
     schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
-    cv = cross_validate(train, target="smb", features=names, glacier_col="obs_id", year_col="year",
-                        kind=cfg.model.kind, scheme=cfg.model.cv, seed=cfg.model.seed, units=schema.units)
-    cv.to_json(out / "cv.json")
     model = make_model(cfg.model.kind, seed=cfg.model.seed, ensemble=cfg.model.ensemble or None,
                        ensemble_method=ensemble_method(cfg.model))
-    model.fit(train[list(names)].to_numpy("float64"), train["smb"].to_numpy("float64"), schema)
-    model.to_artifact(out / "model")
-    return model, cv
+    return model, schema
 
 
 def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:

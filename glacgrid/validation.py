@@ -156,14 +156,10 @@ class ReconstructionCV:
 
 
 def _fit(cfg, X: np.ndarray, y: np.ndarray):
-    from .metadata import registry
-    from .models import FeatureSchema, make_model
+    from .pipeline import build_model
 
-    names = tuple(cfg.model.features)
-    reg = registry()
-    schema = FeatureSchema(names, tuple(reg[n]["units"] for n in names))
-    ensemble = getattr(cfg.model, "ensemble", 0) or None  # an ensemble model predicts its member mean
-    return make_model(cfg.model.kind, seed=cfg.model.seed, ensemble=ensemble).fit(X, y, schema)
+    model, schema = build_model(cfg)  # an ensemble model predicts its member mean
+    return model.fit(X, y, schema)
 
 
 def reconstruction_cv(cfg, train: pd.DataFrame, px: ObservedPixels, scheme: str = "logo", *, k: int = 2,
