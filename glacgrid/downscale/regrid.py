@@ -24,6 +24,8 @@ step between neighbouring cells, measured); use the glacgrid engine where chunki
 
 from __future__ import annotations
 
+import functools
+
 import warnings
 
 import dask.array as dsa
@@ -102,20 +104,10 @@ def _glacgrid(field: xr.DataArray, grid: TargetGrid, time_chunk: int, method: st
     crs, geographic = grid.crs, grid.is_geographic
     dx, dy = grid.resolution
 
-    def weights(yb, xb):
-        lat2d, lon2d = _block_lonlat(yb, xb, crs, geographic)
-        if method == "bilinear":
-            j, wy = _kernels.bilinear_weights(lat, lat2d)
-            i, wx = _kernels.bilinear_weights(lon, lon2d)
-        else:
-            hlat, hlon = _block_half_widths(yb, xb, crs, geographic, dx, dy)
-            j, wy = _kernels.conservative_weights(lat, lat2d, hlat)
-            i, wx = _kernels.conservative_weights(lon, lon2d, hlon)
-        # float32 arithmetic (weights in [0, 1]): ~1e-5 relative, half the memory of float64
-        return j, wy.astype("float32"), i, wx.astype("float32")
-
     def apply(f, yb, xb):
-        j, wy, i, wx = weights(yb, xb)
+        key = (crs, geographic, method, float(dx), float(dy), np.asarray(yb, "float64").tobytes(),
+               np.asarray(xb, "float64").tobytes(), lat.tobytes(), lon.tobytes())
+        j, wy, i, wx = _block_weights(key)
         return _kernels.bilinear_apply(np.asarray(f, dtype="float32"), j, wy, i, wx)
 
     coords = grid.coords()
@@ -128,6 +120,29 @@ def _glacgrid(field: xr.DataArray, grid: TargetGrid, time_chunk: int, method: st
     src = np.asarray(field.values, dtype="float32")
     data = dsa.blockwise(lambda yb, xb: apply(src, yb, xb), "yx", yd, "y", xd, "x", dtype="float32")
     return xr.DataArray(data, dims=("y", "x"), coords=coords)
+
+
+@functools.lru_cache(maxsize=8)
+def _block_weights(key: tuple) -> tuple[np.ndarray, ...]:
+    """Interpolation indices and weights of one output block, kept per process for the last few blocks:
+    the fields downscaled together (t2m, tp, orog) and every time chunk of a block share them, so the
+    projection to lon/lat (pyproj) and the weights are computed once per block, not once per task."""
+    crs, geographic, method, dx, dy, yb, xb, lat, lon = key
+    yb, xb = np.frombuffer(yb, "float64"), np.frombuffer(xb, "float64")
+    lat, lon = np.frombuffer(lat, "float64"), np.frombuffer(lon, "float64")
+    lat2d, lon2d = _block_lonlat(yb, xb, crs, geographic)
+    if method == "bilinear":
+        j, wy = _kernels.bilinear_weights(lat, lat2d)
+        i, wx = _kernels.bilinear_weights(lon, lon2d)
+    else:
+        hlat, hlon = _block_half_widths(yb, xb, crs, geographic, dx, dy)
+        j, wy = _kernels.conservative_weights(lat, lat2d, hlat)
+        i, wx = _kernels.conservative_weights(lon, lon2d, hlon)
+    # float32 arithmetic (weights in [0, 1]): ~1e-5 relative, half the memory of float64
+    out = (j, wy.astype("float32"), i, wx.astype("float32"))
+    for a in out:  # shared between tasks: read-only
+        a.flags.writeable = False
+    return out
 
 
 def _block_lonlat(yb: np.ndarray, xb: np.ndarray, crs: str, geographic: bool) -> tuple[np.ndarray, np.ndarray]:
