@@ -8,7 +8,8 @@ included) and, from a second subprocess under ``tracemalloc``, the peak of the P
 allocations made by the ingest itself (what grows with the data). Ratios are against the
 plain xarray baseline measured in the same run. The baseline writes no invariant, does no unit
 conversion or checks, and keeps the files' chunks (one year per chunk); glacgrid writes the
-time-series chunks (all months x 64 x 64) and checks everything.
+time-series chunks (all months per tile of at most 2 MiB: 64 x 64 up to 128 months, 33 x 33 at 480),
+each computed by one task that reads only its tile from every file, and checks everything.
 
 Usage::
 

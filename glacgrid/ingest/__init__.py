@@ -1,6 +1,7 @@
 """ERA5-Land monthly archives (netCDF or GRIB) -> one normalised, analysis-ready Zarr cube.
 
-* :func:`open_era5land` opens and checks files lazily (module ``_open``, files read by ``_readers``);
+* :func:`open_era5land` opens and checks files lazily (module ``_open``, files opened by ``_readers``)
+  into dask arrays whose every chunk is read tile by tile from the files (``_tiles``);
 * :func:`ingest` writes the cube, on dask or on Apache Beam (``beam``), appends new months and
   resumes killed runs (``_store``); :func:`rechunk` copies it with map-like chunks;
 * :func:`run_recipe` executes a declarative TOML recipe (``recipe``).

@@ -34,7 +34,8 @@ from ..exceptions import (
     UnitsError,
 )
 from ..metadata import provenance, stamp
-from ._readers import GRIB_SUFFIXES, open_source, sha256
+from ._readers import GRIB_SUFFIXES, SOURCE_INDEX, is_hdf5, open_source, sha256
+from ._tiles import FilePiece, hdf5_slab, normalise_chunks, tiled_variable
 
 __all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land", "software_versions"]
 
@@ -131,8 +132,8 @@ def _check_grid(ref: xr.Dataset, ref_path: Path, other: xr.Dataset, other_path: 
             )
 
 
-def _combine_time(name: str, pieces: list[tuple[Path, xr.DataArray]]) -> xr.DataArray:
-    """Concatenate per-file pieces of one variable along time; months must be unique and contiguous."""
+def _time_axis(name: str, pieces: list[tuple[Path, xr.DataArray]]) -> tuple[np.ndarray, list[FilePiece]]:
+    """The months of one variable (unique, contiguous, sorted) and each file's piece placed on them."""
     pieces = sorted(pieces, key=lambda p: p[1]["time"].values.min())
     seen: dict[np.datetime64, Path] = {}
     for path, da in pieces:
@@ -143,8 +144,7 @@ def _combine_time(name: str, pieces: list[tuple[Path, xr.DataArray]]) -> xr.Data
                     "Remove the duplicated file (or month) from the input list."
                 )
             seen[t] = path
-    da = xr.concat([p[1] for p in pieces], dim="time", join="exact") if len(pieces) > 1 else pieces[0][1]
-    times = pd.DatetimeIndex(da["time"].values)
+    times = pd.DatetimeIndex(sorted(seen))
     missing = pd.date_range(times[0], times[-1], freq="MS").difference(times)
     if len(missing):
         listed = ", ".join(f"{t:%Y-%m}" for t in missing[:12]) + (" ..." if len(missing) > 12 else "")
@@ -152,23 +152,29 @@ def _combine_time(name: str, pieces: list[tuple[Path, xr.DataArray]]) -> xr.Data
             f"{len(missing)} month(s) of {name!r} are missing between {times[0]:%Y-%m} and "
             f"{times[-1]:%Y-%m}: {listed}. Add the files that hold them; months must be contiguous."
         )
-    return da
+    months = times.to_numpy()
+    placed = [FilePiece(str(path), da.variable, np.searchsorted(months, da["time"].values),
+                        hdf5_slab(str(path), da, SOURCE_INDEX) if is_hdf5(path) else None) for path, da in pieces]
+    return months, placed
 
 
-def _convert(da: xr.DataArray, conv: Conversion) -> xr.DataArray:
-    src_units = da.attrs.get("units")
-    out = conv.convert(da) if conv.convert is not None else da
-    out = out.astype("float32")
-    out.attrs = {"era5_name": str(da.name), "era5_units": str(src_units)}
-    out.encoding = {}
-    return stamp(out, conv.name)
+def _convert(da: xr.DataArray, conv: Conversion, src_name: str, src_units: str | None) -> xr.DataArray:
+    """Cube attributes (registry entry, ERA5 name and units) on a converted float32 array."""
+    da.attrs = {"era5_name": src_name, "era5_units": str(src_units)}
+    da.encoding = {}
+    return stamp(da, conv.name)
 
 
-def _file_chunks(chunks: Mapping | None) -> dict:
-    """Spatial chunks each file is read with (the store's, so no band straddles two dask chunks)."""
-    if not chunks:
-        return {}
-    return {k: v for k, v in chunks.items() if k in ("lat", "lon")}
+def _monthly(name: str, months: np.ndarray, placed: list[FilePiece], units_: str | None, ref: xr.Dataset,
+             chunks: Mapping[str, int]) -> xr.DataArray:
+    """One monthly variable as a dask array read tile by tile from its files (:mod:`._tiles`)."""
+    conv = ERA5LAND_MONTHLY[name]
+    shape = (months.size, ref.sizes["lat"], ref.sizes["lon"])
+    sizes = dict(zip(("time", "lat", "lon"), shape))
+    data = tiled_variable(name, placed, months, shape, normalise_chunks(chunks, sizes), conv.convert)
+    out = xr.DataArray(data, dims=("time", "lat", "lon"),
+                       coords={"time": months, "lat": ref["lat"].values, "lon": ref["lon"].values})
+    return _convert(out, conv, name, units_)
 
 
 def _collect(opened: list[tuple[Path, xr.DataArray]], wanted: list[str], warn_skipped: bool):
@@ -225,7 +231,9 @@ def open_era5land(
     variables : sequence of str, optional
         ERA5-Land short names (keys of :data:`ERA5LAND_MONTHLY`); default every known one found.
     chunks : dict, optional
-        Dask chunks of the result, e.g. ``{"time": -1, "lat": 64, "lon": 64}``.
+        Dask chunks of the result, e.g. ``{"time": -1, "lat": 64, "lon": 64}`` (-1 or a missing
+        dimension: whole); default :func:`glacgrid.ingest.time_series_chunks` for the number of
+        months. Each chunk is one dask task that reads only its hyperslab from each file.
 
     Returns
     -------
@@ -252,8 +260,7 @@ def open_era5land(
         unknown = [v for v in variables if v not in ERA5LAND_MONTHLY]
         if unknown:
             raise InputDataError(f"Unknown ERA5-Land variable(s) {unknown}; supported: {sorted(ERA5LAND_MONTHLY)}.")
-    fchunks = _file_chunks(chunks)
-    opened = [(p, open_source(p, fchunks)) for p in paths]
+    opened = [(p, open_source(p)) for p in paths]
     found = {str(v) for _, ds in opened for v in ds.data_vars}
     wanted = list(variables) if variables is not None else [v for v in ERA5LAND_MONTHLY if v in found]
     missing = [v for v in wanted if v not in found]
@@ -264,19 +271,21 @@ def open_era5land(
             "variables that are there."
         )
     pieces, used, ref_path, ref = _collect(opened, wanted, warn_skipped=variables is None)
-    combined = {v: _combine_time(v, pieces[v]) for v in wanted}
-    t0 = combined[wanted[0]]["time"]
+    axes = {v: _time_axis(v, pieces[v]) for v in wanted}
+    t0 = axes[wanted[0]][0]
     for v in wanted[1:]:
-        if not np.array_equal(combined[v]["time"].values, t0.values):
-            t = combined[v]["time"].values
+        if not np.array_equal(axes[v][0], t0):
+            t = axes[v][0]
             raise TimeAxisError(
                 f"{v!r} covers {str(t[0])[:7]}..{str(t[-1])[:7]} but {wanted[0]!r} covers "
-                f"{str(t0.values[0])[:7]}..{str(t0.values[-1])[:7]}; give files covering the same months."
+                f"{str(t0[0])[:7]}..{str(t0[-1])[:7]}; give files covering the same months."
             )
-    out = {ERA5LAND_MONTHLY[v].name: _convert(combined[v], ERA5LAND_MONTHLY[v]) for v in wanted}
+    chunks = normalise_chunks(chunks, {"time": t0.size, "lat": ref.sizes["lat"], "lon": ref.sizes["lon"]})
+    out = {ERA5LAND_MONTHLY[v].name: _monthly(v, *axes[v], pieces[v][0][1].attrs.get("units"), ref, chunks)
+           for v in wanted}
     if invariant is not None:
         used.append(Path(invariant))
-        out.update(_open_invariant(Path(invariant), ref, ref_path, fchunks))
+        out.update(_open_invariant(Path(invariant), ref, ref_path, chunks))
     ds = xr.Dataset(out)
     ds = ds.assign_coords({dim: ds[dim].assign_attrs(attrs) for dim, attrs in _COORD_ATTRS.items()})
     ds["time"].encoding.update(_TIME_ENCODING)
@@ -291,11 +300,11 @@ def open_era5land(
             "open_era5land", files=[p.name for p in paths], invariant=Path(invariant).name if invariant else None, variables=wanted
         ),
     }
-    return ds.chunk(dict(chunks)) if chunks else ds
+    return ds
 
 
-def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, fchunks: Mapping) -> dict[str, xr.DataArray]:
-    ds = open_source(path, fchunks)
+def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, chunks: Mapping[str, int]) -> dict[str, xr.DataArray]:
+    ds = open_source(path)
     if "z" not in ds.data_vars:
         raise MissingVariableError(
             f"Invariant file {path} has no 'z' (geopotential); it holds {sorted(map(str, ds.data_vars))}. "
@@ -314,5 +323,7 @@ def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, fchunks: Mappin
             raise UnitsError(
                 f"{name!r} in {path} has units {ds[name].attrs.get('units')!r}; expected {conv.source_units!r}."
             )
-        out[conv.name] = _convert(ds[name], conv)
+        da = ds[name].chunk({"lat": chunks["lat"], "lon": chunks["lon"]})  # dask tasks read tiles
+        converted = (conv.convert(da) if conv.convert is not None else da).astype("float32")
+        out[conv.name] = _convert(converted, conv, name, ds[name].attrs.get("units"))
     return out

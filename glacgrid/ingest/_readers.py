@@ -8,21 +8,19 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import xarray as xr
 
 from ..exceptions import GridMismatchError, InputDataError, TimeAxisError, import_optional
 
-__all__ = ["GRIB_SUFFIXES", "is_grib", "open_source", "sha256"]
+__all__ = ["GRIB_SUFFIXES", "SOURCE_INDEX", "is_grib", "is_hdf5", "open_source", "sha256"]
 
 #: File name endings read with cfgrib (others must be netCDF). Files starting with ``GRIB`` are too.
 GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
-#: A file variable up to this size (decoded, bytes) is read whole; larger ones by the store's tiles.
-WHOLE_FILE_BYTES = 64 * 2**20
+#: Encoding key of the ``lat``/``lon`` coordinates of :func:`open_source`: the file index of each value.
+SOURCE_INDEX = "glacgrid_source_index"
 # coordinates that carry no information for monthly means (ensemble member, level, step, ...)
 _RENAME = {"valid_time": "time", "latitude": "lat", "longitude": "lon"}
 
@@ -58,13 +56,19 @@ def _unreadable(path: Path, err: Exception) -> InputDataError:
     )
 
 
+def is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file (netCDF-4), by its signature at offset 0."""
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
 def _open_netcdf(path: Path) -> xr.Dataset:
     try:
-        with netCDF4.Dataset(path) as nc:  # read each variable's last value: fails early on truncation
-            for var in nc.variables.values():
-                if var.size:
-                    var[(-1,) * var.ndim]
-        return xr.open_dataset(path, engine="netcdf4", decode_timedelta=False)
+        ds = xr.open_dataset(path, engine="netcdf4", decode_timedelta=False, cache=False)
+        for var in ds.variables.values():  # read each variable's last value: fails early on truncation
+            if var.size:
+                var[(-1,) * var.ndim].values
+        return ds
     except (OSError, ValueError, RuntimeError, IndexError) as err:
         raise _unreadable(path, err) from err
 
@@ -103,7 +107,7 @@ def _open_grib(path: Path) -> xr.Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # cfgrib's own xr.merge defaults
             try:  # one pass over the file when every field shares one hypercube (the usual case)
-                parts = [xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})]
+                parts = [xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""}, cache=False)]
             except cfgrib.dataset.DatasetBuildError:  # e.g. levels or steps that differ: one per variable
                 parts = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
     except InputDataError:
@@ -145,12 +149,12 @@ def _order(values: np.ndarray):
     return np.argsort(values, kind="stable")
 
 
-def open_source(path: Path, chunks: Mapping | None = None) -> xr.Dataset:
+def open_source(path: Path) -> xr.Dataset:
     """Open one netCDF or GRIB file lazily and bring it to (time, lat, lon) with canonical coordinates.
 
-    A variable of at most :data:`WHOLE_FILE_BYTES` (decoded) is one dask chunk (one read); a larger
-    one is chunked by ``chunks`` (``{"lat": n, "lon": m}``, the store's tiles, applied *after*
-    reordering so they line up with the store's chunks) with the file's whole time axis per chunk.
+    The variables are lazily indexed, not dask: indexing one reads only that hyperslab from the file,
+    CF-decoded and reordered (see :mod:`glacgrid.ingest._tiles`, which reads the store's tiles so).
+    ``ds[dim].encoding[SOURCE_INDEX]`` (``dim`` lat or lon) gives the file index of each value.
 
     Latitude ascending, longitude in -180..180 (data moved with it), float64 coordinates, extra
     coordinates (``number``, ``expver``, ``step``, ...) dropped, ``valid_time`` renamed ``time`` and
@@ -167,7 +171,7 @@ def open_source(path: Path, chunks: Mapping | None = None) -> xr.Dataset:
     """
     if not path.is_file():
         raise InputDataError(f"ERA5-Land file {path} does not exist (or is not a file); check the path.")
-    ds = _open_grib(path) if is_grib(path) else _open_netcdf(path)
+    ds = opened = _open_grib(path) if is_grib(path) else _open_netcdf(path)
     ds = ds.rename({k: v for k, v in _RENAME.items() if k in ds.variables})
     for dim in ("lat", "lon"):
         if dim not in ds.dims or ds[dim].ndim != 1:
@@ -180,7 +184,10 @@ def open_source(path: Path, chunks: Mapping | None = None) -> xr.Dataset:
     if np.unique(lon).size != lon.size:
         raise GridMismatchError(f"{path} has duplicated longitudes once wrapped to -180..180; remove the repeated column.")
     ds = ds.assign_coords(lat=_degrees(ds["lat"].values), lon=lon)
-    ds = ds.isel(lat=_order(ds["lat"].values), lon=_order(lon) if not np.all(np.diff(lon) > 0) else slice(None))
+    order = {"lat": _order(ds["lat"].values), "lon": _order(lon) if not np.all(np.diff(lon) > 0) else slice(None)}
+    ds = ds.isel(order)
+    for dim, indexer in order.items():  # where each (reordered) value sits in the file
+        ds[dim].encoding[SOURCE_INDEX] = np.arange(ds.sizes[dim])[indexer]
     if "time" in ds.dims:
         if not np.issubdtype(ds["time"].dtype, np.datetime64):
             raise TimeAxisError(f"{path}: time values {ds['time'].values[:3]} are not standard-calendar dates.")
@@ -192,7 +199,6 @@ def open_source(path: Path, chunks: Mapping | None = None) -> xr.Dataset:
                 "averaged reanalysis, or average it to months first."
             )
         ds = ds.assign_coords(time=months)
-    per_var = 4 * int(np.prod([ds.sizes[d] for d in ds.dims]))  # one variable decoded to float32
-    if per_var <= WHOLE_FILE_BYTES:
-        return ds.chunk({d: -1 for d in ds.dims})  # one read per variable: fewer, larger reads
-    return ds.chunk({d: (chunks or {}).get(d, -1) for d in ds.dims})
+    if is_hdf5(path):  # an open HDF5 file holds ~1.4 MiB of library caches: read tiles with h5py instead
+        opened.close()  # (the lazy variables reopen the file if indexed)
+    return ds

@@ -18,21 +18,12 @@ from .. import cube
 from ..exceptions import GridMismatchError, InputDataError, StoreError, TimeAxisError
 from ..metadata import provenance
 from ._open import open_era5land
+from ._tiles import CHUNK_BYTES, time_series_chunks
 
 __all__ = ["CHUNK_BYTES", "DEFAULT_CHUNKS", "ENGINES", "ingest", "rechunk", "time_series_chunks"]
 
 #: Store chunks for time-series access: the whole time axis per spatial tile of at most 64 x 64 cells.
 DEFAULT_CHUNKS = {"time": -1, "lat": 64, "lon": 64}
-#: Byte budget of one float32 chunk of the default layout. A chunk holds the whole time axis, so the
-#: spatial tile shrinks as the archive grows (64 x 64 up to 128 months, 32 x 32 at 480): the memory
-#: an ingest needs is bounded by this budget, not by the number of months.
-CHUNK_BYTES = 2 * 2**20
-
-
-def time_series_chunks(n_months: int, *, budget: int = CHUNK_BYTES, max_tile: int = 64, min_tile: int = 8) -> dict:
-    """The default store chunks for ``n_months``: all months per square tile of at most ``budget`` bytes."""
-    tile = int(np.sqrt(budget / (4 * max(n_months, 1))))
-    return {"time": -1, "lat": int(np.clip(tile, min_tile, max_tile)), "lon": int(np.clip(tile, min_tile, max_tile))}
 ENGINES = ("dask", "beam")
 _APPEND_KEY = re.compile(r"^time\[(\d+):(\d+)\]/lat\[(\d+):(\d+)\]$")
 
@@ -87,18 +78,21 @@ def ingest(
     store untouched. Regions are bands of ``chunks["lat"]`` latitudes, planned, written and recorded
     in the store's progress file; a killed run resumes where it stopped.
 
+    Memory: each store chunk is one dask task that reads only its tile from every file
+    (:mod:`glacgrid.ingest._tiles`; netCDF-4 through h5py, GRIB and netCDF-3 through xarray's lazy
+    indexing) and is written as soon as it is computed, so the peak is about one chunk (at most
+    :data:`CHUNK_BYTES` with the default chunks) per dask thread, whatever the number of months.
+
     An append first records its regions as planned, then grows the time axis and writes the new
     months band by band. Until every band is written, ``open_store(require_complete=True)``
     refuses the store, and re-running the append finishes it.
     """
     if engine not in ENGINES:
         raise InputDataError(f"engine={engine!r} is not known; use one of {ENGINES}.")
-    auto = chunks is None
-    chunks = dict(chunks) if chunks is not None else dict(DEFAULT_CHUNKS)
+    if chunks is None and append and Path(store).exists():  # an append reads by the store's own tiles
+        chunks = _store_chunks(Path(store))
     ds = open_era5land(files, invariant=invariant, variables=variables, chunks=chunks)
-    if auto and not (append and Path(store).exists()):  # an append keeps the store's own chunks
-        chunks = time_series_chunks(ds.sizes["time"])
-        ds = ds.chunk(chunks)
+    chunks = dict(chunks) if chunks is not None else time_series_chunks(ds.sizes["time"])
     ds.attrs["history"] += "\n" + provenance("ingest", store=str(store), chunks=chunks)
     if recipe is not None:
         ds.attrs["recipe"] = json.dumps(dict(recipe), sort_keys=True, default=str)
@@ -111,22 +105,27 @@ def ingest(
     return _write_dask(ds, store, overwrite=overwrite)
 
 
-def _write_dask(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool) -> Path:
-    """``cube.write_dataset(ds, store, region_dim="lat")``, one variable of a band at a time.
+def _store_chunks(path: Path) -> dict[str, int] | None:
+    """Spatial chunks of the first time variable of the cube at ``path`` (whole time axis); None if none."""
+    try:
+        group = zarr.open_group(path, mode="r")
+        for name, arr in group.arrays():
+            dims = arr.metadata.dimension_names or ()
+            if "time" in dims and "lat" in dims and "lon" in dims:
+                return {"time": -1, "lat": arr.chunks[dims.index("lat")], "lon": arr.chunks[dims.index("lon")]}
+    except Exception:  # not a (readable) Zarr store: _append reports it
+        return None
+    return None
 
-    The regions (latitude bands) and their progress keys are those of :func:`cube.write_dataset`,
-    so a run resumes the same way; but each band is written variable by variable, so dask holds one
-    variable's band (at most ``CHUNK_BYTES`` per tile) at a time instead of every variable's: the
-    peak memory no longer grows with the number of variables times the number of months.
+
+def _write_dask(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool) -> Path:
+    """``cube.write_dataset(ds, store, region_dim="lat")``: template, then latitude bands, resumably.
+
+    Every chunk of ``ds`` is one dask task that reads its tile from the files (:mod:`._tiles`) and
+    is stored as soon as it is computed, so a band's write holds about one chunk per thread,
+    whatever the number of months or variables.
     """
-    ds, pending = cube.prepare_regions(ds, store, region_dim="lat", overwrite=overwrite)
-    names = [name for name in ds.data_vars if "lat" in ds[name].dims]
-    for key, index in pending:
-        band = ds.isel(lat=index)
-        for name in names:
-            cube.write_region(band[[name]], store, region_dim="lat", index=index)
-        cube.mark_done(store, key)
-    return Path(store)
+    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)
 
 
 def _append(ds: xr.Dataset, path: Path) -> Path:
