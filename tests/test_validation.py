@@ -178,6 +178,13 @@ def test_cli_validate_writes_the_tables(synthetic, tmp_path):
     assert bad.exit_code == 2 and "random" in bad.output
 
 
+def oetztal_data(test):
+    """Slow real-data test that needs the Ötztal climate and the Farinotti thickness."""
+    test = requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")(test)
+    test = requires_data("alps", "farinotti_thickness", "RGI60-11.00787_thickness.tif")(test)
+    return pytest.mark.slow(test)
+
+
 # ------------------------------------------------------------------------------------- real data (slow)
 @pytest.fixture(scope="module")
 def oetztal(tmp_path_factory):
@@ -192,9 +199,7 @@ def oetztal(tmp_path_factory):
     return report
 
 
-@pytest.mark.slow
-@requires_data("alps", "farinotti_thickness", "RGI60-11.00787_thickness.tif")
-@requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")
+@oetztal_data
 @pytest.mark.parametrize("scheme", ["logo", "loyo"])
 def test_oetztal_reconstruction_against_wgms(oetztal, scheme):
     cv = oetztal.reconstruction[scheme]
@@ -207,9 +212,7 @@ def test_oetztal_reconstruction_against_wgms(oetztal, scheme):
     np.testing.assert_allclose(cv.predictions["reconstructed"], cv.predictions["direct"], atol=1e-3)
 
 
-@pytest.mark.slow
-@requires_data("alps", "farinotti_thickness", "RGI60-11.00787_thickness.tif")
-@requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")
+@oetztal_data
 def test_oetztal_bands_against_wgms_profiles(oetztal):
     b = oetztal.bands
     m = b.metrics.set_index("obs_id")
@@ -223,9 +226,7 @@ def test_oetztal_bands_against_wgms_profiles(oetztal):
     assert hef["modelled"].iloc[0] < -2.0 and hef["observed"].iloc[0] < -2.0  # the tongue melts strongly
 
 
-@pytest.mark.slow
-@requires_data("alps", "farinotti_thickness", "RGI60-11.00787_thickness.tif")
-@requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")
+@oetztal_data
 def test_oetztal_evolution_against_wgms_area_and_volume(oetztal):
     ev = oetztal.evolution
     s = ev.summary.set_index("obs_id")
