@@ -12,7 +12,7 @@ import xarray as xr
 from glacgrid import features as feat
 from glacgrid.config import DownscaleParams
 from glacgrid.exceptions import GridMismatchError, MissingVariableError, ModelError
-from glacgrid.inference import _cache, _kernels, glacier_mean, infer, predict_pixels
+from glacgrid.inference import _cache, _kernels, block_spec, glacier_mean, infer, predict_pixels
 from glacgrid.testing._inference import BASE_FEATURES, fit_model, inference_region
 
 from .conftest import raise_if_dask_computes
@@ -124,16 +124,58 @@ def test_gridded_smb_is_bitwise_identical_for_any_chunking(constants, models, ki
 
 
 def test_building_the_graph_computes_nothing(region, constants, models, tmp_path):
+    from dataclasses import replace
+
     models["ann"].to_artifact(tmp_path / "ann")
+    in_memory = replace(region, active=region.active.compute())  # which blocks are occupied: no compute
     with raise_if_dask_computes(0):
-        out = _infer(models["ann"], region, constants)
-        out_path = _infer(tmp_path / "ann", region, constants)
-    with raise_if_dask_computes(1):  # only the small glacier constants
+        out = _infer(models["ann"], in_memory, constants)
+        out_path = _infer(tmp_path / "ann", in_memory, constants)
+    with raise_if_dask_computes(1):  # a lazy mask: one boolean per block, nothing else
+        _infer(models["ann"], region, constants)
+    with raise_if_dask_computes(1):  # the small glacier constants, in the same compute as those booleans
         lazy = _infer(models["ann"], region)
     for o in (out, out_path, lazy):
         assert all(o[v].chunks for v in o.data_vars)
     np.testing.assert_array_equal(out_path["smb"].values, out["smb"].values)
     xr.testing.assert_allclose(lazy["smb_glacier"], out["smb_glacier"], rtol=1e-12)
+
+
+def _counted(da: xr.DataArray, calls: list) -> xr.DataArray:
+    """``da`` whose every block records its (y, x) origin in ``calls`` when computed."""
+    def count(block, block_info=None):
+        loc = block_info[0]["array-location"]
+        calls.append((loc[-2][0], loc[-1][0]))
+        return block
+
+    data = da.data.map_blocks(count, dtype=da.dtype, meta=np.empty((0,) * da.ndim, da.dtype))
+    return da.copy(data=data)
+
+
+def test_blocks_without_active_pixels_compute_no_climate(region, constants, models):
+    from dataclasses import replace
+
+    # 90 x 130 in 32 x 48 blocks (3 x 3); blocks (0, 0), (0, 1) and (2, 2) lose their active pixels
+    keep = np.ones((90, 130), bool)
+    keep[:32, :96] = False
+    keep[64:, 96:] = False
+    active = region.active & xr.DataArray(keep, dims=("y", "x"))
+    calls: list = []
+    down = region.down.copy()
+    down["temp"], down["prcp"] = _counted(down["temp"], calls), _counted(down["prcp"], calls)
+    r = replace(region, down=down, active=active)
+    out = _infer(models["ann"], r, constants)
+    assert calls == []  # building the graph computes no climate
+    got = out.compute(scheduler="threads")
+    occupied = {(0, 96), (32, 0), (32, 48), (32, 96), (64, 0), (64, 48)}
+    assert set(calls) == occupied  # only the occupied blocks' climate ...
+    assert len(calls) == 2 * 2 * len(occupied)  # ... once per variable and per hydrological year
+    # results unchanged: equal to the same mask on one in-memory block, NaN exactly off the active pixels
+    ref = _infer(models["ann"], replace(region.load(), active=active.compute()), constants).compute()
+    np.testing.assert_array_equal(got["smb"].values, ref["smb"].values)
+    np.testing.assert_allclose(got["smb_glacier"].values, ref["smb_glacier"].values, rtol=1e-12)
+    assert (np.isfinite(got["smb"].values) == active.values[None]).all()
+    assert np.isnan(got["smb"].values[:, :32, :96]).all() and np.isfinite(got["smb"].values[:, 32:64]).any()
 
 
 def test_artifact_is_loaded_once_per_process_and_checked(region, constants, models, tmp_path):
@@ -195,6 +237,37 @@ def test_kernels_known_answers():
     # at the raster edge the halo repeats the pixel: a one-sided difference over one pixel, halved
     np.testing.assert_allclose(X[c == 0, 0], np.degrees(np.arctan(0.05)), rtol=1e-6)
     np.testing.assert_allclose(X[:, 4], c / 4.0, rtol=1e-6)  # (z - zmin) / (zmax - zmin)
+
+
+def test_compiled_rows_equal_the_numpy_rows(region, constants):
+    # one 32 x 48 block: the compiled pass against the numpy path, bitwise, with a NaN month on an active pixel,
+    # rows at permuted positions, and the standardisation of ANNModel.predict
+    spec = block_spec(FEATURES, constants, region.index, region.grid, DS, lapse_rate=-0.0065)
+    sub = dict(y=slice(32, 64), x=slice(48, 96))
+    hy, days = feat.hydrological_years(region.down[["temp", "prcp"]], region.start, region.end)
+    temp = hy["temp"].isel(**sub).transpose("year", "month", "y", "x").values.copy()
+    prcp = hy["prcp"].isel(**sub).transpose("year", "month", "y", "x").values
+    ref = region.down["reference_elevation"].isel(**sub).values
+    zpad = np.pad(region.surface.isel(**sub).values, 1, mode="edge")
+    gid = region.glacier_id.isel(**sub).values
+    r, c = np.nonzero(gid > 0)
+    temp[1, 4, r[7], c[7]] = np.nan
+    args = (spec, temp, prcp, days.values, ref, zpad, gid, r, c, region.grid.y[32:64], region.grid.x[48:96])
+    static = _kernels._static_features(spec, zpad, gid[r, c], r, c, args[-2], args[-1])
+    corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
+    raw = _kernels._numpy_rows(spec, temp, prcp, days.values, ref, zpad, r, c, static, corr)
+    X, ok = _kernels.assemble(*args)
+    assert X.dtype == np.float32 and np.isnan(X).any()
+    np.testing.assert_array_equal(X, raw)  # NaN where numpy has NaN, the same bits elsewhere
+    np.testing.assert_array_equal(ok, np.isfinite(raw).all(axis=1))
+    pos = np.random.default_rng(0).permutation(2 * r.size + 5)[:2 * r.size]
+    mean, std = np.linspace(0, 1000, len(FEATURES)), np.linspace(1, 300, len(FEATURES))
+    Z, okz = _kernels.assemble(*args, pos=pos, length=2 * r.size + 5, mean=mean, std=std, zero_bad=True)
+    want = ((raw.astype("float64") - mean) / std).astype("float32")
+    want[~ok] = 0.0
+    np.testing.assert_array_equal(Z[pos], want)
+    np.testing.assert_array_equal(okz[pos], ok)
+    assert (np.delete(Z, pos, axis=0) == 0).all()  # rows no pixel-year lands on
 
 
 def test_bad_inputs_are_refused(region, constants, models):

@@ -124,6 +124,42 @@ def _block(temp, prcp, days, ref, zpad, gid, active, ycoord, xcoord, rows, cols,
                                 _cache.resolve(model), row0=int(rows[0]), col0=int(cols[0]), ncols=ncols)
 
 
+def _occupied_blocks(active: xr.DataArray, act: dsa.Array):
+    """Whether each (y, x) block of ``act`` holds an active pixel: numpy for in-memory masks, else a
+    tiny lazy array (one boolean per block) to compute with the glacier constants."""
+    if not isinstance(active.data, dsa.Array):
+        mask = np.asarray(active.transpose("y", "x").values, dtype=bool)
+        ys, xs = np.cumsum((0,) + act.chunks[0][:-1]), np.cumsum((0,) + act.chunks[1][:-1])
+        return np.logical_or.reduceat(np.logical_or.reduceat(mask, ys, axis=0), xs, axis=1)
+    return act.map_blocks(lambda b: np.array([[bool(b.any())]]), dtype=bool,
+                          chunks=((1,) * act.numblocks[0], (1,) * act.numblocks[1]))
+
+
+def _without_empty_blocks(arr: dsa.Array, occupied: np.ndarray) -> dsa.Array:
+    """``arr`` (member, year, y, x) with every (y, x) block without an active pixel replaced by NaN.
+
+    The replaced blocks no longer refer to their inference tasks, so dask's culling drops those tasks and
+    everything upstream of them only: the climate of an empty block (a lazy regrid of the coarse cube,
+    ~99 % of an Alps-scale grid) is never computed. All blocks occupied: ``arr`` itself.
+    """
+    if occupied.all():
+        return arr
+    from itertools import product
+
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = f"infer-occupied-{dask.base.tokenize(arr, occupied)}"
+    dsk = {}
+    for m, t, i, j in product(*(range(n) for n in arr.numblocks)):
+        if occupied[i, j]:
+            dsk[(name, m, t, i, j)] = (arr.name, m, t, i, j)  # an alias of the inference task
+        else:
+            shape = (arr.chunks[0][m], arr.chunks[1][t], arr.chunks[2][i], arr.chunks[3][j])
+            dsk[(name, m, t, i, j)] = (np.full, shape, np.nan, arr.dtype)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
+    return dsa.Array(graph, name, arr.chunks, dtype=arr.dtype, meta=arr._meta)
+
+
 def _as_dask(da: xr.DataArray, chunks: tuple) -> dsa.Array:
     data = da.data
     if isinstance(data, dsa.Array):
@@ -185,8 +221,10 @@ def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArr
     Dataset
         ``smb`` (year, y, x) float32 m w.e. and ``smb_glacier`` (year, glacier) float64; for an ensemble
         also ``smb_spread`` and ``smb_glacier_spread`` (standard deviation across members; the glacier
-        spread is that of the members' glacier means). Lazy: nothing but the constants (when not given) is
-        computed here. Every pixel value depends on that pixel's inputs only: bitwise the same for any
+        spread is that of the members' glacier means). Lazy: nothing is computed here but, in one compute,
+        the constants (when not given) and, for a dask-backed ``active``, one boolean per block (whether it
+        holds an active pixel). Blocks without an active pixel are NaN and nothing upstream of them (their
+        climate) is ever computed. Every pixel value depends on that pixel's inputs only: bitwise the same for any
         chunking. Torch models predict on CUDA when available (``device="auto"``), in batches of
         :data:`glacgrid.models.ann.PREDICT_BATCH` rows; give each dask worker thread one torch thread.
     """
@@ -203,13 +241,6 @@ def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArr
                          "pass features in the model's column order.")
     n_members = _members(mref)
     ny, nx = _check_grid(down, surface=surface, glacier_id=glacier_id, active=active, pixel_area=pixel_area)
-    if constants is None:
-        constants = feat.glacier_constants(glacier_id, surface, active, pixel_area, index).compute()
-    elif constants.chunks:
-        constants = constants.compute()
-    lapse = float(down.attrs.get("lapse_rate", downscale.lapse_rate))
-    spec = block_spec(features, constants, index, grid, downscale, hemisphere, lapse_rate=lapse)
-
     hydro = feat.HydroYear(hemisphere)
     _, days = feat.hydrological_years(down["temp"], start, end, hydro=hydro)  # checks the months are there
     months = np.concatenate([hydro.months_of(y).to_numpy() for y in range(start, end + 1)])
@@ -233,6 +264,12 @@ def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArr
     zpad = dsa.overlap.overlap(z, depth={0: 1, 1: 1}, boundary={0: "nearest", 1: "nearest"})
     gid = _as_dask(glacier_id.transpose("y", "x"), yxc)
     act = _as_dask(active.transpose("y", "x").astype(bool), yxc)
+    # the glacier constants (when not given) and which blocks hold an active pixel, in one compute
+    lazy_const = feat.glacier_constants(glacier_id, surface, active, pixel_area, index) if constants is None \
+        else constants
+    constants, occupied = dask.compute(lazy_const, _occupied_blocks(active, act))
+    lapse = float(down.attrs.get("lapse_rate", downscale.lapse_rate))
+    spec = block_spec(features, constants, index, grid, downscale, hemisphere, lapse_rate=lapse)
     yv = np.asarray(surface["y"].values if "y" in surface.coords else grid.y)
     xv = np.asarray(surface["x"].values if "x" in surface.coords else grid.x)
     ycoord, xcoord = dsa.from_array(yv, chunks=(ychunks,)), dsa.from_array(xv, chunks=(xchunks,))
@@ -248,6 +285,7 @@ def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArr
         align_arrays=False, dtype="float32", meta=np.empty((0, 0, 0, 0), dtype="float32"),
         name=f"infer-smb-{dask.base.tokenize(t4, p4, ref, z, gid, act, spec_key, model_key)}",
     )
+    arr = _without_empty_blocks(arr, occupied)
     coords = {"year": np.arange(start, end + 1), "y": yv, "x": xv}
     hist = provenance("infer", features=list(features), start=start, end=end, hemisphere=hemisphere,
                       model=str(model) if is_path else repr(model))

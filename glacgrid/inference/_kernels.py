@@ -3,11 +3,14 @@
 :func:`infer_block` receives the raw inputs of one spatial block -- monthly temperature and
 precipitation of a few hydrological years, the reference elevation of the downscaled cube, the surface
 with a one-pixel halo, the glacier-index raster, the active mask and the block's coordinates -- and
-returns the SMB of its active pixels. Features are computed only on the active pixels, in batches of
-:data:`ROW_BATCH` pixel-years, exactly as :func:`glacgrid.features.pixel_features` defines them (same
-kernels, same dtypes, same order of operations), so the full feature cube never exists. Every pixel's
-value depends on that pixel's inputs only, never on the block's shape: results are bitwise the same
-for any chunking. This module imports no xarray; the model is any object with ``predict``.
+returns the SMB of its active pixels. Features are computed only on the active pixels (gathered once),
+exactly as :func:`glacgrid.features.pixel_features` defines them (same expressions, same dtypes, same
+order of operations: bitwise the same values), so the full feature cube never exists: the
+year-independent ones with numpy, then one compiled pass (:mod:`glacgrid.inference._fused`) writes every
+row -- climate from the 12 months, the static columns, the standardisation of a torch model -- straight
+to its place in the layout the model gets. Every pixel's value depends on that pixel's inputs only,
+never on the block's shape: results are bitwise the same for any chunking. This module imports no
+xarray; the model is any object with ``predict``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ TOPO = ("mean_elevation", "slope", "lat", "lon", "aspect_cos", "aspect_sin", "as
 CONSTANTS = ("area", "max_elevation", "min_elevation", "slope_lower20")
 #: Derived from the constants: position of the pixel in its glacier's elevation range.
 DERIVED = ("elevation_norm",)
-#: Pixel-years per call of the climate kernel: bounds the float64 temporaries of a block (~1 kB per row).
+#: Pixel-years per call of the numpy climate path (float64 climate or ablation-season predictors): bounds
+#: its float64 temporaries (~1 kB per row). The compiled path works in chunks of `_fused.CHUNK` pixels.
 ROW_BATCH = 32_768
 #: Torch models: each pixel's row sits at a position congruent to its grid index modulo this many rows.
 #: CPU GEMM kernels round a row differently depending on its position in the batch (seen: its parity),
@@ -81,6 +85,15 @@ def paint_lookup(ids: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.n
     return np.where(index[pos] == ids, values[pos], np.nan)
 
 
+def _lookup(ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each id in the sorted ``index`` (clipped) and whether it is there."""
+    n = index.size
+    if n == 0:
+        return np.zeros(ids.shape, "int64"), np.zeros(ids.shape, bool)
+    pos = np.minimum(np.searchsorted(index, ids), n - 1)
+    return pos, index[pos] == ids
+
+
 def _transformer(crs: str):
     """A pyproj transformer to lon/lat, one per thread and CRS."""
     cache = getattr(_tls, "transformers", None)
@@ -114,17 +127,20 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
         dx = spec.dx_scale * np.cos(np.deg2rad(lat)) if spec.geographic else spec.dx_scale
         sa = fk.slope_aspect_from_gradient(dz_dcol / dx, -dz_drow / spec.dy)
         out["slope"], out["aspect_cos"], out["aspect_sin"] = sa[:, 0], sa[:, 1], sa[:, 2]
-        out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
+        if "aspect" in need:
+            out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
     elev = z.astype("float32")
     out["mean_elevation"] = elev
     if "lat" in need:
         out["lat"] = lat.astype("float32")
     if "lon" in need:
         out["lon"] = lon.astype("float32")
-    for name in CONSTANTS:
-        if name in spec.constants and (name in need or (name in ("max_elevation", "min_elevation")
-                                                        and "elevation_norm" in need)):
-            out[name] = paint_lookup(gid_rows, spec.index, spec.constants[name]).astype("float32")
+    painted = [name for name in CONSTANTS if name in spec.constants and (
+        name in need or (name in ("max_elevation", "min_elevation") and "elevation_norm" in need))]
+    if painted:  # one search of the pixels' glacier ids for every constant
+        at, found = _lookup(gid_rows, spec.index)
+        for name in painted:
+            out[name] = np.where(found, spec.constants[name][at], np.nan).astype("float32")
     if "elevation_norm" in need:
         zmin, zmax = out["min_elevation"], out["max_elevation"]
         rng = zmax - zmin
@@ -177,18 +193,75 @@ def block_features(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np
     r, c : (n_active,) row and column of each active pixel in the block
     """
     r, c = np.nonzero(np.asarray(active, bool))
+    X, _ = assemble(spec, temp, prcp, days, ref, zpad, gid, r, c, ycoord, xcoord)
+    return X, r, c
+
+
+def assemble(spec: BlockSpec, temp, prcp, days, ref, zpad, gid, r: np.ndarray, c: np.ndarray, ycoord, xcoord,
+             pos: np.ndarray | None = None, length: int | None = None, mean: np.ndarray | None = None,
+             std: np.ndarray | None = None, zero_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The features of the pixels ``(r, c)`` of a block, row ``y * n + i`` written at ``pos[y * n + i]``.
+
+    ``length`` rows in all (default ``year * n``); rows no pixel-year lands on are 0. With ``mean`` and
+    ``std`` each column is standardised, ``float32((float64(x) - mean) / std)`` as ``ANNModel.predict``
+    does; with ``zero_bad`` rows holding NaN are written as zeros. Arguments as :func:`block_features`.
+    With float32 climate and without the ablation-season predictors the rows are filled by one compiled
+    pass (:func:`glacgrid.inference._fused.fill_rows`, same values to the bit); otherwise by numpy, in
+    batches of :data:`ROW_BATCH` pixel-years.
+
+    Returns ``(X, ok)``: ``ok`` flags the rows (of ``length``) whose features are all finite; padding
+    rows are flagged too.
+    """
+    n, ny = r.size, temp.shape[0]
+    rows = ny * n if length is None else int(length)
+    nf = len(spec.features)
+    X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
+    ok = np.ones(rows, dtype=bool)
+    if n == 0:
+        return X, ok
+    if pos is None:
+        pos = np.arange(ny * n, dtype="int64")
+    mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
+    std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
+    static = _static_features(spec, zpad, gid[r, c], r, c, ycoord, xcoord)
+    # temperature moved from the reference elevation to the surface (dtypes as climate_pixel_features)
+    corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
+    fused = (temp.dtype == np.float32 and prcp.dtype == np.float32 and corr.dtype == np.float32
+             and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
+    if not fused:
+        raw = _numpy_rows(spec, temp, prcp, days, ref, zpad, r, c, static, corr)
+        fin = np.isfinite(raw).all(axis=1)
+        z = ((raw.astype("float64") - mean) / std).astype("float32")
+        if zero_bad:
+            z[~fin] = 0.0
+        X[pos], ok[pos] = z, fin
+        return X, ok
+    from ._fused import fill_rows
+
+    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
+    table = np.empty((n, scols.size), dtype="float32")
+    for k, j in enumerate(scols):
+        table[:, k] = static[spec.features[j]]
+    ccols = np.array([spec.features.index(f) if f in spec.features else -1
+                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
+    shape3 = (ny, 12, temp.shape[-2] * temp.shape[-1])
+    fill_rows(np.ascontiguousarray(temp).reshape(shape3), np.ascontiguousarray(prcp).reshape(shape3),
+              np.ascontiguousarray(days, dtype="float64").reshape(ny, 12), corr,
+              (r.astype("int64") * temp.shape[-1] + c), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
+              np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
+              ccols, np.ascontiguousarray(pos, dtype="int64"), mean, std, bool(zero_bad), X, ok)
+    return X, ok
+
+
+def _numpy_rows(spec, temp, prcp, days, ref, zpad, r, c, static, corr) -> np.ndarray:
+    """The feature rows in (year, pixel) order with numpy (any dtype, ablation-season predictors)."""
     n, ny = r.size, temp.shape[0]
     X = np.empty((ny * n, len(spec.features)), dtype="float32")
-    if n == 0:
-        return X, r, c
-    static = _static_features(spec, zpad, gid[r, c], r, c, ycoord, xcoord)
     clim_cols = [(j, CLIMATE.index(f)) for j, f in enumerate(spec.features) if f in CLIMATE]
     for j, f in enumerate(spec.features):
         if f not in CLIMATE:
             X[:, j] = np.tile(static[f], ny)
     if clim_cols:
-        # temperature moved from the reference elevation to the surface (dtypes as climate_pixel_features)
-        corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
         cols, kcols = [j for j, _ in clim_cols], [k for _, k in clim_cols]
         for y in range(ny):
             for a in range(0, n, ROW_BATCH):
@@ -196,7 +269,7 @@ def block_features(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np
                 t = np.ascontiguousarray((temp[y][:, r[a:b], c[a:b]] + corr[a:b]).T)
                 p = np.ascontiguousarray(prcp[y][:, r[a:b], c[a:b]].T)
                 X[y * n + a:y * n + b, cols] = _climate(spec, t, p, days[y], kcols)
-    return X, r, c
+    return X
 
 
 def _position_sensitive(model) -> bool:
@@ -209,16 +282,13 @@ def aligned_layout(key: np.ndarray, period: int = ALIGN_ROWS) -> tuple[np.ndarra
 
     Rows of the same residue fill consecutive slots of their column; unused slots are padding.
     """
-    key = np.asarray(key, dtype="int64")
+    from ._fused import aligned_positions
+
+    key = np.ascontiguousarray(key, dtype="int64")
     if key.size == 0:
         return np.zeros(0, "int64"), 0
-    res = key % period
-    counts = np.bincount(res, minlength=period)
-    order = np.argsort(res, kind="stable")
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(key.size, dtype="int64")
-    rank[order] = np.arange(key.size) - first[res[order]]
-    return rank * period + res, int(counts.max()) * period
+    pos, length = aligned_positions(key, int(period))
+    return pos, int(length)
 
 
 def predict_rows(model, X: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
@@ -247,6 +317,14 @@ def predict_rows(model, X: np.ndarray, key: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def _standardising(models) -> tuple | None:
+    """``(mean, std)`` when a single torch model can take standardised rows (written by the kernel)."""
+    if len(models) != 1 or not hasattr(models[0], "_predict_standardised"):
+        return None
+    norm = models[0].norm_
+    return np.asarray(norm["x_mean"], dtype="float64"), np.asarray(norm["x_std"], dtype="float64")
+
+
 def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.ndarray, zpad: np.ndarray,
                 gid: np.ndarray, active: np.ndarray, ycoord: np.ndarray, xcoord: np.ndarray, spec: BlockSpec,
                 model, row0: int = 0, col0: int = 0, ncols: int = 0) -> np.ndarray:
@@ -254,14 +332,32 @@ def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.nd
 
     Arguments as :func:`block_features`; ``model`` has ``predict`` (an ensemble: ``members``). ``row0``,
     ``col0``: position of the block in a grid of ``ncols`` columns (the global pixel index orders the
-    rows of torch models, see :func:`predict_rows`).
+    rows of torch models, see :func:`predict_rows`). For torch models the features are written straight
+    into the aligned layout, and for a single ANN already standardised (``ANNModel._predict_standardised``:
+    the same numbers ``predict`` would feed its network), so the feature matrix is written once and read
+    once. Rows with a NaN feature are zeros for the model and NaN in the result.
     """
-    X, r, c = block_features(spec, temp, prcp, days, ref, zpad, gid, active, ycoord, xcoord)
-    nyears = temp.shape[0]
-    pix = (r + row0).astype("int64") * max(int(ncols), 1) + (c + col0)
-    pred = predict_rows(model, X, np.tile(pix, nyears))
+    models = getattr(model, "members", None) or [model]
     ny = temp.shape[0]
-    out = np.full((pred.shape[0], ny, *gid.shape), np.nan, dtype="float32")
-    if r.size:
-        out[:, :, r, c] = pred.reshape(pred.shape[0], ny, r.size)
+    out = np.full((len(models), ny, *gid.shape), np.nan, dtype="float32")
+    r, c = np.nonzero(np.asarray(active, bool))
+    n = r.size
+    if n == 0:
+        return out
+    if _position_sensitive(model):
+        pix = (r + row0).astype("int64") * max(int(ncols), 1) + (c + col0)
+        pos, length = aligned_layout(np.tile(pix, ny))
+        length = -(-length // 64) * 64  # whole forward tiles (ann.PAD_ROWS): no padded copy in the model
+    else:
+        pos, length = np.arange(ny * n, dtype="int64"), ny * n
+    norm = _standardising(models)
+    X, ok = assemble(spec, temp, prcp, days, ref, zpad, gid, r, c, ycoord, xcoord, pos=pos, length=length,
+                     mean=None if norm is None else norm[0], std=None if norm is None else norm[1], zero_bad=True)
+    bad = ~ok[pos]
+    for i, m in enumerate(models):
+        full = m._predict_standardised(X) if norm is not None else m.predict(X)
+        pred = np.asarray(full)[pos].astype("float32")
+        if bad.any():
+            pred[bad] = np.nan
+        out[i][:, r, c] = pred.reshape(ny, n)
     return out

@@ -312,36 +312,73 @@ class ANNModel:
                     self._nets[dev] = net
         return net
 
+    def _forward_standardised(self, X: np.ndarray, dev: str) -> np.ndarray:
+        """Network output (standardised target, float32) for rows of finite ``X`` (physical units).
+
+        Rows are standardised batch by batch in float64 ((x - mean) / std, as :func:`_kernels.standardise`)
+        straight into one reused float32 buffer, zero-padded to a multiple of :data:`PAD_ROWS`.
+        """
+        mean, std = np.asarray(self.norm_["x_mean"]), np.asarray(self.norm_["x_std"])
+        n_rows, n_feat = X.shape
+        out = np.empty(n_rows, dtype=np.float32)
+        z = np.zeros((min(PREDICT_BATCH, -(-n_rows // PAD_ROWS) * PAD_ROWS), n_feat), dtype=np.float32)
+        w = np.empty((min(PREDICT_BATCH, n_rows), n_feat))
+        for start in range(0, n_rows, PREDICT_BATCH):
+            n = min(PREDICT_BATCH, n_rows - start)
+            m = -(-n // PAD_ROWS) * PAD_ROWS
+            np.subtract(X[start:start + n], mean, out=w[:n])
+            np.divide(w[:n], std, out=z[:n], casting="same_kind")
+            if m > n:
+                z[n:m] = 0.0
+            out[start:start + n] = self._forward(z[:m], dev)[:n]
+        return out
+
+    def _forward(self, z: np.ndarray, dev: str) -> np.ndarray:
+        """The network on standardised float32 rows, batch by batch (``len(z)`` a multiple of
+        :data:`PAD_ROWS` unless it is one partial batch): float32 output, one value per row."""
+        torch = _torch()
+        net = self._net_for(dev)
+        out = np.empty(z.shape[0], dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, z.shape[0], PREDICT_BATCH):
+                stop = min(start + PREDICT_BATCH, z.shape[0])
+                out[start:stop] = net(torch.from_numpy(z[start:stop]).to(dev)).squeeze(1).cpu().numpy()
+        return out
+
+    def _predict_standardised(self, Z: np.ndarray) -> np.ndarray:
+        """Target (float64) for rows already standardised in float32 exactly as :meth:`predict` does it
+        (finite; ``len(Z)`` a multiple of :data:`PAD_ROWS`, so no padded copy is made). Used by batched
+        inference, which writes the standardised features directly."""
+        Z = np.ascontiguousarray(Z, dtype=np.float32)
+        if Z.shape[0] % PAD_ROWS:
+            padded = np.zeros((-(-Z.shape[0] // PAD_ROWS) * PAD_ROWS, Z.shape[1]), dtype=np.float32)
+            padded[:Z.shape[0]] = Z
+            pred = self._forward(padded, self._resolve_device())[:Z.shape[0]]
+        else:
+            pred = self._forward(Z, self._resolve_device())
+        return pred.astype(np.float64) * self.norm_["y_std"] + self.norm_["y_mean"]
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict the target (target units, float64) for ``X`` (n_samples, n_features) in schema order.
 
-        Rows holding NaN or inf give NaN. Runs in batches of :data:`PREDICT_BATCH` rows, padded
-        to a multiple of :data:`PAD_ROWS`, under ``torch.inference_mode``; thread-safe (the model
-        is not modified). On CPU a row's prediction does not depend on the other rows of ``X``
-        (hence not on dask chunking); on CUDA it may differ from the CPU at float32 rounding.
+        Rows holding NaN or inf give NaN. Rows are standardised in float64 batch by batch straight
+        into one reused float32 buffer (no other copy) and run in batches of :data:`PREDICT_BATCH`
+        rows, the last one padded to a multiple of :data:`PAD_ROWS`, under ``torch.inference_mode``;
+        thread-safe (the model is not modified). On CPU a row's prediction does not depend on the
+        other rows of ``X`` (hence not on dask chunking); on CUDA it may differ from the CPU at
+        float32 rounding.
         """
         X = check_predict_input(X, self.schema)
         out = np.full(X.shape[0], np.nan)
-        ok = np.flatnonzero(_kernels.finite_rows(X))
-        if ok.size == 0:
+        fin = _kernels.finite_rows(X)
+        if not fin.any():
             return out
-        torch = _torch()
-        dev = self._resolve_device()
-        net = self._net_for(dev)
-        mean, std = np.asarray(self.norm_["x_mean"]), np.asarray(self.norm_["x_std"])
-        every = ok.size == X.shape[0]  # no NaN rows: slice instead of gathering rows
-        work = np.empty((min(PREDICT_BATCH, ok.size), X.shape[1]))
-        with torch.inference_mode():
-            for start in range(0, ok.size, PREDICT_BATCH):
-                rows = slice(start, min(start + PREDICT_BATCH, ok.size)) if every else ok[start:start + PREDICT_BATCH]
-                n = rows.stop - rows.start if every else rows.size
-                w = work[:n]
-                np.subtract(X[rows], mean, out=w)  # (x - mean) / std in float64, as _kernels.standardise
-                np.divide(w, std, out=w)
-                z = np.zeros((-(-n // PAD_ROWS) * PAD_ROWS, X.shape[1]), dtype=np.float32)
-                z[:n] = w
-                pred = net(torch.from_numpy(z).to(dev)).squeeze(1).cpu().numpy()
-                out[rows] = pred[:n].astype(np.float64) * self.norm_["y_std"] + self.norm_["y_mean"]
+        every = bool(fin.all())  # no NaN rows: no gathered copy
+        pred = self._forward_standardised(X if every else X[fin], self._resolve_device())
+        res = pred.astype(np.float64) * self.norm_["y_std"] + self.norm_["y_mean"]
+        if every:
+            return res
+        out[fin] = res
         return out
 
     def to_artifact(self, directory: str | Path) -> Path:
@@ -394,3 +431,4 @@ class ANNModel:
             raise ModelError(f"{wpath} does not fit the network described in {MODEL_JSON}: {err}") from err
         model._state = state
         return model
+
