@@ -70,9 +70,6 @@ def _constants(r):
 class _Zero:
     """A model that predicts 0 for every row: the cost of everything but the network."""
 
-    def __init__(self, n):
-        self.n = n
-
     def predict(self, X):
         return np.zeros(X.shape[0])
 
@@ -99,7 +96,7 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
         # the compiled kernels (numba, from its on-disk cache), as a long-running worker has them; the bare
         # contender gets one warm-up batch likewise
         w = dict(y=slice(0, 64), x=slice(0, 64))
-        infer(model_dir if kind == "blockwise" else _Zero(len(feats)), r.down.isel(**w), r.surface.isel(**w),
+        infer(model_dir if kind == "blockwise" else _Zero(), r.down.isel(**w), r.surface.isel(**w),
               r.glacier_id.isel(**w), r.active.isel(**w), r.pixel_area.isel(**w), r.grid, r.index, features=feats,
               downscale=DownscaleParams(), start=YEARS[0], end=YEARS[1], constants=const)["smb"].compute(
                   scheduler="sync")
@@ -114,7 +111,7 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
         out["seconds"] = time.perf_counter() - t
         out["smb_total"] = float(sum(float(v) for v in sums))
     elif kind in ("blockwise", "features"):
-        m = model_dir if kind == "blockwise" else _Zero(len(feats))
+        m = model_dir if kind == "blockwise" else _Zero()
         res = infer(m, r.down, r.surface, r.glacier_id, r.active, r.pixel_area, r.grid, r.index, features=feats,
                     downscale=DownscaleParams(), start=YEARS[0], end=YEARS[1], constants=const)
         t = time.perf_counter()
@@ -150,7 +147,8 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
                     r.active.isel(**sub).values, r.grid.y[sub["y"]], r.grid.x[sub["x"]])
                 Z[filled:filled + X.shape[0]] = ((X - mean) / std).astype("float32")
                 filled += X.shape[0]
-        assert filled == pixel_years, (filled, pixel_years)
+        if filled != pixel_years:
+            raise RuntimeError(f"assembled {filled} feature rows, expected {pixel_years}")
         tensor = torch.from_numpy(Z)
         batch = 65_536
         starts = list(range(0, pixel_years, batch))

@@ -66,13 +66,8 @@ def topo_pixel_features(surface: xr.DataArray, grid: TargetGrid) -> xr.Dataset:
 
 
 def _paint_kernel(ids: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``values[k]`` on the pixels whose id is ``index[k]`` (``index`` sorted); NaN elsewhere."""
-    n = index.size
-    flat = np.asarray(values).reshape(-1)  # apply_ufunc hands (1, 1, n)
-    if n == 0:
-        return np.full(ids.shape, np.nan, dtype=flat.dtype if flat.dtype.kind == "f" else "float64")
-    pos = np.minimum(np.searchsorted(index, ids), n - 1)
-    return np.where(index[pos] == ids, flat[pos], np.nan)
+    """apply_ufunc's argument order (the values arrive as (1, 1, n)) for :func:`_kernels.paint_lookup`."""
+    return _kernels.paint_lookup(ids, index, values)
 
 
 def paint(values: xr.DataArray, glacier_id: xr.DataArray, active: xr.DataArray | None = None) -> xr.DataArray:

@@ -13,9 +13,7 @@ reduces any pixel field per glacier.
 
 from __future__ import annotations
 
-import json
 import uuid
-from pathlib import Path
 from typing import Sequence
 
 import dask
@@ -27,6 +25,7 @@ from .. import features as feat
 from ..exceptions import GridMismatchError, MissingVariableError, ModelError
 from ..features import area_weighted_mean
 from ..metadata import provenance, stamp
+from ..models.schema import read_model_json
 from . import _cache, _kernels
 
 __all__ = ["predict_pixels", "glacier_mean", "infer", "block_spec"]
@@ -66,21 +65,25 @@ def glacier_mean(field: xr.DataArray, glacier_id: xr.DataArray, active: xr.DataA
 
 
 # --------------------------------------------------------------------------------------------- the engine
-def _members(model) -> int:
-    """Number of ensemble members of a model or a :class:`~glacgrid.inference._cache.ModelRef` (1: single)."""
+def _model_info(model) -> tuple[int, tuple[str, ...] | None]:
+    """Number of ensemble members (1: single) and trained feature names of a model or a
+    :class:`~glacgrid.inference._cache.ModelRef` (read from its ``model.json``)."""
     if isinstance(model, _cache.ModelRef):
-        meta = json.loads((Path(model.path) / "model.json").read_text())
-        return len(meta["members"]) if meta.get("kind") == "ensemble" else 1
-    members = getattr(model, "members", None)
-    return len(members) if members else 1
+        meta = read_model_json(model.path)
+        n = len(meta["members"]) if meta.get("kind") == "ensemble" else 1
+        return n, tuple(meta.get("schema", {}).get("names", ())) or None
+    members, schema = getattr(model, "members", None), getattr(model, "schema", None)
+    return (len(members) if members else 1), (tuple(schema.names) if schema is not None else None)
 
 
-def _model_features(model) -> tuple[str, ...] | None:
-    if isinstance(model, _cache.ModelRef):
-        meta = json.loads((Path(model.path) / "model.json").read_text())
-        return tuple(meta.get("schema", {}).get("names", ())) or None
-    schema = getattr(model, "schema", None)
-    return tuple(schema.names) if schema is not None else None
+def _require_buildable(features: Sequence[str], constants) -> None:
+    """Every feature must be one a block can build from the climate, the surface and ``constants``."""
+    can = _kernels.buildable(constants)
+    missing = [f for f in features if f not in can]
+    if missing:
+        raise MissingVariableError(f"infer cannot build the features {missing}; it builds {list(can)} (glacier "
+                                   "constants from `constants`). Train the model on these features, or pass "
+                                   "constants holding slope_lower20 (glacier_constants(..., topo=...)).")
 
 
 def block_spec(features: Sequence[str], constants: xr.Dataset, index: np.ndarray, grid, downscale,
@@ -91,12 +94,7 @@ def block_spec(features: Sequence[str], constants: xr.Dataset, index: np.ndarray
 
     names = tuple(str(f) for f in features)
     const = {k: constants[k] for k in _kernels.CONSTANTS if k in constants}
-    can = _kernels.buildable(const)
-    missing = [f for f in names if f not in can]
-    if missing:
-        raise MissingVariableError(f"infer cannot build the features {missing}; it builds {list(can)} (glacier "
-                                   "constants from `constants`). Train the model on these features, or pass "
-                                   "constants holding slope_lower20 (glacier_constants(..., topo=...)).")
+    _require_buildable(names, const)
     gl = np.asarray(constants["glacier"].values) if "glacier" in constants.coords else np.asarray(index)
     order = np.argsort(gl, kind="stable")
     tables = {k: np.asarray(v.transpose("glacier").values, dtype="float64")[order] for k, v in const.items()}
@@ -228,21 +226,17 @@ def infer(model, down: xr.Dataset, surface: xr.DataArray, glacier_id: xr.DataArr
         chunking. Torch models predict on CUDA when available (``device="auto"``), in batches of
         :data:`glacgrid.models.ann.PREDICT_BATCH` rows; give each dask worker thread one torch thread.
     """
-    can = _kernels.buildable(constants if constants is not None else ("area", "max_elevation", "min_elevation"))
-    if any(f not in can for f in features):
-        raise MissingVariableError(f"infer cannot build the features {[f for f in features if f not in can]}; it "
-                                   f"builds {list(can)}. Train the model on these features, or pass constants "
-                                   "holding slope_lower20 (glacier_constants(..., topo=...)).")
+    # checked before anything is computed (glacier_constants gives area and max/min elevation)
+    _require_buildable(features, constants if constants is not None else ("area", "max_elevation", "min_elevation"))
     is_path = not hasattr(model, "predict")
     mref = _cache.model_ref(model) if is_path else model
-    trained = _model_features(mref)
+    n_members, trained = _model_info(mref)
     if trained is not None and tuple(features) != trained:
         raise ModelError(f"features {list(features)} differ from those the model was trained on {list(trained)}; "
                          "pass features in the model's column order.")
-    n_members = _members(mref)
     ny, nx = _check_grid(down, surface=surface, glacier_id=glacier_id, active=active, pixel_area=pixel_area)
     hydro = feat.HydroYear(hemisphere)
-    _, days = feat.hydrological_years(down["temp"], start, end, hydro=hydro)  # checks the months are there
+    _, days = feat.hydrological_years(down["time"], start, end, hydro=hydro)  # checks the months are there
     months = np.concatenate([hydro.months_of(y).to_numpy() for y in range(start, end + 1)])
     temp = down["temp"].sel(time=months).transpose("time", "y", "x")
     prcp = down["prcp"].sel(time=months).transpose("time", "y", "x")

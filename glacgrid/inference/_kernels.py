@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..features import _kernels as fk
+from ..features._kernels import paint_lookup  # noqa: F401  (part of this module's kernel set)
+from ..models.ann import PAD_ROWS
 
 __all__ = ["BlockSpec", "CLIMATE", "TOPO", "CONSTANTS", "DERIVED", "ROW_BATCH", "ALIGN_ROWS", "buildable",
-           "infer_block", "block_features", "paint_lookup", "predict_rows", "aligned_layout"]
+           "infer_block", "block_features", "paint_lookup", "aligned_layout"]
 
 #: Climate predictors of the default :class:`~glacgrid.features.ClimateFeatureParams` (kernel order).
 CLIMATE = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
@@ -76,24 +78,6 @@ def buildable(constants) -> tuple[str, ...]:
     return tuple(names)
 
 
-def paint_lookup(ids: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values[k]`` for the pixels whose id is ``index[k]`` (``index`` sorted); NaN for unknown ids."""
-    n = index.size
-    if n == 0:
-        return np.full(ids.shape, np.nan)
-    pos = np.minimum(np.searchsorted(index, ids), n - 1)
-    return np.where(index[pos] == ids, values[pos], np.nan)
-
-
-def _lookup(ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each id in the sorted ``index`` (clipped) and whether it is there."""
-    n = index.size
-    if n == 0:
-        return np.zeros(ids.shape, "int64"), np.zeros(ids.shape, bool)
-    pos = np.minimum(np.searchsorted(index, ids), n - 1)
-    return pos, index[pos] == ids
-
-
 def _transformer(crs: str):
     """A pyproj transformer to lon/lat, one per thread and CRS."""
     cache = getattr(_tls, "transformers", None)
@@ -121,11 +105,9 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
         lon, lat = _transformer(spec.crs).transform(xx, yy)
         lon, lat = np.asarray(lon, "float64"), np.asarray(lat, "float64")
     if need & {"slope", "aspect_cos", "aspect_sin", "aspect"}:
-        # central differences on the halo-padded block, as np.gradient computes them
-        dz_drow = (zpad[rp + 1, cp].astype("float64") - zpad[rp - 1, cp]) / 2.0
-        dz_dcol = (zpad[rp, cp + 1].astype("float64") - zpad[rp, cp - 1]) / 2.0
+        # central differences on the halo-padded block (row - 1 is north), as np.gradient computes them
         dx = spec.dx_scale * np.cos(np.deg2rad(lat)) if spec.geographic else spec.dx_scale
-        sa = fk.slope_aspect_from_gradient(dz_dcol / dx, -dz_drow / spec.dy)
+        sa = fk.slope_aspect_at(zpad[rp, cp - 1], zpad[rp, cp + 1], zpad[rp - 1, cp], zpad[rp + 1, cp], dx, spec.dy)
         out["slope"], out["aspect_cos"], out["aspect_sin"] = sa[:, 0], sa[:, 1], sa[:, 2]
         if "aspect" in need:
             out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
@@ -138,7 +120,7 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
     painted = [name for name in CONSTANTS if name in spec.constants and (
         name in need or (name in ("max_elevation", "min_elevation") and "elevation_norm" in need))]
     if painted:  # one search of the pixels' glacier ids for every constant
-        at, found = _lookup(gid_rows, spec.index)
+        at, found = fk.glacier_positions(gid_rows, spec.index)
         for name in painted:
             out[name] = np.where(found, spec.constants[name][at], np.nan).astype("float32")
     if "elevation_norm" in need:
@@ -151,26 +133,10 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
 
 
 def _climate(spec: BlockSpec, t: np.ndarray, p: np.ndarray, days: np.ndarray, kcols: list[int]) -> np.ndarray:
-    """Columns ``kcols`` of :func:`glacgrid.features._kernels.annual_climate` for rows of 12 months.
-
-    Without the ablation-season predictors only CPDD and the seasonal snowfalls are computed, with the
-    very expressions of ``annual_climate`` (same values to the bit) but none of its season bookkeeping.
-    """
-    if any(CLIMATE[k] in ("cpdd_ablation", "ablation_months") for k in kcols):
-        clim = fk.annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
-                                 spec.ablation)
-        return clim[:, kcols]
-    out = np.empty((t.shape[0], len(kcols)), dtype="float32")
-    snow = None
-    for i, k in enumerate(kcols):
-        if CLIMATE[k] == "cpdd":
-            out[:, i] = np.sum(np.maximum(t, 0.0) * days, axis=-1)
-            continue
-        if snow is None:
-            snow = p * fk.solid_fraction(t, spec.snow_threshold, spec.rain_threshold)
-        season = spec.winter if CLIMATE[k] == "snow_winter" else spec.summer
-        out[:, i] = np.sum(np.where(season, snow, 0.0), axis=-1)
-    return out
+    """Columns ``kcols`` of :func:`glacgrid.features._kernels.annual_climate` for rows of 12 months."""
+    clim = fk.annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
+                             spec.ablation)
+    return clim[:, kcols]
 
 
 def block_features(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.ndarray,
@@ -291,32 +257,6 @@ def aligned_layout(key: np.ndarray, period: int = ALIGN_ROWS) -> tuple[np.ndarra
     return pos, int(length)
 
 
-def predict_rows(model, X: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
-    """Predictions of ``model`` (or of each ensemble member) for the rows of ``X``: (n_members, rows) float32.
-
-    Rows holding a NaN feature get NaN. For torch models with ``key`` (one integer per row: the pixel's
-    grid index, or year and index), the rows are laid out by :func:`aligned_layout` so that a row's
-    position in the forward batch, and thus its rounding, does not depend on the block it came from.
-    A single model gives one row.
-    """
-    models = getattr(model, "members", None) or [model]
-    out = np.full((len(models), X.shape[0]), np.nan, dtype="float32")
-    ok = np.isfinite(X).all(axis=1)
-    if not ok.any():
-        return out
-    if key is not None and _position_sensitive(model):
-        pos, length = aligned_layout(key)
-        Xl = np.zeros((length, X.shape[1]), dtype=X.dtype)
-        Xl[pos[ok]] = X[ok]  # padding and NaN rows stay 0: the model sees finite rows only
-        for i, m in enumerate(models):
-            out[i, ok] = np.asarray(m.predict(Xl), dtype="float64")[pos[ok]].astype("float32")
-        return out
-    Xok = X if ok.all() else X[ok]
-    for i, m in enumerate(models):
-        out[i, ok] = np.asarray(m.predict(Xok), dtype="float64").astype("float32")
-    return out
-
-
 def _standardising(models) -> tuple | None:
     """``(mean, std)`` when a single torch model can take standardised rows (written by the kernel)."""
     if len(models) != 1 or not hasattr(models[0], "_predict_standardised"):
@@ -332,7 +272,7 @@ def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.nd
 
     Arguments as :func:`block_features`; ``model`` has ``predict`` (an ensemble: ``members``). ``row0``,
     ``col0``: position of the block in a grid of ``ncols`` columns (the global pixel index orders the
-    rows of torch models, see :func:`predict_rows`). For torch models the features are written straight
+    rows of torch models, see :func:`aligned_layout`). For torch models the features are written straight
     into the aligned layout, and for a single ANN already standardised (``ANNModel._predict_standardised``:
     the same numbers ``predict`` would feed its network), so the feature matrix is written once and read
     once. Rows with a NaN feature are zeros for the model and NaN in the result.
@@ -347,7 +287,7 @@ def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.nd
     if _position_sensitive(model):
         pix = (r + row0).astype("int64") * max(int(ncols), 1) + (c + col0)
         pos, length = aligned_layout(np.tile(pix, ny))
-        length = -(-length // 64) * 64  # whole forward tiles (ann.PAD_ROWS): no padded copy in the model
+        length = -(-length // PAD_ROWS) * PAD_ROWS  # whole forward tiles: no padded copy in the model
     else:
         pos, length = np.arange(ny * n, dtype="int64"), ny * n
     norm = _standardising(models)

@@ -431,4 +431,3 @@ class ANNModel:
             raise ModelError(f"{wpath} does not fit the network described in {MODEL_JSON}: {err}") from err
         model._state = state
         return model
-
