@@ -132,11 +132,10 @@ def highlight_glaciers(gy: pd.DataFrame, unit_of_outline: np.ndarray, k: int = 5
     (by first-year area of the reference member), each group largest first."""
     one, _ = central(gy)
     first = one[one["year"] == one["year"].min()].set_index("glacier")["area_km2"].fillna(0.0)
-    uo = np.asarray(unit_of_outline)
-    observed = [g for g in first.index if uo[g] > 0]
-    by_area = first.sort_values(ascending=False, kind="stable").index
-    picked = [g for g in by_area if g in set(observed)][:k]
-    picked += [g for g in by_area if g not in set(picked)][: k - len(picked)]
+    by_area = first.sort_values(ascending=False, kind="stable").index.to_numpy()
+    observed = np.asarray(unit_of_outline)[by_area] > 0
+    picked = list(by_area[observed][:k])
+    picked += list(by_area[~observed][: k - len(picked)])
     return [int(g) for g in picked]
 
 

@@ -289,8 +289,6 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
         with steps.stage("outputs"):
             results = cube_mod.open_store(store)
             files = outputs.write_outputs(cfg, prep, results, cv, units, unit_of_outline, out)
-        if log_path.exists():
-            files["glacier_log_csv"] = log_path
     timings = dict(steps.timings, total=time.perf_counter() - t_start)
     return RunResult(cfg, out, files.pop("glacier_years_df"), files.pop("validation_df"), cv, timings,
                      prep.notes, {k: v for k, v in files.items()})

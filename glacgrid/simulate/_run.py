@@ -26,7 +26,7 @@ from .. import cube as cube_mod
 from .._atomic import atomic_path
 from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
-from ..features import area_weighted_mean
+from ..features import area_weighted_mean, glacier_constants
 from ..metadata import stamp
 from ._step import annual_step, reconstruct_step
 
@@ -142,16 +142,20 @@ class _Log:
         with atomic_path(self.path) as tmp:
             self.rows.to_csv(tmp, index=False)
 
-    def add(self, year: int, member: int, index: np.ndarray, reason: np.ndarray) -> None:
-        bad = np.flatnonzero(np.asarray(reason, dtype=str) != "")
-        if bad.size == 0:
+    def add(self, year: int, index: np.ndarray, reasons: list[np.ndarray]) -> None:
+        """The isolated glaciers of ``year``, one reason vector per member; written once per year."""
+        new = []
+        for member, reason in enumerate(reasons):
+            bad = np.flatnonzero(np.asarray(reason, dtype=str) != "")
+            if bad.size:
+                g = index[bad]
+                new.append(pd.DataFrame({"glacier": g, "rgi_id": self.rgi.reindex(g).fillna("").to_numpy(),
+                                         "year": year, "member": member,
+                                         "reason": np.asarray(reason, dtype=str)[bad]}))
+        if not new:
             return
-        g = index[bad]
-        new = pd.DataFrame({"glacier": g, "rgi_id": self.rgi.reindex(g).fillna("").to_numpy(), "year": year,
-                            "member": member, "reason": np.asarray(reason, dtype=str)[bad]})
-        same = (self.rows["year"].astype(int) == year) & (self.rows["member"].astype(int) == member)
-        kept = self.rows[~same] if len(self.rows) else self.rows
-        self.rows = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+        kept = self.rows[self.rows["year"].astype(int) != year] if len(self.rows) else self.rows
+        self.rows = pd.concat([kept, *new], ignore_index=True) if len(kept) else pd.concat(new, ignore_index=True)
         self._write()
 
 
@@ -206,8 +210,7 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
                   hemisphere=cfg.period.hemisphere)
 
     def commit(i: int, year_ds: xr.Dataset, reasons: list[np.ndarray]) -> None:
-        for m, reason in enumerate(reasons):
-            logbook.add(int(years[i]), m, index, reason)
+        logbook.add(int(years[i]), index, reasons)
         out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor")
                                  if v in year_ds.variables])
         out = out.expand_dims(year=[int(years[i])]).transpose("year", *(["member"] if multi else []), ...)
@@ -246,7 +249,7 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
             advance()
         return store
 
-    static = prep.surfaces is None if hasattr(prep, "surfaces") else True
+    static = prep.surfaces is None
     surfaces = None if static else prep.surfaces
     active = base["glacier_id"] > 0
     th = area_weighted_mean(base["thickness"], base["glacier_id"], active, base["pixel_area"], index)
@@ -260,8 +263,6 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
             continue
         geom = base if static else base.assign(surface=surface_for_year(base["surface"], surfaces, int(year)))
         if volume is None:
-            from ..features import glacier_constants
-
             const = glacier_constants(base["glacier_id"], base["surface"], active, base["pixel_area"], index)
             volume = (th * const["area"] / 1e3).where(cover).compute().values
         yr = reconstruct_step(geom, prep.down, model, year=int(year), static_volume=volume,

@@ -16,7 +16,9 @@ import xarray as xr
 
 from ..features import area_weighted_mean
 from ..geometry import _kernels as gk
-from ..geometry import deltah_update
+from ..features import glacier_constants
+from ..features.sampling import FLOX_ENGINE
+from ..geometry import _curve_vectors, deltah_update
 from ..inference import infer
 from ..metadata import stamp
 
@@ -66,7 +68,7 @@ def glacier_checks(state: xr.Dataset, index: np.ndarray, *, need_thickness: bool
     if need_thickness:
         terms["bad_thickness"] = (ing & ~(h >= 0)).astype("float64")
     red = xarray_reduce(xr.Dataset(terms), gid.rename("glacier"), func="sum", expected_groups=(index,),
-                        fill_value=0.0, engine="flox")
+                        fill_value=0.0, engine=FLOX_ENGINE)
     red = red.compute() if _is_dask(red) else red
     reason = np.full(index.size, "", dtype=object)
 
@@ -98,16 +100,7 @@ def perturbed_curves(ice_area_m2: np.ndarray, index: np.ndarray, factor: float,
     if factor == 1.0:
         return curves
     size = gk.size_class(np.asarray(ice_area_m2) / 1e6)
-    calibrated = np.zeros(index.size, dtype=bool)
-    coeff = {k: np.zeros(index.size) for k in ("gamma", "a", "b", "c")}
-    if curves is not None:
-        use = (np.asarray(curves["calibrated"].values).astype(bool) if "calibrated" in curves
-               else np.ones(curves.sizes["glacier"], dtype=bool))
-        pos = gk.lookup(np.asarray(curves["glacier"].values)[use], index)
-        ok = pos >= 0
-        calibrated[pos[ok]] = True
-        for k in coeff:
-            coeff[k][pos[ok]] = np.asarray(curves[k].values, dtype="float64")[use][ok]
+    calibrated, coeff = _curve_vectors(curves, index)  # the checks and alignment deltah_update applies
     vec = gk.curve_vectors(size, calibrated, coeff)
     keep = ~vec["uniform"]
     return xr.Dataset({k: ("glacier", vec[k][keep] * (factor if k == "gamma" else 1.0))
@@ -126,11 +119,13 @@ def _filled_surface(surface: xr.DataArray) -> xr.DataArray:
     return finite.fillna(local)
 
 
-def _smb(model, down, st, active, grid, index, *, year, features, downscale, hemisphere, fill=False):
+def _smb(model, down, st, active, grid, index, *, year, features, downscale, hemisphere, fill=False,
+         constants=None):
     """``infer`` on the active pixels, and which glaciers got a NaN SMB on any active pixel."""
     surface = _filled_surface(st["surface"]) if fill else st["surface"]
     res = infer(model, down, surface, st["glacier_id"], active, st["pixel_area"], grid, index,
-                features=features, downscale=downscale, start=int(year), end=int(year), hemisphere=hemisphere)
+                features=features, downscale=downscale, start=int(year), end=int(year), hemisphere=hemisphere,
+                constants=constants)
     res = res.persist() if _is_dask(res) else res
     nan = res["smb"].isel(year=0).isnull().where(active, 0.0).astype("float64")
     nan_frac = area_weighted_mean(nan, st["glacier_id"], active, st["pixel_area"], index)
@@ -268,6 +263,9 @@ def reconstruct_step(state: xr.Dataset, down: xr.Dataset, model, *, year: int, g
         zmean = area_weighted_mean(st["surface"], st["glacier_id"], okpix, st["pixel_area"], index)
         zmean = zmean.compute() if zmean.chunks is not None else zmean
         step = {"st": st, "reason": reason, "area": area_m2 / 1e6, "zmean": zmean.values}
+        if constants_cache is not None:  # a static geometry: its glacier constants are the same every year
+            const = glacier_constants(st["glacier_id"], st["surface"], okpix, st["pixel_area"], index)
+            step["constants"] = const.compute() if _is_dask(const) else const
         if constants_cache is not None:
             cache.update(step)
     else:
@@ -276,7 +274,8 @@ def reconstruct_step(state: xr.Dataset, down: xr.Dataset, model, *, year: int, g
     ok = reason == ""
     okpix = _paint(st["glacier_id"], index, ok)
     res, gl, nan_fail = _smb(model, down, st, okpix, grid, index, year=year, features=features,
-                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason))
+                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason),
+                             constants=step.get("constants"))
     reason[ok & nan_fail] = "NaN features or SMB on its pixels"
     ok &= ~nan_fail
     okpix = _paint(st["glacier_id"], index, ok)
