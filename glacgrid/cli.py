@@ -577,10 +577,6 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
 
     t0 = time.perf_counter()
     try:
-        if mode not in ("evolve", "reconstruct"):
-            from .exceptions import ConfigError
-
-            raise ConfigError(f"--mode {mode!r} is not one of evolve, reconstruct.")
         cfg, region = prepare_demo(out, size=size, seed=seed, mode=mode)
         typer.echo(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
                    f"inputs in {region.directory}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import load_config
+from .exceptions import ConfigError
 from .testing import build_region, write_config
 
 __all__ = ["prepare_demo"]
@@ -19,6 +20,8 @@ SIZES = {
 def prepare_demo(out: str | Path, *, size: str = "full", seed: int = 0, mode: str = "evolve",
                  kind: str = "lasso"):
     """Build the synthetic inputs in ``out/inputs`` and a run config ``out/demo.toml``; return the config."""
+    if mode not in ("evolve", "reconstruct"):  # before the region is built
+        raise ConfigError(f"mode {mode!r} is not one of evolve, reconstruct (glacgrid demo --mode).")
     out = Path(out)
     spec = SIZES[size]
     region = build_region(out / "inputs", seed=seed, **spec)

@@ -43,16 +43,14 @@ BAND_BASE = 0.0
 def metrics(observed, modelled) -> dict[str, float]:
     """``n``, ``r`` (NaN for fewer than 3 pairs or a constant series), ``rmse``, ``mae`` and ``bias``
     (mean of modelled - observed) over the pairs where both are finite."""
+    from .models._kernels import regression_metrics
+
     o, m = np.asarray(observed, "float64"), np.asarray(modelled, "float64")
     ok = np.isfinite(o) & np.isfinite(m)
-    o, m = o[ok], m[ok]
-    n = int(o.size)
-    if n == 0:
-        return {"n": 0, "r": np.nan, "rmse": np.nan, "mae": np.nan, "bias": np.nan}
-    d = m - o
-    r = float(np.corrcoef(o, m)[0, 1]) if n > 2 and np.ptp(o) > 0 and np.ptp(m) > 0 else np.nan
-    return {"n": n, "r": r, "rmse": float(np.sqrt(np.mean(d ** 2))), "mae": float(np.mean(np.abs(d))),
-            "bias": float(np.mean(d))}
+    scores = regression_metrics(o[ok], m[ok])
+    n = int(ok.sum())
+    return {"n": n, "r": scores["r"] if n > 2 else np.nan,
+            **{k: scores[k] for k in ("rmse", "mae", "bias")}}
 
 
 def vertical_gradient(elevation, smb) -> float:
@@ -372,7 +370,8 @@ def compare_evolution(results: xr.Dataset, prep, units: Sequence[str], unit_of_o
             row["d_area_model"] = row["area_end_model"] - row["area_start_model"]
             row["d_area_wgms"] = row["area_end_wgms"] - row["area_start_wgms"]
             row["d_area_model_pct"] = 100 * row["d_area_model"] / a0 if a0 > 0 else np.nan
-            row["d_area_wgms_pct"] = 100 * row["d_area_wgms"] / row["area_start_wgms"]
+            row["d_area_wgms_pct"] = (100 * row["d_area_wgms"] / row["area_start_wgms"]
+                                      if row["area_start_wgms"] > 0 else np.nan)
             summary.append(row)
     return EvolutionComparison(pd.concat(rows, ignore_index=True), pd.DataFrame(summary))
 

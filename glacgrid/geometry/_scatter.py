@@ -18,6 +18,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 
+from ..exceptions import GeometryError
 from . import _kernels
 
 __all__ = ["Gathered", "gather", "scatter"]
@@ -97,13 +98,15 @@ def _scatter_block(base, payload):
 def scatter(base: dsa.Array, gathered: Gathered, values: np.ndarray, name: str = "deltah-scatter") -> dsa.Array:
     """``base`` (as float64, lazy) with ``values`` (aligned with the gathered pixels) written at their pixels."""
     if tuple(base.numblocks) != gathered.numblocks:
-        raise ValueError(f"base has {base.numblocks} blocks, the gathered pixels come from {gathered.numblocks}")
+        raise GeometryError(f"base has {base.numblocks} blocks, the gathered pixels come from {gathered.numblocks}; "
+                            "scatter onto the array the pixels were gathered from.")
     flat = np.empty(gathered.size, dtype="float64")
     flat[gathered.order] = values  # back to the block-by-block order
     bounds = np.cumsum([0] + [loc.size for loc in gathered.local])
     payload = np.empty(gathered.numblocks, dtype=object)
     for k, idx in enumerate(np.ndindex(*gathered.numblocks)):  # one entry per dask block (not per pixel)
         payload[idx] = (gathered.local[k], flat[bounds[k]:bounds[k + 1]])
-    pay = dsa.from_array(payload, chunks=1, name=f"{name}-payload-{dask.base.tokenize(base.name, flat)}")
+    token = dask.base.tokenize(base.name, flat)
+    pay = dsa.from_array(payload, chunks=1, name=f"{name}-payload-{token}")
     return dsa.blockwise(_scatter_block, "ij", base, "ij", pay, "ij", dtype="float64", align_arrays=False,
-                         concatenate=False, name=f"{name}-{dask.base.tokenize(base.name, flat)}")
+                         concatenate=False, name=f"{name}-{token}")

@@ -102,7 +102,9 @@ def ingest(
         from .beam import write_with_beam
 
         return write_with_beam(ds, store, region_dim="lat", overwrite=overwrite, options=beam_options)
-    return _write_dask(ds, store, overwrite=overwrite)
+    # template, then latitude bands, resumably; every chunk of ``ds`` is one dask task that reads its
+    # tile from the files (._tiles) and is stored once computed: about one chunk per thread in memory
+    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)
 
 
 def _store_chunks(path: Path) -> dict[str, int] | None:
@@ -116,16 +118,6 @@ def _store_chunks(path: Path) -> dict[str, int] | None:
     except Exception:  # not a (readable) Zarr store: _append reports it
         return None
     return None
-
-
-def _write_dask(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool) -> Path:
-    """``cube.write_dataset(ds, store, region_dim="lat")``: template, then latitude bands, resumably.
-
-    Every chunk of ``ds`` is one dask task that reads its tile from the files (:mod:`._tiles`) and
-    is stored as soon as it is computed, so a band's write holds about one chunk per thread,
-    whatever the number of months or variables.
-    """
-    return cube.write_dataset(ds, store, region_dim="lat", overwrite=overwrite)
 
 
 def _append(ds: xr.Dataset, path: Path) -> Path:
