@@ -8,11 +8,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .exceptions import InputDataError
 from .units import mm_we_to_m_we
 
-__all__ = ["read_observations", "link_units", "read_profiles", "read_areas", "profile_files"]
+__all__ = ["read_observations", "link_units", "unit_raster", "read_profiles", "read_areas", "profile_files"]
 
 
 def read_observations(files: Sequence[str | Path], *, fmt: str = "wgms", id_column: str = "RGI_ID") -> pd.DataFrame:
@@ -190,3 +191,10 @@ def read_areas(files: Sequence[str | Path], *, id_column: str = "RGI_ID") -> pd.
     if not frames:
         raise InputDataError("No observation files were given.")
     return pd.concat(frames, ignore_index=True)
+
+
+def unit_raster(glacier_id: xr.DataArray, unit_of_outline: np.ndarray) -> xr.DataArray:
+    """The observation-unit index of every pixel (0: no unit) from the outline-index raster and the
+    ``unit_of_outline`` map of :func:`link_units`; lazy with dask inputs."""
+    lut = np.asarray(unit_of_outline)
+    return xr.apply_ufunc(lambda g: lut[g], glacier_id, dask="parallelized", output_dtypes=[lut.dtype])

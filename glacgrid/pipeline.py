@@ -22,6 +22,7 @@ from .ingest import ingest
 from .masks import glacier_table, rasterize_glaciers, read_outlines
 from .metadata import provenance, registry, stamp_dataset
 from .observations import link_units, read_observations
+from .observations import unit_raster as observed_units
 
 __all__ = ["Prepared", "RunResult", "build_model", "fit_model", "prepare", "training_table", "run"]
 
@@ -198,8 +199,7 @@ def training_table(cfg: RunConfig, prep: Prepared) -> tuple[pd.DataFrame, list[s
         raise ModelError(f"Only {len(units)} observed glacier(s) match the outlines; training needs at least 2. "
                          "Check [observations] id_column and links.")
     s = prep.static
-    unit_raster = xr.apply_ufunc(lambda g: unit_of_outline[g], s["glacier_id"], dask="parallelized",
-                                 output_dtypes=["int32"])
+    unit_raster = observed_units(s["glacier_id"], unit_of_outline)
     uidx = np.arange(1, len(units) + 1)
     active = unit_raster > 0
     years = sorted(set(obs["year"]) & set(range(cfg.period.start, cfg.period.end + 1)))

@@ -29,7 +29,7 @@ import xarray as xr
 from . import features as feat
 from .exceptions import InputDataError, ModelError
 from .inference import glacier_mean, predict_pixels
-from .observations import profile_files, read_areas, read_observations, read_profiles
+from .observations import profile_files, read_areas, read_observations, read_profiles, unit_raster
 
 __all__ = ["ObservedPixels", "ReconstructionCV", "BandComparison", "EvolutionComparison", "ValidationReport",
            "metrics", "vertical_gradient", "observed_pixels", "reconstruction_cv", "band_means",
@@ -97,7 +97,7 @@ def observed_pixels(cfg, prep, units: Sequence[str], unit_of_outline: np.ndarray
     """
     s = prep.static
     gid = s["glacier_id"]
-    unit = xr.apply_ufunc(lambda g: np.asarray(unit_of_outline)[g], gid, dask="parallelized", output_dtypes=["int32"])
+    unit = unit_raster(gid, unit_of_outline)
     rows = (unit > 0).any("x").values
     cols = (unit > 0).any("y").values
     if not rows.any():

@@ -49,6 +49,7 @@ def run_features(cfg, out: str | Path, *, fmt: str = "csv", monthly: bool = Fals
     paths = write_features(gf, out, prep.table, fmt=fmt)
     if cfg.observations.files:
         from ..observations import link_units, read_observations
+        from ..observations import unit_raster as observed_units
 
         obs = read_observations(cfg.observations.files, fmt=cfg.observations.format,
                                 id_column=cfg.observations.id_column)
@@ -57,8 +58,7 @@ def run_features(cfg, out: str | Path, *, fmt: str = "csv", monthly: bool = Fals
         if unmatched:
             log.warning("observations without a matching outline (not in %s): %s", f"observed.{fmt}", unmatched)
         if units:
-            unit_raster = xr.apply_ufunc(lambda g: unit_of_outline[g], s["glacier_id"], dask="parallelized",
-                                         output_dtypes=["int32"])
+            unit_raster = observed_units(s["glacier_id"], unit_of_outline)
             uf = compute_features(prep.down, s["surface"], unit_raster, s["pixel_area"], prep.grid,
                                   np.arange(1, len(units) + 1), **kw).compute()
             df = observed_table(uf, units, obs)
