@@ -128,8 +128,6 @@ def test_ensemble_method_auto_gives_lasso_members_that_differ(tmp_path):
     """Seeds alone give identical lasso members (spread exactly 0): ``auto`` bootstraps seed-free kinds."""
     import dataclasses
 
-    import numpy as np
-
     from glacgrid.config import ModelConfig
     from glacgrid.models import FeatureSchema, make_model
     from glacgrid.pipeline import ensemble_method

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from .climate import ClimateFeatureParams
 from .hydro import HydroYear
