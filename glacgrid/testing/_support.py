@@ -1,0 +1,49 @@
+"""Test support shared by the test suite and the benchmarks: where the real data lies, and dask
+laziness guards (like xarray's ``raise_if_dask_computes`` and xclim's ``assert_lazy``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import dask
+
+__all__ = ["REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes"]
+
+#: The source tree this package was imported from (an editable install or a checkout on ``sys.path``).
+REPO = Path(__file__).resolve().parents[2]
+#: The real data beside the repository (``../shared/data``), or ``$GLACGRID_SHARED_DATA``.
+DATA = Path(os.environ.get("GLACGRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The Ötztal / Hintereisferner data set.
+HEF = DATA / "hef"
+
+
+def requires_data(*parts: str):
+    """A pytest mark that skips a test when ``DATA / parts`` is absent (CI always has it)."""
+    import pytest
+
+    path = DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"real data {path} is not present")
+
+
+class ComputeCounter:
+    """A dask scheduler that counts computations and refuses them past ``max_computes``."""
+
+    def __init__(self, max_computes: int = 0) -> None:
+        self.total = 0
+        self.max_computes = max_computes
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.total += 1
+        if self.total > self.max_computes:
+            raise RuntimeError(f"Too many dask computations: {self.total} > {self.max_computes}")
+        return dask.get(dsk, keys, **kwargs)
+
+
+@contextlib.contextmanager
+def raise_if_dask_computes(max_computes: int = 0):
+    """Fail if the block triggers more than ``max_computes`` dask computations."""
+    counter = ComputeCounter(max_computes)
+    with dask.config.set(scheduler=counter):
+        yield counter
