@@ -572,7 +572,7 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
     import time
 
     from .cluster import client_for, describe_client, resolve_cluster
-    from .demo import prepare_demo
+    from .testing import prepare_demo
     from .pipeline import run as run_pipeline
 
     t0 = time.perf_counter()

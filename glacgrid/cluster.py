@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Iterator
 
-from .config import CLUSTER_KINDS, ClusterConfig, _check_cluster, _Collector
+from .config import CLUSTER_KINDS, ClusterConfig, cluster_problems
 from .exceptions import ClusterError, ConfigError, import_optional
 
 __all__ = ["client_for", "resolve_cluster", "describe_client", "slurm_cluster_kwargs", "CLUSTER_KINDS"]
@@ -31,10 +31,9 @@ def resolve_cluster(cluster: ClusterConfig = ClusterConfig(), kind: str | None =
     """
     if kind:
         cluster = dataclasses.replace(cluster, kind=kind.strip())
-    errs = _Collector()
-    _check_cluster(cluster, errs)
-    if errs.problems:
-        raise ConfigError("Invalid cluster settings:\n  - " + "\n  - ".join(errs.problems)
+    problems = cluster_problems(cluster)
+    if problems:
+        raise ConfigError("Invalid cluster settings:\n  - " + "\n  - ".join(problems)
                           + "\nUse --cluster local|threads|slurm|mpi|gateway|tcp://HOST:PORT, or fix the [cluster] section.")
     return cluster
 

@@ -24,6 +24,8 @@ from .exceptions import ConfigError
 
 __all__ = [
     "config_digest",
+    "cluster_problems",
+    "CLUSTER_KINDS",
     "RunConfig",
     "ClimateConfig",
     "GridConfig",
@@ -211,25 +213,29 @@ CLUSTER_KINDS = ("local", "threads", "slurm", "mpi", "gateway")
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://", "gateway://")
 
 
-def _check_cluster(c: ClusterConfig, errs: _Collector) -> None:
-    """``[cluster]``: a known kind or a scheduler address, positive sizes, memory with a unit."""
+def cluster_problems(c: ClusterConfig) -> list[str]:
+    """What is wrong with ``[cluster]`` (empty when fine): a known kind or a scheduler address, positive
+    sizes, memory with a unit, a Slurm walltime."""
     import re
 
+    problems: list[str] = []
+
     if c.kind not in CLUSTER_KINDS and not c.kind.startswith(_ADDRESS_SCHEMES):
-        errs.add(f"[cluster] kind = {c.kind!r} is neither one of {', '.join(CLUSTER_KINDS)} nor a scheduler "
+        problems.append(f"[cluster] kind = {c.kind!r} is neither one of {', '.join(CLUSTER_KINDS)} nor a scheduler "
                  "address such as 'tcp://10.0.0.5:8786'.")
     for key in ("n_workers", "threads_per_worker", "cores", "processes"):
         if getattr(c, key) < 1:
-            errs.add(f"[cluster] {key} = {getattr(c, key)} must be at least 1.")
+            problems.append(f"[cluster] {key} = {getattr(c, key)} must be at least 1.")
     if c.processes > c.cores:
-        errs.add(f"[cluster] processes = {c.processes} exceeds cores = {c.cores}: each worker process needs a core.")
+        problems.append(f"[cluster] processes = {c.processes} exceeds cores = {c.cores}: each worker process needs a core.")
     for key in ("memory", "memory_limit"):
         if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*", getattr(c, key)):
-            errs.add(f"[cluster] {key} = {getattr(c, key)!r} is not a memory size; write e.g. '4GiB' or '8GB'.")
+            problems.append(f"[cluster] {key} = {getattr(c, key)!r} is not a memory size; write e.g. '4GiB' or '8GB'.")
     if not re.fullmatch(r"(\d+-)?\d{1,2}(:\d{2}){0,2}", c.walltime):
-        errs.add(f"[cluster] walltime = {c.walltime!r} is not a Slurm time; write HH:MM:SS or D-HH:MM:SS.")
+        problems.append(f"[cluster] walltime = {c.walltime!r} is not a Slurm time; write HH:MM:SS or D-HH:MM:SS.")
     if c.wait_timeout <= 0:
-        errs.add(f"[cluster] wait_timeout = {c.wait_timeout} must be positive (seconds).")
+        problems.append(f"[cluster] wait_timeout = {c.wait_timeout} must be positive (seconds).")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -446,7 +452,7 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     _check_geometry(geom, kw.get("mode", "reconstruct"), errs)
     if model.ensemble == 1 or model.ensemble < 0:
         errs.add(f"[model] ensemble = {model.ensemble}: use 0 for a single model or at least 2 members.")
-    _check_cluster(kw.get("cluster", ClusterConfig()), errs)
+    errs.problems.extend(cluster_problems(kw.get("cluster", ClusterConfig())))
 
 
 def _check_geometry(geom: GeometryParams, mode: str, errs: _Collector) -> None:

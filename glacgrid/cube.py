@@ -18,14 +18,13 @@ The sidecar also lists the regions a write *plans* (:func:`plan_regions`); :func
 gives those not yet finished and ``open_store(require_complete=True)`` refuses a store that has any,
 so data of an interrupted write is never read as valid. Zarr (3.1) writes each chunk file atomically
 (temporary file, then rename), so a killed write leaves every chunk either old or new. Sidecar
-updates hold an exclusive ``flock`` on ``<store>/.glacgrid_done.lock``, so parallel writers (threads,
-processes, Beam workers on one machine) may record regions concurrently.
+updates hold the exclusive lock of :func:`glacgrid.atomic.locked` on ``<store>/.glacgrid_done.lock``, so
+parallel writers (threads, processes, Slurm tasks on a shared filesystem) may record regions concurrently.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._atomic import atomic_path
+from .atomic import atomic_path, locked
 from .exceptions import InputDataError, StoreError
 
 __all__ = [
@@ -174,19 +173,8 @@ def completed_regions(store: str | os.PathLike) -> set[str]:
     return set(_read_done(_require_store(store))["done"])
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Exclusive lock on the store's sidecar (``flock`` on a lock file beside it)."""
-    with open(path / (DONE_FILE.removesuffix(".json") + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _update_done(path: Path, field: str, keys: set[str]) -> None:
-    with _locked(path):
+    with locked(path / (DONE_FILE.removesuffix(".json") + ".lock")):
         state = _read_done(path)
         if keys <= set(state[field]):
             return  # nothing new: leave the file (and its mtime) alone

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from .outputs import central, reference_member, region_totals, unit_smb
 
 __all__ = ["figure_cumulative_smb", "figure_area_volume", "figure_mean_smb", "figure_summary",

@@ -12,7 +12,7 @@ import xarray as xr
 
 from .exceptions import GlacgridError
 
-__all__ = ["registry", "stamp", "stamp_dataset", "provenance"]
+__all__ = ["registry", "stamp", "stamp_dataset", "provenance", "software_versions"]
 
 
 @functools.cache
@@ -69,4 +69,29 @@ def stamp_dataset(ds: xr.Dataset, *, history: str | None = None) -> xr.Dataset:
             )
     if history:
         out.attrs["history"] = (out.attrs["history"] + "\n" + history) if out.attrs.get("history") else history
+    return out
+
+
+def software_versions(*packages: str) -> dict[str, str]:
+    """Versions of glacgrid, numpy and ``packages`` (distribution or import names), for provenance.
+
+    Recorded in every artifact whose bytes depend on them: a cube's ``software_versions`` attribute, a
+    model artifact's ``versions``. A package that is not installed is listed as ``"not installed"``.
+    """
+    import importlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy as np
+
+    from . import __version__
+
+    out = {"glacgrid": __version__, "numpy": np.__version__}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            try:
+                out[name] = str(importlib.import_module(name).__version__)
+            except (ImportError, AttributeError):
+                out[name] = "not installed"
     return out

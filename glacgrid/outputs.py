@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._atomic import atomic_path
+from .atomic import atomic_path
 from .config import RunConfig
 from .exceptions import UnitsError
 from .observations import read_observations

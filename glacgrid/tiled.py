@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from . import cube as cube_mod
+from .atomic import atomic_path, locked
 from .config import RunConfig, config_digest
 from .exceptions import InputDataError, StoreError
 from .grid import TargetGrid
@@ -221,7 +220,6 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
     prep.table.to_parquet(tdir / "glaciers.parquet")  # for the finish step (names, ids, areas)
     meta = {"config": chash, "requested": n_tiles, "fingerprint": fp, "grid": dataclasses.asdict(prep.grid),
             "has_thickness": [bool(v) for v in prep.has_thickness], "layout": layout.to_dict()}
-    from ._atomic import atomic_path
 
     with atomic_path(layout_path) as tmp:
         tmp.write_text(json.dumps(meta), encoding="utf-8")
@@ -248,17 +246,6 @@ def missing_tiles(cfg: RunConfig) -> list[int]:
 
 
 # --------------------------------------------------------------------------- one tile (array task)
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive POSIX lock on ``path`` (fcntl.lockf: works on NFS and Lustre mounted with locks)."""
-    with open(path, "a+") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
-
 
 def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int):
     """The :class:`~glacgrid.pipeline.Prepared` of tile ``k``: its window, only its glaciers."""
@@ -307,7 +294,7 @@ def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
         with cube_mod._quiet():
             part.to_zarr(store, region={**lead, "y": by, "x": bx}, mode="r+", consolidated=None)
     glaciers = np.asarray(layout.glaciers[k])
-    with _locked(store.parent / TILES_DIR / ".results.lock"):
+    with locked(store.parent / TILES_DIR / ".results.lock"):
         if len(glaciers):
             all_glaciers = cube_mod.open_store(store, chunks=None)["glacier"].values
             pos = np.searchsorted(all_glaciers, glaciers)
@@ -326,7 +313,6 @@ def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
 
 def _merge_log(tile_log: Path, run_log: Path, glaciers: np.ndarray) -> None:
     """The tile's isolated glacier-years into the run's ``glacier_log.csv`` (its rows replaced: idempotent)."""
-    from ._atomic import atomic_path
     from .simulate import LOG_COLUMNS
 
     def read(path):

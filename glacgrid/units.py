@@ -6,10 +6,17 @@ already in the registry's units (``variables.toml``) and never converts by itsel
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import xarray as xr
 
 from .exceptions import UnitsError
+
+__all__ = ["G0", "RHO_WATER", "SECONDS_PER_DAY", "T0", "M2_PER_KM2", "M3_PER_KM3", "canonical", "require_units",
+           "factor", "convert", "m2_to_km2", "m3_to_km3", "km3_to_m3", "mm_we_to_m_we", "days_in_month",
+           "era5_daily_accumulation_to_monthly_amount", "era5_daily_energy_to_flux", "geopotential_to_height",
+           "kelvin_to_celsius"]
 
 #: Standard gravity (m s-2), WMO / ECMWF convention, for geopotential -> height.
 G0 = 9.80665
@@ -19,6 +26,10 @@ RHO_WATER = 1000.0
 SECONDS_PER_DAY = 86400.0
 #: 0 degC in K.
 T0 = 273.15
+#: Square metres per square kilometre (for numba kernels, which cannot call :func:`convert`).
+M2_PER_KM2 = 1e6
+#: Cubic metres per cubic kilometre.
+M3_PER_KM3 = 1e9
 
 # Spellings of the same unit found in ERA5 / ERA5-Land files and CF files.
 _ALIASES = {
@@ -90,3 +101,51 @@ def kelvin_to_celsius(da: xr.DataArray) -> xr.DataArray:
 def mm_we_to_m_we(values: np.ndarray | float) -> np.ndarray | float:
     """Millimetres of water equivalent (kg m-2) -> metres of water equivalent."""
     return np.asarray(values, dtype="float64") / RHO_WATER if np.ndim(values) else float(values) / RHO_WATER
+
+
+@lru_cache(maxsize=None)
+def factor(source: str, target: str) -> float:
+    """The factor that converts a value in ``source`` units to ``target`` units (pint, through
+    cf-xarray's registry, which reads CF spellings such as ``kg m-2`` and ``km2``).
+
+    Raises :class:`UnitsError` for units pint does not know or that are not of the same dimension.
+    """
+    import pint
+    from cf_xarray.units import units as ureg
+
+    try:
+        return float(ureg.Quantity(1.0, source).to(target).magnitude)
+    except (pint.UndefinedUnitError, pint.DimensionalityError) as err:
+        raise UnitsError(f"Cannot convert {source!r} to {target!r}: {err}. Use CF unit strings "
+                         "(e.g. 'm2', 'km3', 'kg m-2').") from err
+
+
+def convert(values, source: str, target: str):
+    """``values`` (scalar, numpy, xarray or dask) from ``source`` to ``target`` units.
+
+    A factor that is the inverse of a whole number (m2 -> km2: 1/1e6) divides by that number, so the
+    result is bit for bit ``values / 1e6`` (multiplying by 1e-6 differs in the last bit); whole factors
+    are rounded to the integer pint's float arithmetic lands next to.
+    """
+    f = factor(source, target)
+    if f == 1.0:
+        return values
+    whole = lambda v: abs(v - round(v)) <= 1e-12 * v  # noqa: E731  (pint's 1e-9 is (1e-3)**3, off by an ulp)
+    if f < 1.0 and whole(1.0 / f):
+        return values / float(round(1.0 / f))
+    return values * (float(round(f)) if whole(f) else f)
+
+
+def m2_to_km2(values):
+    """Areas in m2 -> km2."""
+    return convert(values, "m2", "km2")
+
+
+def m3_to_km3(values):
+    """Volumes in m3 -> km3."""
+    return convert(values, "m3", "km3")
+
+
+def km3_to_m3(values):
+    """Volumes in km3 -> m3."""
+    return convert(values, "km3", "m3")

@@ -97,7 +97,7 @@ def write_features(gf: xr.Dataset, directory: str | Path, table: pd.DataFrame, *
 
 def write_table(df: pd.DataFrame, path: str | Path, schema) -> tuple[Path, Path]:
     """Write ``df`` as CSV or Parquet (by suffix) through a temporary file, and its schema beside it."""
-    from .._atomic import atomic_path
+    from ..atomic import atomic_path
 
     path = Path(path)
     if path.suffix not in (".csv", ".parquet"):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from ..exceptions import GridMismatchError, InputDataError, StoreError
 from ..metadata import provenance, stamp
 from . import _calibration as _cal

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from ._open import ERA5LAND_INVARIANT, ERA5LAND_MONTHLY, Conversion, open_era5land, software_versions
+from ._open import ERA5LAND_INVARIANT, ERA5LAND_MONTHLY, Conversion, open_era5land
 from ._store import CHUNK_BYTES, DEFAULT_CHUNKS, ENGINES, ingest, rechunk, time_series_chunks
 from .recipe import Recipe, load_recipe, run_recipe
 
@@ -26,6 +26,5 @@ __all__ = [
     "open_era5land",
     "rechunk",
     "run_recipe",
-    "software_versions",
     "time_series_chunks",
 ]

@@ -33,27 +33,16 @@ from ..exceptions import (
     TimeAxisError,
     UnitsError,
 )
-from ..metadata import provenance, stamp
+from ..metadata import provenance, software_versions, stamp
 from ._readers import GRIB_SUFFIXES, SOURCE_INDEX, is_hdf5, open_source, sha256
 from ._tiles import FilePiece, hdf5_slab, normalise_chunks, tiled_variable
 
-__all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land", "software_versions"]
+__all__ = ["ERA5LAND_MONTHLY", "ERA5LAND_INVARIANT", "Conversion", "open_era5land"]
 
 
-def software_versions(grib: bool = False) -> dict[str, str]:
-    """Versions of the packages that decide a cube's bytes (recorded in its ``software_versions``)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .. import __version__
-
-    names = ["xarray", "dask", "zarr", "numpy", "netCDF4"] + (["cfgrib", "eccodes"] if grib else [])
-    out = {"glacgrid": __version__}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+def _cube_packages(grib: bool) -> tuple[str, ...]:
+    """The packages that decide a cube's bytes (recorded in its ``software_versions``)."""
+    return ("xarray", "dask", "zarr", "netCDF4") + (("cfgrib", "eccodes") if grib else ())
 
 
 @dataclass(frozen=True)
@@ -295,7 +284,7 @@ def open_era5land(
         "title": "ERA5-Land monthly climate cube",
         "source": "ERA5-Land monthly averaged reanalysis (ECMWF / Copernicus C3S)",
         "source_files": json.dumps(sources),
-        "software_versions": json.dumps(software_versions(any(p.suffix.lower() in GRIB_SUFFIXES for p in used))),
+        "software_versions": json.dumps(software_versions(*_cube_packages(any(p.suffix.lower() in GRIB_SUFFIXES for p in used)))),
         "history": provenance(
             "open_era5land", files=[p.name for p in paths], invariant=Path(invariant).name if invariant else None, variables=wanted
         ),

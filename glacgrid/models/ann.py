@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from ..exceptions import ModelError
 from . import _kernels
+from ..metadata import software_versions
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
@@ -29,7 +30,6 @@ from .schema import (
     check_predict_input,
     check_training_data,
     read_model_json,
-    software_versions,
     write_json_atomic,
 )
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import ModelError
+from ..metadata import software_versions
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
     FeatureSchema,
     check_training_data,
     read_model_json,
-    software_versions,
     write_json_atomic,
 )
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..exceptions import ModelError
 from . import _kernels
+from ..metadata import software_versions
 from .schema import (
     MODEL_JSON,
     ARTIFACT_FORMAT,
@@ -21,7 +22,6 @@ from .schema import (
     check_predict_input,
     check_training_data,
     read_model_json,
-    software_versions,
     write_json_atomic,
 )
 

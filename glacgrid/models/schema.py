@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from ..exceptions import InputDataError, ModelError, SchemaMismatchError
 
 #: Version of the ``model.json`` layout; bumped when a reader could misread an older file.
@@ -210,21 +210,6 @@ def predict_frame(model: SMBModel, df: pd.DataFrame) -> np.ndarray:
             f"frame has columns {list(df.columns)}). Add them or use a model trained on these columns."
         )
     return model.predict(df[list(model.schema.names)].to_numpy(dtype=np.float64))
-
-
-def software_versions(*extra: str) -> dict[str, str]:
-    """Versions of glacgrid, numpy and the named extra packages, for provenance."""
-    import importlib
-
-    from .. import __version__
-
-    out = {"glacgrid": __version__, "numpy": np.__version__}
-    for name in extra:
-        try:
-            out[name] = str(importlib.import_module(name).__version__)
-        except ImportError:  # pragma: no cover - depends on the environment
-            out[name] = "not installed"
-    return out
 
 
 def _jsonable(obj: Any) -> Any:

@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
 from ..features import area_weighted_mean, glacier_constants

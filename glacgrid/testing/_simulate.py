@@ -18,7 +18,7 @@ def prepared_run(directory: str | Path, *, seed: int = 1, mode: str = "evolve", 
     Returns ``(cfg, prep, model)``; ``end`` shortens the period (the climate covers 2001-2010),
     ``geometry`` replaces fields of ``[geometry]`` (e.g. ``thickness_factors=(0.7, 1.0)``).
     """
-    from ..demo import prepare_demo
+    from ._demo import prepare_demo
     from ..pipeline import fit_model, prepare, training_table
 
     out = Path(directory)

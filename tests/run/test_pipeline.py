@@ -19,7 +19,7 @@ import xarray as xr
 from glacgrid import features as feat
 from glacgrid.config import OutputConfig, load_config
 from glacgrid.cube import DONE_FILE, open_store
-from glacgrid.demo import prepare_demo
+from glacgrid.testing import prepare_demo
 from glacgrid.inference import glacier_mean, predict_pixels
 from glacgrid.pipeline import run
 

@@ -143,7 +143,7 @@ def _config(tmp_path: Path, name: str, cluster: str) -> Path:
 
 def test_single_node_job_on_the_demo(slurm, tmp_path):
     """jobs/run_single_node.sbatch on the `glacgrid demo --size small` region: outputs and known answers."""
-    from glacgrid.demo import prepare_demo
+    from glacgrid.testing import prepare_demo
 
     cfg, region = prepare_demo(tmp_path / "demo", size="small", seed=1)
     job = _sbatch(slurm, "--cpus-per-task=2", "--mem=4G", f"--output={tmp_path}/%x-%j.log",

@@ -1,12 +1,12 @@
-"""``glacgrid demo``: a seeded synthetic region through the whole pipeline."""
+"""The region of ``glacgrid demo``: the seeded synthetic inputs and their run config, in two sizes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .config import load_config
-from .exceptions import ConfigError
-from .testing import build_region, write_config
+from ..config import load_config
+from ..exceptions import ConfigError
+from ._region import build_region, write_config
 
 __all__ = ["prepare_demo"]
 

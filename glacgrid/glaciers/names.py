@@ -1,0 +1,25 @@
+"""Feature and variable names shared by the stages (one list per idea)."""
+
+from __future__ import annotations
+
+__all__ = ["FEATURES", "CONSTANTS", "PIXEL_TOPO", "CLIMATE", "DERIVED", "STATE_VARS", "ordered_features"]
+
+#: The base features glacgrid computes, in canonical order (the ``[model] features`` of a run).
+FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
+            "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin")
+#: Glacier-level topographic quantities painted onto the pixels.
+CONSTANTS = ("area", "max_elevation", "min_elevation", "slope_lower20")
+#: Per-pixel topographic predictors.
+PIXEL_TOPO = ("mean_elevation", "slope", "lat", "lon", "aspect_cos", "aspect_sin", "aspect")
+#: Climate predictors of the default climate feature parameters (the order of the compiled kernels).
+CLIMATE = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
+#: Derived from the constants: position of the pixel in its glacier's elevation range.
+DERIVED = ("elevation_norm",)
+#: The pixel variables of a glacier state (:class:`~glacgrid.glaciers.GlacierGeometry`).
+STATE_VARS = ("glacier_id", "thickness", "surface", "pixel_area")
+
+
+def ordered_features(names) -> list[str]:
+    """``names`` with the base :data:`FEATURES` first, in canonical order, then the others as given."""
+    names = list(names)
+    return [n for n in FEATURES if n in names] + [n for n in names if n not in FEATURES]
