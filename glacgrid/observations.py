@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -13,7 +14,7 @@ import xarray as xr
 from .exceptions import InputDataError
 from .units import mm_we_to_m_we
 
-__all__ = ["read_observations", "link_units", "unit_raster", "read_profiles", "read_areas", "profile_files"]
+__all__ = ["ObservedUnits", "observed_units", "read_observations", "link_units", "unit_raster", "read_profiles", "read_areas", "profile_files"]
 
 
 def read_observations(files: Sequence[str | Path], *, fmt: str = "wgms", id_column: str = "RGI_ID") -> pd.DataFrame:
@@ -84,6 +85,48 @@ def link_units(obs_ids: Sequence[str], outline_ids: Sequence[str], links: Mappin
         units.append(oid)
         unit_of_outline[idx] = len(units)
     return unit_of_outline, units, unmatched
+
+
+@dataclass(frozen=True, eq=False)
+class ObservedUnits:
+    """Observations read and linked to the outlines once per run, then handed to every stage that needs them.
+
+    Attributes
+    ----------
+    observations : pandas.DataFrame
+        One row per observed (``obs_id``, ``year``) with ``smb`` (m w.e.), from :func:`read_observations`.
+    units : tuple of str
+        The observation ids that match outlines; unit ``k`` (1-based) is ``units[k - 1]``.
+    unit_of_outline : numpy.ndarray
+        For every outline index (position 0 unused), the 1-based unit it belongs to (0 = none).
+    unmatched : tuple of str
+        Observation ids that match no outline (not used; reported in the run's notes).
+    """
+
+    observations: pd.DataFrame
+    units: tuple[str, ...]
+    unit_of_outline: np.ndarray
+    unmatched: tuple[str, ...] = ()
+
+    @property
+    def unit_index(self) -> np.ndarray:
+        """The unit indices ``1..len(units)``."""
+        return np.arange(1, len(self.units) + 1)
+
+
+def observed_units(files: Sequence[str | Path], outline_ids: Sequence[str], *, fmt: str = "wgms",
+                   id_column: str = "RGI_ID", links: Mapping[str, Sequence[str]] | None = None) -> ObservedUnits:
+    """Read the observation files and link them to the outlines (:func:`read_observations`, :func:`link_units`).
+
+    ``files`` may be empty: no observations, no units.
+    """
+    if not files:
+        empty = pd.DataFrame({"obs_id": pd.Series(dtype=str), "year": pd.Series(dtype="int64"),
+                              "smb": pd.Series(dtype="float64")})
+        return ObservedUnits(empty, (), np.zeros(len(outline_ids) + 1, dtype="int32"), ())
+    obs = read_observations(files, fmt=fmt, id_column=id_column)
+    unit_of_outline, units, unmatched = link_units(obs["obs_id"].unique(), list(outline_ids), links or {})
+    return ObservedUnits(obs, tuple(units), unit_of_outline, tuple(unmatched))
 
 
 _WGMS_FILE = re.compile(r"^(?:mbdata|profile)_WGMS-(\d+)\.csv$")
