@@ -23,11 +23,11 @@ PACKAGE = Path(glacgrid.__file__).resolve().parent
 #: Stages by rank, lowest first. A new module or subpackage must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "exceptions", "units", "metadata", "atomic", "config"),  # foundation
+    ("cube",),  # the Zarr store layer (template-then-region writes, resume records) ingest writes through
     ("ingest",),
-    ("cube",),
     ("grid", "observations"),
-    ("masks", "mosaic"),
     ("glaciers",),
+    ("masks", "mosaic"),
     ("downscale",),
     ("features",),
     ("models",),
@@ -177,7 +177,7 @@ def test_kernels_import_no_xarray(module):
 
 
 def test_layers_cover_the_pipeline_order():
-    order = ["ingest", "cube", "grid", "masks", "downscale", "features", "models", "inference", "geometry",
+    order = ["cube", "ingest", "grid", "masks", "downscale", "features", "models", "inference", "geometry",
              "simulate", "outputs", "pipeline", "cli"]
     assert [RANK[s] for s in order] == sorted(RANK[s] for s in order)
     assert len({RANK[s] for s in order}) == len(order)
@@ -187,5 +187,5 @@ def test_the_checker_catches_a_cycle_and_a_back_arrow():
     # a test that can fail: the cycle finder and the rank rule on a known bad graph
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert not _cycles({"a": {"b"}, "b": {"c"}})
-    assert RANK["features"] > RANK["glaciers"] > RANK["masks"]
+    assert RANK["features"] > RANK["masks"] > RANK["glaciers"] > RANK["grid"]
     assert stage("glacgrid.features.topo") == "features" and stage("glacgrid") == "__init__"

@@ -243,6 +243,25 @@ def open_era5land(
         A variable carries units other than those in :data:`ERA5LAND_MONTHLY`.
     """
     paths = [Path(f) for f in files]
+    opened, wanted = _open_sources(paths, variables)
+    pieces, used, ref_path, ref = _collect(opened, wanted, warn_skipped=variables is None)
+    axes = _common_time_axes(wanted, pieces)
+    t0 = axes[wanted[0]][0]
+    chunks = normalise_chunks(chunks, {"time": t0.size, "lat": ref.sizes["lat"], "lon": ref.sizes["lon"]})
+    out = {ERA5LAND_MONTHLY[v].name: _monthly(v, *axes[v], pieces[v][0][1].attrs.get("units"), ref, chunks)
+           for v in wanted}
+    if invariant is not None:
+        used.append(Path(invariant))
+        out.update(_open_invariant(Path(invariant), ref, ref_path, chunks))
+    ds = xr.Dataset(out)
+    ds = ds.assign_coords({dim: ds[dim].assign_attrs(attrs) for dim, attrs in _COORD_ATTRS.items()})
+    ds["time"].encoding.update(_TIME_ENCODING)
+    ds.attrs = _cube_attrs(paths, used, invariant, wanted)
+    return ds
+
+
+def _open_sources(paths: list[Path], variables: Sequence[str] | None) -> tuple[list, list[str]]:
+    """Every file opened lazily (metadata only) and the variables to read; typed errors for bad requests."""
     if not paths:
         raise InputDataError("No ERA5-Land files were given; pass a list of netCDF files (e.g. sorted(glob('*.nc'))).")
     if variables is not None:
@@ -259,7 +278,11 @@ def open_era5land(
             f"{[p.name for p in paths]} (they hold {sorted(found)}). Download them, or request only "
             "variables that are there."
         )
-    pieces, used, ref_path, ref = _collect(opened, wanted, warn_skipped=variables is None)
+    return opened, wanted
+
+
+def _common_time_axes(wanted: list[str], pieces: dict) -> dict:
+    """The time axis of each variable; :class:`TimeAxisError` unless all cover the same months."""
     axes = {v: _time_axis(v, pieces[v]) for v in wanted}
     t0 = axes[wanted[0]][0]
     for v in wanted[1:]:
@@ -269,27 +292,23 @@ def open_era5land(
                 f"{v!r} covers {str(t[0])[:7]}..{str(t[-1])[:7]} but {wanted[0]!r} covers "
                 f"{str(t0[0])[:7]}..{str(t0[-1])[:7]}; give files covering the same months."
             )
-    chunks = normalise_chunks(chunks, {"time": t0.size, "lat": ref.sizes["lat"], "lon": ref.sizes["lon"]})
-    out = {ERA5LAND_MONTHLY[v].name: _monthly(v, *axes[v], pieces[v][0][1].attrs.get("units"), ref, chunks)
-           for v in wanted}
-    if invariant is not None:
-        used.append(Path(invariant))
-        out.update(_open_invariant(Path(invariant), ref, ref_path, chunks))
-    ds = xr.Dataset(out)
-    ds = ds.assign_coords({dim: ds[dim].assign_attrs(attrs) for dim, attrs in _COORD_ATTRS.items()})
-    ds["time"].encoding.update(_TIME_ENCODING)
+    return axes
+
+
+def _cube_attrs(paths: list[Path], used: list[Path], invariant, wanted: list[str]) -> dict[str, str]:
+    """Global attributes of the cube: CF conventions, sources with their sha256, software, history."""
     sources = [{"name": p.name, "sha256": sha256(p)} for p in used]
-    ds.attrs = {
+    grib = any(p.suffix.lower() in GRIB_SUFFIXES for p in used)
+    return {
         "Conventions": "CF-1.8",
         "title": "ERA5-Land monthly climate cube",
         "source": "ERA5-Land monthly averaged reanalysis (ECMWF / Copernicus C3S)",
         "source_files": json.dumps(sources),
-        "software_versions": json.dumps(software_versions(*_cube_packages(any(p.suffix.lower() in GRIB_SUFFIXES for p in used)))),
+        "software_versions": json.dumps(software_versions(*_cube_packages(grib))),
         "history": provenance(
             "open_era5land", files=[p.name for p in paths], invariant=Path(invariant).name if invariant else None, variables=wanted
         ),
     }
-    return ds
 
 
 def _open_invariant(path: Path, ref: xr.Dataset, ref_path: Path, chunks: Mapping[str, int]) -> dict[str, xr.DataArray]:
