@@ -16,7 +16,7 @@ Contenders, each in its own subprocess on the same arrays (peak memory = the chi
 - ``floor`` (b): one numpy pass reading the four input arrays and writing the two outputs
   (the memory-bandwidth floor).
 
-The state is the packed glacier pixels (``glacgrid.geometry.pack_glacier_pixels``) of the Alps mosaic
+The state is the packed glacier pixels (``glacgrid.geometry.pack_state``) of the Alps mosaic
 stores of the grids stage (``--mosaic DIR``, default ``/tmp/glacgrid-shared/alps`` when present), or of
 the per-glacier tiles (``--tiles``: ``../shared/data/alps/farinotti_*``). Targets: glacgrid at least
 100x faster than (a) and within 5x of (b). ``--closure N`` also evolves N years under a prescribed SMB
@@ -51,7 +51,8 @@ def build_state(cache: Path, use_tiles: bool, mosaic: Path) -> dict:
     """Pack the Alps into ``cache/*.npy`` (once) and return facts about it."""
     import xarray as xr
 
-    from glacgrid.geometry import pack_glacier_pixels, pack_tiles
+    from glacgrid.geometry import pack_state, pack_tiles
+    from glacgrid.units import m2_to_km2, m3_to_km3
 
     t0 = time.perf_counter()
     if use_tiles or not mosaic.exists():
@@ -65,7 +66,7 @@ def build_state(cache: Path, use_tiles: bool, mosaic: Path) -> dict:
         stores = sorted(mosaic.glob("alps_*.zarr"))
         for store in stores:
             ds = open_mosaic(store)[list(NAMES)]
-            p, index = pack_glacier_pixels(ds)
+            p, index = pack_state(ds)
             bad = (p.glacier_id > 0) & (p.thickness > 0) & ~np.isfinite(p.surface)
             dropped += int(bad.sum())  # a data trap: ice without surface elevation
             p["thickness"] = p.thickness.where(~bad, 0.0)
@@ -91,8 +92,8 @@ def build_state(cache: Path, use_tiles: bool, mosaic: Path) -> dict:
     ice = (gid > 0) & (st.thickness.values > 0)
     return {"source": source, "pack_s": time.perf_counter() - t0, "shape": list(gid.shape),
             "glaciers": int(np.unique(gid[gid > 0]).size), "ice_pixels": int(ice.sum()),
-            "area_km2": float((st.pixel_area.values * ice).sum() / 1e6),
-            "volume_km3": float((st.pixel_area.values * st.thickness.values).sum() / 1e9),
+            "area_km2": float(m2_to_km2((st.pixel_area.values * ice).sum())),
+            "volume_km3": float(m3_to_km3((st.pixel_area.values * st.thickness.values).sum())),
             "ice_pixels_without_surface_dropped": dropped}
 
 

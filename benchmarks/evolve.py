@@ -10,7 +10,7 @@ ERA5-Land cube of the whole Alps here). Model: :func:`glacgrid.models.make_model
 a synthetic table of the demo's features (a temperature-index target).
 
 How the step is run (contender ``tiled``): each zone is cut into windows around the connected groups of
-``--chunk`` x ``--chunk`` blocks that share glaciers (the layout of :mod:`glacgrid.tiled`; every
+``--chunk`` x ``--chunk`` blocks that share glaciers (the layout of :func:`glacgrid.masks.plan_tiles`; every
 glacier lies whole in one window, the window adds a 2-pixel halo for slope and aspect), and each window
 is one dask-backed ``annual_step``. The windows hold 90 million pixels instead of 676 million.
 
@@ -179,8 +179,9 @@ def run_child(which: str, zones: tuple[int, ...], mosaic: Path, chunk: int) -> d
     from glacgrid.config import DownscaleParams, GeometryParams
     from glacgrid.downscale import downscale
     from glacgrid.geometry import deltah_update
+    from glacgrid.glaciers import GlacierGeometry
     from glacgrid.mosaic import open_mosaic
-    from glacgrid.simulate import _step
+    from glacgrid.simulate import _step, annual_step
 
     timer = {"deltah_s": 0.0, "target_m3": 0.0, "unmet_m3": 0.0}
     original = _step.deltah_update
@@ -222,11 +223,12 @@ def run_child(which: str, zones: tuple[int, ...], mosaic: Path, chunk: int) -> d
                                 "pixel_area": xr.full_like(sub["surface"], float(sub["pixel_area"]), dtype="float64")})
             state = state.chunk({"y": chunk, "x": chunk})
             down = downscale(cube, grid, state["surface"])
-            new, year = _step.annual_step(state, down, model, year=YEAR, grid=grid, index=mine, features=FEATURES,
-                                          downscale=DownscaleParams(), geometry=GeometryParams())
+            glaciers = GlacierGeometry.from_dataset(state, mine, grid)
+            new, year = annual_step(glaciers, down, model, year=YEAR, features=FEATURES, downscale=DownscaleParams(),
+                                    geometry=GeometryParams())
             year = year.compute()
             h0 = state["thickness"].astype("float64").where(state["glacier_id"] > 0, 0.0)
-            h1 = new["thickness"].where(state["glacier_id"] > 0, 0.0)
+            h1 = new.thickness.where(state["glacier_id"] > 0, 0.0)
             dv, npx = dask.compute(((h1 - h0) * state["pixel_area"]).sum(), (state["glacier_id"] > 0).sum())
             ok = year["failed"].values == 0
             area0 = year["glacier_area"].values  # after the update; the target uses the area before
@@ -296,6 +298,8 @@ def totals(r: dict) -> dict:
 
 
 def main() -> None:
+    from glacgrid.units import m3_to_km3
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="only the small zones (EPSG 32630 and 32634)")
     p.add_argument("--mosaic", type=Path, default=MOSAIC)
@@ -339,8 +343,8 @@ def main() -> None:
               f"{t['layout_s']:.1f} s window layout), peak {full['peak_rss_mb'] / 1024:.2f} GiB, "
               f"{t['glaciers']} glaciers ({t['failed']} isolated: {full['failure_reasons']}), "
               f"{t['glacier_pixels']} glacier pixels in {t['windows']} windows of {t['window_pixels'] / 1e6:.0f} M "
-              f"pixels; area-weighted mean SMB {mean_smb:.2f} m w.e., volume change {t['dV_m3'] / 1e9:.4f} km3 "
-              f"(SMB x area x rho_w / rho_i - unmet: {(t['target_m3'] - t['unmet_m3']) / 1e9:.4f} km3, relative "
+              f"pixels; area-weighted mean SMB {mean_smb:.2f} m w.e., volume change {m3_to_km3(t['dV_m3']):.4f} km3 "
+              f"(SMB x area x rho_w / rho_i - unmet: {m3_to_km3(t['target_m3'] - t['unmet_m3']):.4f} km3, relative "
               f"closure error {abs(t['dV_m3'] - (t['target_m3'] - t['unmet_m3'])) / abs(t['target_m3']):.1e}); "
               f"setup {full['setup_s']:.1f} s")
     print(f"benchmark wall time {time.perf_counter() - t_all:.0f} s")

@@ -5,7 +5,7 @@ there and :func:`~glacgrid.geometry._kernels.solve_scaling` for the algorithm), 
 
 1. one pass over the pixels finds each pixel's glacier position (dense table or binary search), the
    first and last pixel of every glacier, and whether the glaciers' pixels come in glacier order
-   (true for packed states, :func:`glacgrid.geometry.pack_glacier_pixels`); if not, a stable counting
+   (true for packed states, :func:`glacgrid.geometry.pack_state`); if not, a stable counting
    sort gives each glacier's pixel list;
 2. then each glacier is done at once on its own pixels, which stay in the CPU cache: geometry
    (area, volume, zmax, zmin, input checks), curve weights and their sum, every redistribution round
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..units import M2_PER_KM2
 from . import _kernels as K
 
 __all__ = ["deltah_update_fused", "FusedResult"]
@@ -178,7 +179,7 @@ def _glaciers(gid, h, z, a, h_out, z_out, table, glaciers, dense, ordered, lo_, 
         fv[k, F_BAD_H] = bad_h
         fv[k, F_BAD_Z] = bad_z
         fv[k, F_BAD_A] = bad_a
-        km2 = area / 1e6
+        km2 = area / M2_PER_KM2
         cls = 1
         if km2 < thresholds[0]:
             cls = 0

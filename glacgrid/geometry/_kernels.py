@@ -15,10 +15,10 @@ Each redistribution step of :func:`solve_scaling` is one Newton step on the conc
 function ``scale -> achieved loss``: it starts from below and cannot overshoot, so the iteration is
 monotone and ends after at most as many steps as the glacier has pixels (in practice a handful).
 The solver only sees per-glacier vectors; the per-pixel sums come from a ``reduce_step`` callback,
-numpy (:func:`group_sum`) here and flox in :mod:`glacgrid.geometry`.
+numpy (:func:`group_sum`) here and flox in :mod:`glacgrid.geometry.grouped`.
 
 Glaciers are addressed by *position* in a sorted vector ``glaciers`` of glacier indices;
-:func:`lookup` maps a glacier-index raster to positions (-1: not a glacier being updated).
+:func:`glacgrid.glaciers.lookup` maps a glacier-index raster to positions (-1: not a glacier being updated).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ..glaciers import lookup
+from ..units import M2_PER_KM2
+
 __all__ = [
     "HussParams", "HUSS_LARGE", "HUSS_MEDIUM", "HUSS_SMALL",
     "UNIFORM_MAX_AREA_KM2", "MEDIUM_MIN_AREA_KM2", "LARGE_MIN_AREA_KM2",
     "UNIFORM", "SMALL", "MEDIUM", "LARGE",
-    "huss_deltah", "deltah_curve", "curve_vectors", "size_class", "normalised_elevation", "lookup",
+    "huss_deltah", "deltah_curve", "curve_vectors", "size_class", "normalised_elevation",
     "pixel_weights", "fallback_weights", "new_thickness",
     "step_terms", "group_sum", "group_max", "group_min", "StepSums", "Solution", "solve_scaling",
     "deltah_update_arrays", "glacier_stats", "uniform_fallback",
@@ -136,31 +139,14 @@ def normalised_elevation(z: np.ndarray, zmax: np.ndarray, zmin: np.ndarray) -> n
     return np.where(span > 0, h_r, 0.0)
 
 
-def lookup(gid: np.ndarray, glaciers: np.ndarray) -> np.ndarray:
-    """Position of each pixel's glacier in the sorted vector ``glaciers``; -1 where absent.
-
-    Computed once per update; the pixel kernels take these positions (int32).
-    """
-    gid = np.asarray(gid)
-    if glaciers.size == 0:
-        return np.full(gid.shape, -1, dtype="int32")
-    top = int(glaciers[-1])
-    if 0 <= glaciers[0] and top <= 16 * glaciers.size + 65536:  # dense table: one gather
-        table = np.full(top + 2, -1, dtype="int32")
-        table[glaciers] = np.arange(glaciers.size, dtype="int32")
-        return table[np.clip(gid, -1, top + 1)]
-    pos = np.searchsorted(glaciers, gid).clip(0, glaciers.size - 1)
-    return np.where(glaciers[pos] == gid, pos, -1).astype("int32")
-
-
 def pixel_weights(pos, thickness, surface, *, zmax, zmin, gamma, a, b, c, uniform) -> np.ndarray:
     """Delta-h weight Δh (1) of each ice pixel; 0 on ice-free pixels and on glaciers not updated.
 
     Parameters
     ----------
     pos, thickness, surface : ndarray
-        Position of the pixel's glacier in the updated glaciers (:func:`lookup`; -1 = none), ice
-        thickness (m) and surface elevation (m) per pixel.
+        Position of the pixel's glacier in the updated glaciers (:func:`~glacgrid.glaciers.lookup`;
+        -1 = none), ice thickness (m) and surface elevation (m) per pixel.
     zmax, zmin : ndarray
         Highest and lowest ice-covered surface of each glacier (m), aligned with ``glaciers``.
     gamma, a, b, c : ndarray
@@ -251,7 +237,7 @@ class Solution(NamedTuple):
 
 def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray,
                   reduce_step: Callable[[np.ndarray, np.ndarray, np.ndarray], StepSums], *,
-                  max_iter: int = 100, rtol: float = 1e-9) -> Solution:
+                  max_iter: int = 100, rtol: float = 1e-9, stacklevel: int = 3) -> Solution:
     """Find ``scale``, ``lower`` and ``gone`` per glacier so that the volume change meets ``target``.
 
     Parameters
@@ -270,6 +256,9 @@ def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray
     rtol : float
         Tolerance on ``|achieved - target|`` relative to ``|target|``; remainders below the rounding
         of the volume sum (``16 eps volume``) count as met too.
+    stacklevel : int
+        Of the not-converged warning (:func:`warn_not_converged`); 3 points at the caller of the
+        function that calls :func:`solve_scaling`.
     """
     goal = np.where(np.isfinite(target), target, 0.0)
     gone = (goal < 0) & (-goal >= volume) & (volume > 0)
@@ -291,7 +280,7 @@ def solve_scaling(target: np.ndarray, volume: np.ndarray, weight_sum: np.ndarray
         flat = todo & ~(sums.weight > 0) & (sums.area > 0)
         lower[flat] -= remainder[flat] / sums.area[flat]
     converged = ~todo
-    warn_not_converged(converged, rtol=rtol, max_iter=max_iter, stacklevel=3)
+    warn_not_converged(converged, rtol=rtol, max_iter=max_iter, stacklevel=stacklevel)
     return Solution(scale, lower, gone, sums.change, sums.area, it, converged)
 
 
@@ -355,7 +344,7 @@ def deltah_update_arrays(gid, thickness, surface, area, glaciers, smb, *, rho_ic
 
 def glacier_stats(ice_area, zmax, zmin) -> dict[str, np.ndarray]:
     """Per-glacier geometry of the step: ice area (m2), zmax, zmin (m) and the Huss size class."""
-    return {"area": ice_area, "zmax": zmax, "zmin": zmin, "size_cls": size_class(ice_area / 1e6)}
+    return {"area": ice_area, "zmax": zmax, "zmin": zmin, "size_cls": size_class(ice_area / M2_PER_KM2)}
 
 
 def uniform_fallback(uniform: np.ndarray, ice_area: np.ndarray, curve_weight_sum: np.ndarray):

@@ -19,7 +19,7 @@ import dask.array as dsa
 import numpy as np
 
 from ..exceptions import GeometryError
-from . import _kernels
+from ..glaciers import lookup
 
 __all__ = ["Gathered", "gather", "scatter"]
 
@@ -51,7 +51,7 @@ class Gathered:
 
 def _gather_block(gid, h, z, a, block_info=None, *, glaciers):
     """The pixels of ``glaciers`` in one block (an object array holding one tuple)."""
-    sel = _kernels.lookup(gid, glaciers) >= 0
+    sel = lookup(gid, glaciers) >= 0
     local = np.flatnonzero(sel)
     negative = int(np.count_nonzero(h[~sel] < 0))
     (r0, _), (c0, _) = block_info[0]["array-location"]
@@ -83,7 +83,7 @@ def gather(gid: dsa.Array, h: dsa.Array, z: dsa.Array, a: dsa.Array, glaciers: n
 
     flat, ids = cat(1, "int64"), cat(2, gid.dtype)
     # grouped by glacier, raster order within each glacier
-    order = np.lexsort((flat, _kernels.lookup(ids, glaciers)))
+    order = np.lexsort((flat, lookup(ids, glaciers)))
     return Gathered(ids[order], cat(3, "float64")[order], cat(4, "float64")[order], cat(5, "float64")[order],
                     int(negative), order, local, tuple(nb))
 

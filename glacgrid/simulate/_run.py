@@ -14,6 +14,7 @@ same numbers as an uninterrupted one. Isolated glacier-years are listed in ``gla
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,9 +27,11 @@ from .. import cube as cube_mod
 from ..atomic import atomic_path
 from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
-from ..features import area_weighted_mean, glacier_constants
+from ..features import glacier_constants
+from ..glaciers import GlacierGeometry, area_weighted_mean
 from ..metadata import stamp
-from ._step import annual_step, reconstruct_step
+from ..units import convert
+from ._step import CheckedGeometry, annual_step, reconstruct_step
 
 __all__ = ["simulate", "results_fingerprint", "results_template", "ensemble_members", "surface_for_year",
            "init_store", "LOG_COLUMNS"]
@@ -180,19 +183,81 @@ def init_store(template: xr.Dataset, store: Path, *, overwrite: bool = False) ->
         cube_mod.mark_done(store, cube_mod.STATIC_KEY)
 
 
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """What every year of a run shares: the years and their store keys, the members, the glaciers at the
+    start, the per-glacier log, and the model inputs of each step."""
+
+    store: Path
+    years: np.ndarray
+    keys: list
+    done: set
+    members: list
+    glaciers: GlacierGeometry
+    has_thickness: np.ndarray
+    chunks: dict
+    logbook: _Log
+    step: dict
+
+    @property
+    def multi(self) -> bool:
+        return len(self.members) > 1
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.glaciers.index
+
+    def commit(self, i: int, year_ds: xr.Dataset, reasons: list[np.ndarray]) -> None:
+        """Write year ``i`` (one region write), mark it done and log its isolated glaciers."""
+        self.logbook.add(int(self.years[i]), self.index, reasons)
+        out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor")
+                                 if v in year_ds.variables])
+        out = out.expand_dims(year=[int(self.years[i])]).transpose("year", *(["member"] if self.multi else []), ...)
+        out = out.chunk({"year": 1, **({"member": 1} if self.multi else {}), **self.chunks})
+        cube_mod.write_region(out, self.store, region_dim="year", index=slice(i, i + 1))
+        cube_mod.mark_done(self.store, self.keys[i])
+
+
 def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], None] = lambda: None,
              curves: xr.Dataset | None = None, log: Path | None = None) -> Path:
     """Run the simulation of ``cfg.mode`` into ``store`` (resuming a killed run) and return its path.
 
-    ``curves``: glacier-specific delta-h curves (evolve mode). ``log``: the per-glacier log
-    (default ``glacier_log.csv`` beside the store).
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's configuration (``mode``, period, model features, downscaling, geometry).
+    prep : Prepared
+        The prepared run (:func:`glacgrid.pipeline.prepare`): ``grid``, ``down``, ``static``, ``table``,
+        ``has_thickness``, ``surfaces``, ``index``.
+    model : object
+        Fitted SMB model (or ensemble, or artifact path).
+    store : Path
+        The results store (created, or resumed when it holds years of the same run).
+    advance : callable
+        Called once per year (progress).
+    curves : xr.Dataset, optional
+        Glacier-specific delta-h curves (evolve mode).
+    log : Path, optional
+        The per-glacier log (default ``glacier_log.csv`` beside the store).
+
+    Returns
+    -------
+    Path
+        ``store``.
     """
-    store = Path(store)
+    run = _open_run(cfg, prep, model, Path(store), log)
+    if cfg.mode == "evolve":
+        _evolve(run, prep, model, geometry=cfg.geometry, curves=curves, advance=advance)
+    else:
+        _reconstruct(run, prep, model, advance=advance)
+    return run.store
+
+
+def _open_run(cfg: RunConfig, prep, model, store: Path, log: Path | None) -> _Run:
+    """The results store created (or opened to resume) and what the years of the run share."""
     years = np.arange(cfg.period.start, cfg.period.end + 1)
-    evolve = cfg.mode == "evolve"
     members = ensemble_members(cfg)
-    multi = len(members) > 1
-    spread = (not evolve) and bool(getattr(model, "members", None))
+    spread = cfg.mode != "evolve" and bool(getattr(model, "members", None))
     fp = results_fingerprint(cfg, model)
     template = results_template(prep, years, fp, members=members, spread=spread)
     _open_or_create(template, store, fp)
@@ -201,73 +266,71 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
     logbook = _Log(Path(log) if log else store.parent / "glacier_log.csv", prep.table,
                    {int(y) for y, k in zip(years, keys) if k in done})
     s = prep.static
-    index = np.asarray(prep.index)
-    chunks = dict(zip(("y", "x"), prep.grid.chunks))
-    has_th = np.asarray(prep.has_thickness, dtype=bool)[1:]  # aligned with index (position 0 unused)
-    base = xr.Dataset({"glacier_id": s["glacier_id"], "thickness": s["thickness"].fillna(0.0).astype("float64"),
-                       "surface": s["surface"].astype("float64"), "pixel_area": s["pixel_area"]})
-    common = dict(grid=prep.grid, index=index, features=list(cfg.model.features), downscale=cfg.downscale,
-                  hemisphere=cfg.period.hemisphere)
+    glaciers = GlacierGeometry(s["glacier_id"], s["surface"].astype("float64"), s["pixel_area"],
+                               np.asarray(prep.index), prep.grid, s["thickness"].fillna(0.0).astype("float64"))
+    step = dict(features=list(cfg.model.features), downscale=cfg.downscale, hemisphere=cfg.period.hemisphere)
+    return _Run(store, years, keys, done, members, glaciers,
+                np.asarray(prep.has_thickness, dtype=bool)[1:],  # aligned with index (position 0 unused)
+                dict(zip(("y", "x"), prep.grid.chunks)), logbook, step)
 
-    def commit(i: int, year_ds: xr.Dataset, reasons: list[np.ndarray]) -> None:
-        logbook.add(int(years[i]), index, reasons)
-        out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor")
-                                 if v in year_ds.variables])
-        out = out.expand_dims(year=[int(years[i])]).transpose("year", *(["member"] if multi else []), ...)
-        out = out.chunk({"year": 1, **({"member": 1} if multi else {}), **chunks})
-        cube_mod.write_region(out, store, region_dim="year", index=slice(i, i + 1))
-        cube_mod.mark_done(store, keys[i])
 
-    if evolve:
-        states = [base.assign(thickness=base["thickness"] * tf) for tf, _ in members]
-
-        def stored_states(i: int) -> list[xr.Dataset]:
-            """The states at the end of year ``i``, read back from the store (what a resumed run starts from)."""
-            res = cube_mod.open_store(store, chunks=chunks).isel(year=i, drop=True)
-            out = []
-            for m in range(len(members)):
-                r = res.isel(member=m, drop=True) if multi else res
-                out.append(base.assign(thickness=r["thickness"], surface=r["surface"],
-                                       disappeared=r["disappeared"].compute()))
-            return out
-
-        for i, year in enumerate(years):
-            if keys[i] in done:
-                if i + 1 == years.size or keys[i + 1] not in done:
-                    states = stored_states(i)
-                advance()
-                continue
-            parts, reasons = [], []
-            for m, (_, df) in enumerate(members):
-                new, yr = annual_step(states[m], prep.down, model, year=int(year), geometry=cfg.geometry,
-                                      curves=curves, has_thickness=has_th, deltah_factor=df, **common)
-                parts.append(yr.assign(thickness=new["thickness"], surface=new["surface"]).drop_vars("year"))
-                reasons.append(yr["failure_reason"].values)
-            year_ds = xr.concat(parts, dim="member", coords="minimal") if multi else parts[0]
-            commit(i, year_ds, reasons)
-            states = stored_states(i)
-            advance()
-        return store
-
-    static = prep.surfaces is None
-    surfaces = None if static else prep.surfaces
-    active = base["glacier_id"] > 0
-    th = area_weighted_mean(base["thickness"], base["glacier_id"], active, base["pixel_area"], index)
-    # mean thickness over the glacier's pixels x area: the volume of the configured thickness (km3)
-    cover = xr.DataArray(has_th, dims="glacier", coords={"glacier": index})
-    volume = None
-    cache: dict | None = {} if static else None
-    for i, year in enumerate(years):
-        if keys[i] in done:
+def _evolve(run: _Run, prep, model, *, geometry, curves, advance) -> None:
+    """The annual loop of every member; each year starts from the states committed to the store."""
+    base = run.glaciers
+    states = [(base.with_thickness(base.thickness * tf), None) for tf, _ in run.members]
+    for i, year in enumerate(run.years):
+        if run.keys[i] in run.done:
+            if i + 1 == run.years.size or run.keys[i + 1] not in run.done:
+                states = _stored_states(run, i)
             advance()
             continue
-        geom = base if static else base.assign(surface=surface_for_year(base["surface"], surfaces, int(year)))
-        if volume is None:
-            const = glacier_constants(base["glacier_id"], base["surface"], active, base["pixel_area"], index)
-            volume = (th * const["area"] / 1e3).where(cover).compute().values
-        yr = reconstruct_step(geom, prep.down, model, year=int(year), static_volume=volume,
-                              constants_cache=cache, **common)
-        yr = yr.assign(thickness=geom["thickness"], surface=geom["surface"]).drop_vars("year")
-        commit(i, yr, [yr["failure_reason"].values])
+        parts, reasons = [], []
+        for (glaciers, disappeared), (_, df) in zip(states, run.members):
+            new, yr = annual_step(glaciers, prep.down, model, year=int(year), geometry=geometry, curves=curves,
+                                  has_thickness=run.has_thickness, deltah_factor=df, disappeared=disappeared,
+                                  **run.step)
+            parts.append(yr.assign(thickness=new.thickness, surface=new.surface).drop_vars("year"))
+            reasons.append(yr["failure_reason"].values)
+        year_ds = xr.concat(parts, dim="member", coords="minimal") if run.multi else parts[0]
+        run.commit(i, year_ds, reasons)
+        states = _stored_states(run, i)
         advance()
-    return store
+
+
+def _stored_states(run: _Run, i: int) -> list[tuple[GlacierGeometry, np.ndarray]]:
+    """The states at the end of year ``i``, read back from the store (what a resumed run starts from):
+    per member the glaciers and their ``disappeared`` flags."""
+    res = cube_mod.open_store(run.store, chunks=run.chunks).isel(year=i, drop=True)
+    out = []
+    for m in range(len(run.members)):
+        r = res.isel(member=m, drop=True) if run.multi else res
+        glaciers = run.glaciers.with_thickness(r["thickness"]).with_surface(r["surface"])
+        out.append((glaciers, r["disappeared"].compute().sel(glacier=run.index).values))
+    return out
+
+
+def _reconstruct(run: _Run, prep, model, *, advance) -> None:
+    """SMB of every year on the static geometry (checked once) or on the interpolated surfaces."""
+    base = run.glaciers
+    static = prep.surfaces is None
+    active = base.active
+    th = area_weighted_mean(base.thickness, base.glacier_id, active, base.pixel_area, run.index)
+    # mean thickness over the glacier's pixels x area: the volume of the configured thickness (km3)
+    cover = xr.DataArray(run.has_thickness, dims="glacier", coords={"glacier": run.index})
+    volume = None
+    checked: CheckedGeometry | None = None
+    for i, year in enumerate(run.years):
+        if run.keys[i] in run.done:
+            advance()
+            continue
+        geom = base if static else base.with_surface(surface_for_year(base.surface, prep.surfaces, int(year)))
+        if volume is None:
+            const = glacier_constants(base.glacier_id, base.surface, active, base.pixel_area, run.index)
+            volume = convert(th * const["area"], "km2 m", "km3").where(cover).compute().values
+        if static and checked is None:  # a static geometry is checked once, its constants computed once
+            checked = CheckedGeometry.of(geom, constants=True)
+        yr = reconstruct_step(checked if static else geom, prep.down, model, year=int(year), static_volume=volume,
+                              **run.step)
+        yr = yr.assign(thickness=geom.thickness, surface=geom.surface).drop_vars("year")
+        run.commit(i, yr, [yr["failure_reason"].values])
+        advance()

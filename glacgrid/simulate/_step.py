@@ -1,110 +1,45 @@
 """One year of a run: :func:`annual_step` (evolution) and :func:`reconstruct_step` (given geometry).
 
-Both first check every glacier's geometry in one flox reduction and isolate the glaciers that fail
-(no pixel on the grid, no initial thickness, NaN or negative thickness, non-finite surface or pixel
-area): their pixels leave the active mask, so they get no features, no prediction and no update, and
-the other glaciers are computed exactly as without them. After the prediction, a glacier with a NaN
-SMB on any of its active pixels (NaN features, e.g. missing climate) is isolated the same way. Each
-isolated glacier-year carries ``failed = 1``, NaN values and a reason (``failure_reason``).
+Both first check every glacier's geometry in one flox reduction (:func:`glacgrid.glaciers.glacier_checks`)
+and isolate the glaciers that fail (no pixel on the grid, no initial thickness, NaN or negative thickness,
+non-finite surface or pixel area): their pixels leave the active mask, so they get no features, no
+prediction and no update, and the other glaciers are computed exactly as without them. After the
+prediction, a glacier with a NaN SMB on any of its active pixels (NaN features, e.g. missing climate) is
+isolated the same way. Each isolated glacier-year carries ``failed = 1``, NaN values and a reason
+(``failure_reason``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dask
 import numpy as np
 import xarray as xr
 
-from ..features import area_weighted_mean
-from ..geometry import _kernels as gk
+from ..config import GeometryParams
 from ..features import glacier_constants
-from ..features.sampling import FLOX_ENGINE
-from ..geometry import _curve_vectors, deltah_update
+from ..geometry import deltah_update, perturbed_curves
+from ..glaciers import (SURFACE_REASON, GlacierGeometry, area_weighted_mean, glacier_checks, glacier_vector,
+                        paint_flags)
 from ..inference import infer
 from ..metadata import stamp
+from ..units import m2_to_km2
 
-__all__ = ["annual_step", "reconstruct_step", "perturbed_curves", "glacier_checks"]
+__all__ = ["annual_step", "reconstruct_step", "CheckedGeometry"]
 
-_PIXEL_VARS = ("glacier_id", "thickness", "surface", "pixel_area")
-_SURFACE_REASON = "surface elevation not finite on its pixels"
+#: The reason of a glacier isolated because its SMB is NaN on an active pixel.
+NAN_REASON = "NaN features or SMB on its pixels"
 
 
 def _is_dask(ds) -> bool:
     return any(v.chunks is not None for v in ds.data_vars.values())
 
 
-def _vector(values, index, dtype=None) -> xr.DataArray:
-    return xr.DataArray(np.asarray(values, dtype=dtype), dims="glacier", coords={"glacier": index})
-
-
-def _paint(glacier_id: xr.DataArray, index: np.ndarray, flags: np.ndarray) -> xr.DataArray:
-    """A boolean pixel mask: ``flags`` (aligned with the sorted ``index``) of each pixel's glacier."""
-    flags = np.asarray(flags, dtype=bool)
-
-    def kernel(g):
-        pos = gk.lookup(g, index)
-        return (pos >= 0) & flags[np.maximum(pos, 0)] if flags.size else np.zeros(g.shape, bool)
-
-    return xr.apply_ufunc(kernel, glacier_id, dask="parallelized", output_dtypes=[bool])
-
-
-def glacier_checks(state: xr.Dataset, index: np.ndarray, *, need_thickness: bool,
-                   has_thickness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per glacier of ``index``: the reason it cannot be computed ('' = fine) and its ice area (m2).
-
-    One flox reduction over the pixels. ``need_thickness``: thickness must be finite and >= 0 on every
-    glacier pixel (evolution); ``has_thickness`` (bool aligned with ``index``) marks glaciers that
-    have an initial thickness at all.
-    """
-    from flox.xarray import xarray_reduce
-
-    gid, h, z, a = (state[v] for v in _PIXEL_VARS)
-    ing = gid > 0
-    terms = {
-        "pixels": ing.astype("float64"),
-        "bad_surface": (ing & ~np.isfinite(z)).astype("float64"),
-        "bad_area": (ing & ~(np.isfinite(a) & (a > 0))).astype("float64"),
-        "ice_area": a.where(ing & (h > 0), 0.0).astype("float64") if need_thickness else a.where(ing, 0.0),
-    }
-    if need_thickness:
-        terms["bad_thickness"] = (ing & ~(h >= 0)).astype("float64")
-    red = xarray_reduce(xr.Dataset(terms), gid.rename("glacier"), func="sum", expected_groups=(index,),
-                        fill_value=0.0, engine=FLOX_ENGINE)
-    red = red.compute() if _is_dask(red) else red
-    reason = np.full(index.size, "", dtype=object)
-
-    def flag(mask, text):
-        sel = mask & (reason == "")
-        reason[sel] = text
-
-    flag(~(red["pixels"].values > 0), "no pixel on the grid")
-    if need_thickness and has_thickness is not None:
-        flag(~np.asarray(has_thickness, dtype=bool), "no initial ice thickness")
-    if need_thickness:
-        flag(red["bad_thickness"].values > 0, "thickness NaN or negative on its pixels")
-    flag(red["bad_surface"].values > 0, _SURFACE_REASON)
-    flag(red["bad_area"].values > 0, "pixel area not finite and positive on its pixels")
-    return reason, np.nan_to_num(red["ice_area"].values)
-
-
-def perturbed_curves(ice_area_m2: np.ndarray, index: np.ndarray, factor: float,
-                     curves: xr.Dataset | None = None) -> xr.Dataset | None:
-    """Delta-h curves whose exponent ``gamma`` is multiplied by ``factor``.
-
-    Scaling the whole curve by a constant would change nothing (the update rescales the curve to the
-    glacier's volume change), so the perturbation changes its shape: ``gamma * factor`` makes the
-    thinning more (factor > 1) or less (< 1) concentrated at the terminus. Glaciers with their own
-    curve in ``curves`` (dim ``glacier``, ``gamma, a, b, c``, optional ``calibrated``) get their gamma
-    scaled; the others the Huss et al. (2010) curve of their size class (from ``ice_area_m2``);
-    glaciers of the uniform class stay uniform. ``factor == 1`` returns ``curves`` unchanged.
-    """
-    if factor == 1.0:
-        return curves
-    size = gk.size_class(np.asarray(ice_area_m2) / 1e6)
-    calibrated, coeff = _curve_vectors(curves, index)  # the checks and alignment deltah_update applies
-    vec = gk.curve_vectors(size, calibrated, coeff)
-    keep = ~vec["uniform"]
-    return xr.Dataset({k: ("glacier", vec[k][keep] * (factor if k == "gamma" else 1.0))
-                       for k in ("gamma", "a", "b", "c")}, coords={"glacier": index[keep]})
+def _persisted(glaciers: GlacierGeometry) -> xr.Dataset:
+    """The pixel variables of ``glaciers`` as one Dataset, persisted when dask-backed (read once a year)."""
+    st = glaciers.as_dataset()
+    return st.persist() if _is_dask(st) else st
 
 
 def _filled_surface(surface: xr.DataArray) -> xr.DataArray:
@@ -123,7 +58,7 @@ def _smb(model, down, st, active, grid, index, *, year, features, downscale, hem
          constants=None):
     """``infer`` on the active pixels, and which glaciers got a NaN SMB on any active pixel."""
     surface = _filled_surface(st["surface"]) if fill else st["surface"]
-    res = infer(model, down, surface, st["glacier_id"], active, st["pixel_area"], grid, index,
+    res = infer(model, down, GlacierGeometry(st["glacier_id"], surface, st["pixel_area"], index, grid), active=active,
                 features=features, downscale=downscale, start=int(year), end=int(year), hemisphere=hemisphere,
                 constants=constants)
     res = res.persist() if _is_dask(res) else res
@@ -136,7 +71,7 @@ def _smb(model, down, st, active, grid, index, *, year, features, downscale, hem
 
 
 def _bad_surface(reason: np.ndarray) -> bool:
-    return bool(np.any(reason == _SURFACE_REASON))
+    return bool(np.any(reason == SURFACE_REASON))
 
 
 def _finish(year, index, reason, smb_pixels, okpix_final, values: dict, spread=None) -> xr.Dataset:
@@ -147,18 +82,20 @@ def _finish(year, index, reason, smb_pixels, okpix_final, values: dict, spread=N
         v = np.asarray(v, dtype="int8" if name == "disappeared" else "float64")
         if name != "disappeared":
             v = np.where(failed, np.nan, v)
-        out[name] = stamp(_vector(v, index), name)
-    out["failed"] = stamp(_vector(failed.astype("int8"), index), "failed")
+        out[name] = stamp(glacier_vector(v, index), name)
+    out["failed"] = stamp(glacier_vector(failed.astype("int8"), index), "failed")
     for name, da in (spread or {}).items():
         out[name] = stamp(da, name)
     ds = xr.Dataset(out)
-    ds["failure_reason"] = _vector(reason.astype(str), index)
+    ds["failure_reason"] = glacier_vector(reason.astype(str), index)
     return ds.assign_coords(year=int(year))
 
 
-def annual_step(state: xr.Dataset, down: xr.Dataset, model, *, year: int, grid, index, features, downscale,
-                geometry, hemisphere: str = "north", curves: xr.Dataset | None = None,
-                has_thickness=None, deltah_factor: float = 1.0) -> tuple[xr.Dataset, xr.Dataset]:
+# --------------------------------------------------------------------------- evolution
+def annual_step(glaciers: GlacierGeometry, down: xr.Dataset, model, *, year: int, features, downscale,
+                geometry: GeometryParams, hemisphere: str = "north", curves: xr.Dataset | None = None,
+                has_thickness=None, deltah_factor: float = 1.0,
+                disappeared: np.ndarray | None = None) -> tuple[GlacierGeometry, xr.Dataset]:
     """One evolution year on the current geometry, glaciers that fail isolated.
 
     Topography and glacier constants from the current ``surface`` and ``thickness`` -> features ->
@@ -166,125 +103,196 @@ def annual_step(state: xr.Dataset, down: xr.Dataset, model, *, year: int, grid, 
 
     Parameters
     ----------
-    state : xr.Dataset
-        ``glacier_id`` (int, 0 = none), ``thickness`` (m), ``surface`` (m), ``pixel_area`` (m2) on
-        ``(y, x)`` (numpy or dask); optionally ``disappeared`` (int8, dim ``glacier``): glaciers that
-        had left the loop before this year (no features, no prediction; SMB NaN, area and volume 0).
+    glaciers : GlacierGeometry
+        The glaciers at the start of the year: ``glacier_id`` (int, 0 = none), ``thickness`` (m),
+        ``surface`` (m), ``pixel_area`` (m2) on ``(y, x)`` (numpy or dask), ``grid`` (the target grid) and
+        ``index`` (sorted glacier indices 1..N).
     down : xr.Dataset
         Downscaled monthly climate (``glacgrid.downscale``) covering hydrological year ``year``.
-    model
+    model : object
         Fitted SMB model or artifact path (an ensemble's mean drives the update).
     year : int
         The hydrological year.
-    grid, index, features, downscale, hemisphere
-        Target grid, sorted glacier indices (1..N), model features, downscaling parameters.
+    features : list of str
+        Model features.
+    downscale : DownscaleParams
+        Downscaling parameters.
     geometry : GeometryParams
         ``rho_ice``, ``rho_water`` (kg m-3).
+    hemisphere : {"north", "south"}
+        Hydrological year.
     curves : xr.Dataset, optional
         Glacier-specific delta-h curves (see :func:`glacgrid.geometry.deltah_update`).
     has_thickness : array of bool aligned with ``index``, optional
         Glaciers with an initial thickness; the others are isolated ("no initial ice thickness").
     deltah_factor : float
-        Factor on the delta-h curve exponent (see :func:`perturbed_curves`); 1 = unperturbed.
+        Factor on the delta-h curve exponent (see :func:`glacgrid.geometry.perturbed_curves`);
+        1 = unperturbed.
+    disappeared : array of bool aligned with ``index``, optional
+        Glaciers that had left the loop before this year (no features, no prediction; SMB NaN, area and
+        volume 0): the ``disappeared`` vector of the previous year.
 
     Returns
     -------
-    new_state : xr.Dataset
-        ``state`` after the update (``thickness``, ``surface`` float64; those of isolated glaciers
-        unchanged) with the updated ``disappeared`` vector.
+    new_glaciers : GlacierGeometry
+        ``glaciers`` after the update (``thickness``, ``surface`` float64; those of isolated glaciers
+        unchanged; persisted when dask-backed).
     year_ds : xr.Dataset
         Per glacier ``smb_glacier`` (m w.e.), ``glacier_area`` (km2), ``volume`` (km3),
-        ``mean_elevation`` (m; after the update), ``disappeared``, ``failed`` (int8) and
-        ``failure_reason`` (str); gridded ``smb`` (y, x) float32. Coordinate ``year``.
+        ``mean_elevation`` (m; after the update), ``disappeared`` (the vector of the next year),
+        ``failed`` (int8) and ``failure_reason`` (str); gridded ``smb`` (y, x) float32. Coordinate
+        ``year``.
     """
-    index = np.asarray(index)
-    st = state[list(_PIXEL_VARS)]
-    st = st.persist() if _is_dask(st) else st
-    gone = (np.asarray(state["disappeared"].sel(glacier=index).values, dtype=bool) if "disappeared" in state
-            else np.zeros(index.size, dtype=bool))
+    index = np.asarray(glaciers.index)
+    st = _persisted(glaciers)
+    gone = (np.zeros(index.size, dtype=bool) if disappeared is None
+            else np.asarray(getattr(disappeared, "values", disappeared), dtype=bool))
+    reason, ice_area = _evolution_checks(st, index, gone, has_thickness)
+    ok = (reason == "") & ~gone
+    active = paint_flags(st["glacier_id"], index, ok) & (st["thickness"] > 0)
+    res, gl, nan_fail = _smb(model, down, st, active, glaciers.grid, index, year=year, features=features,
+                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason))
+    reason[ok & nan_fail] = NAN_REASON
+    ok &= ~nan_fail
+    okpix = paint_flags(st["glacier_id"], index, ok)
+    thickness, surface, report = _update(st, okpix, index[ok], gl["smb_glacier"][ok], ice_area[ok],
+                                         geometry=geometry, curves=curves, deltah_factor=deltah_factor)
+    new = glaciers.with_thickness(thickness).with_surface(surface)
+    values = _evolved_values(new, st, okpix, index, ok, gone, gl["smb_glacier"], report)
+    return new, _finish(year, index, reason, res["smb"].isel(year=0, drop=True), okpix, values)
+
+
+def _evolution_checks(st: xr.Dataset, index: np.ndarray, gone: np.ndarray, has_thickness):
+    """Failure reasons ('' = fine) and ice areas (m2) of the glaciers; those that left the loop are fine."""
     if has_thickness is not None:
         has_thickness = np.asarray(getattr(has_thickness, "values", has_thickness), dtype=bool)
     reason, ice_area = glacier_checks(st, index, need_thickness=True, has_thickness=has_thickness)
     reason[gone] = ""  # glaciers that left the loop are not checked again
-    ok = (reason == "") & ~gone
-    okpix = _paint(st["glacier_id"], index, ok)
-    active = okpix & (st["thickness"] > 0)
-    res, gl, nan_fail = _smb(model, down, st, active, grid, index, year=year, features=features,
-                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason))
-    reason[ok & nan_fail] = "NaN features or SMB on its pixels"
-    ok &= ~nan_fail
-    okpix = _paint(st["glacier_id"], index, ok)
+    return reason, ice_area
+
+
+def _update(st: xr.Dataset, okpix: xr.DataArray, listed: np.ndarray, smb_glacier: np.ndarray,
+            ice_area: np.ndarray, *, geometry: GeometryParams, curves, deltah_factor: float):
+    """The delta-h update of the computed glaciers (``listed``, pixels ``okpix``): new thickness and
+    surface (those of the other pixels unchanged; persisted when dask-backed) and the update's report."""
     # the update sees only the computed glaciers: the others' pixels are off the raster for it
     clean = st.assign(glacier_id=st["glacier_id"].where(okpix, 0).astype(st["glacier_id"].dtype),
                       thickness=st["thickness"].where(okpix, 0.0), surface=st["surface"].where(okpix, 0.0))
-    listed = index[ok]
-    smb_ok = np.nan_to_num(gl["smb_glacier"][ok])  # no active pixel (no ice): no change
-    smb_vec = xr.DataArray(smb_ok, dims="glacier", coords={"glacier": listed}, attrs={"units": "m"})
+    smb_vec = xr.DataArray(np.nan_to_num(smb_glacier), dims="glacier", coords={"glacier": listed},
+                           attrs={"units": "m"})  # (NaN: no active pixel, no ice: no change)
     upd, report = deltah_update(clean, smb_vec, rho_ice=geometry.rho_ice, rho_water=geometry.rho_water,
-                                curves=perturbed_curves(ice_area[ok], listed, deltah_factor, curves))
-    thickness = xr.where(okpix, upd["thickness"], st["thickness"]).astype("float64")
-    surface = xr.where(okpix, upd["surface"], st["surface"]).astype("float64")
-    new_state = state.assign(thickness=stamp(thickness.assign_attrs(state["thickness"].attrs), "thickness"),
-                             surface=stamp(surface.assign_attrs(state["surface"].attrs), "surface"))
-    if _is_dask(new_state[["thickness", "surface"]]):
-        new_state = new_state.assign(**new_state[["thickness", "surface"]].persist())
-    ice = okpix & (new_state["thickness"] > 0)
-    zmean = area_weighted_mean(new_state["surface"], st["glacier_id"], ice, st["pixel_area"], index)
+                                curves=perturbed_curves(ice_area, listed, deltah_factor, curves))
+    new = {}
+    for name in ("thickness", "surface"):
+        da = xr.where(okpix, upd[name], st[name]).astype("float64")
+        new[name] = stamp(da.assign_attrs(st[name].attrs), name)
+    if any(da.chunks is not None for da in new.values()):
+        new = dict(zip(new, dask.persist(*new.values())))
+    return new["thickness"], new["surface"], report
+
+
+def _evolved_values(new: GlacierGeometry, st: xr.Dataset, okpix: xr.DataArray, index: np.ndarray, ok: np.ndarray,
+                    gone: np.ndarray, smb_glacier: np.ndarray, report: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per-glacier values of the year after the update (area, volume, mean elevation, disappeared)."""
+    ice = okpix & (new.thickness > 0)
+    zmean = area_weighted_mean(new.surface, st["glacier_id"], ice, st["pixel_area"], index)
     zmean = zmean.compute() if zmean.chunks is not None else zmean
     area, volume, gone_now = np.zeros(index.size), np.zeros(index.size), gone.copy()
     area[ok] = report["glacier_area"].values
     volume[ok] = report["volume"].values
     gone_now[ok] = report["disappeared"].values.astype(bool)
-    values = {"smb_glacier": np.where(gone, np.nan, gl["smb_glacier"]), "glacier_area": area, "volume": volume,
-              "mean_elevation": zmean.values, "disappeared": gone_now.astype("int8")}
-    year_ds = _finish(year, index, reason, res["smb"].isel(year=0, drop=True), okpix, values)
-    new_state["disappeared"] = year_ds["disappeared"]
-    return new_state, year_ds
+    return {"smb_glacier": np.where(gone, np.nan, smb_glacier), "glacier_area": area, "volume": volume,
+            "mean_elevation": zmean.values, "disappeared": gone_now.astype("int8")}
 
 
-def reconstruct_step(state: xr.Dataset, down: xr.Dataset, model, *, year: int, grid, index, features,
-                     downscale, hemisphere: str = "north", static_volume: np.ndarray | None = None,
-                     constants_cache: dict | None = None) -> xr.Dataset:
-    """SMB of one year on a given geometry (static or interpolated), glaciers that fail isolated.
+# --------------------------------------------------------------------------- reconstruction
+@dataclass(frozen=True, eq=False)
+class CheckedGeometry:
+    """A glacier geometry with its checks, area and mean elevation computed once (reconstruction).
 
-    ``state`` as in :func:`annual_step` (thickness is not needed); every glacier pixel is active.
-    ``static_volume`` (km3, aligned with ``index``) is reported as the volume. ``constants_cache``:
-    a dict in which the geometry checks and mean elevation are kept across years when the geometry is
-    static (pass the same dict every year). Returns the year's Dataset of :func:`annual_step`, with
-    ``smb_spread`` and ``smb_glacier_spread`` for an ensemble model.
+    Build it with :meth:`of`; pass the same object to :func:`reconstruct_step` every year of a static
+    geometry (with ``constants=True`` its glacier constants are computed once too).
+
+    Attributes
+    ----------
+    glaciers : GlacierGeometry
+        The geometry (its rasters persisted when dask-backed).
+    reason : numpy.ndarray
+        Per glacier of ``glaciers.index``: why it cannot be computed ('' = fine).
+    area : numpy.ndarray
+        Glacier area (km2) over the glacier pixels.
+    mean_elevation : numpy.ndarray
+        Area-weighted mean surface (m) of the glaciers that pass the checks (NaN for the others).
+    constants : xr.Dataset or None
+        Glacier constants (:func:`glacgrid.features.glacier_constants`, computed), or None to let each
+        year compute them.
     """
-    index = np.asarray(index)
-    st = state[list(_PIXEL_VARS)]
-    cache = constants_cache if constants_cache is not None else {}
-    if "reason" not in cache:
-        st = st.persist() if _is_dask(st) else st
+
+    glaciers: GlacierGeometry
+    reason: np.ndarray
+    area: np.ndarray
+    mean_elevation: np.ndarray
+    constants: xr.Dataset | None = None
+
+    @classmethod
+    def of(cls, glaciers: GlacierGeometry, *, constants: bool = False) -> "CheckedGeometry":
+        """Check ``glaciers`` (one flox reduction, thickness not needed) and compute their area and mean
+        elevation; with ``constants``, also their glacier constants (for a geometry used every year)."""
+        index = np.asarray(glaciers.index)
+        st = _persisted(glaciers)
         reason, area_m2 = glacier_checks(st, index, need_thickness=False)
-        okpix = _paint(st["glacier_id"], index, reason == "")
+        okpix = paint_flags(st["glacier_id"], index, reason == "")
         zmean = area_weighted_mean(st["surface"], st["glacier_id"], okpix, st["pixel_area"], index)
         zmean = zmean.compute() if zmean.chunks is not None else zmean
-        step = {"st": st, "reason": reason, "area": area_m2 / 1e6, "zmean": zmean.values}
-        if constants_cache is not None:  # a static geometry: its glacier constants are the same every year
+        const = None
+        if constants:  # a static geometry: its glacier constants are the same every year
             const = glacier_constants(st["glacier_id"], st["surface"], okpix, st["pixel_area"], index)
-            step["constants"] = const.compute() if _is_dask(const) else const
-        if constants_cache is not None:
-            cache.update(step)
-    else:
-        step = cache
-    st, reason = step["st"], step["reason"].copy()
+            const = const.compute() if _is_dask(const) else const
+        persisted = GlacierGeometry.from_dataset(st, index, glaciers.grid)
+        return cls(persisted, reason, m2_to_km2(area_m2), zmean.values, const)
+
+
+def reconstruct_step(glaciers: GlacierGeometry | CheckedGeometry, down: xr.Dataset, model, *, year: int,
+                     features, downscale, hemisphere: str = "north",
+                     static_volume: np.ndarray | None = None) -> xr.Dataset:
+    """SMB of one year on a given geometry (static or interpolated), glaciers that fail isolated.
+
+    Parameters
+    ----------
+    glaciers : GlacierGeometry or CheckedGeometry
+        The geometry of the year (thickness is not needed; every glacier pixel is active). A
+        :class:`CheckedGeometry` carries the checks, mean elevation and glacier constants computed once:
+        pass the same one every year of a static geometry.
+    down, model, year, features, downscale, hemisphere
+        As for :func:`annual_step`.
+    static_volume : numpy.ndarray, optional
+        Volume (km3, aligned with the index) reported as the volume; NaN when not given.
+
+    Returns
+    -------
+    xr.Dataset
+        The year's Dataset of :func:`annual_step`, with ``smb_spread`` and ``smb_glacier_spread`` for an
+        ensemble model.
+    """
+    checked = glaciers if isinstance(glaciers, CheckedGeometry) else CheckedGeometry.of(glaciers)
+    g = checked.glaciers
+    index = np.asarray(g.index)
+    st = g.as_dataset()
+    reason = checked.reason.copy()
     ok = reason == ""
-    okpix = _paint(st["glacier_id"], index, ok)
-    res, gl, nan_fail = _smb(model, down, st, okpix, grid, index, year=year, features=features,
+    okpix = paint_flags(st["glacier_id"], index, ok)
+    res, gl, nan_fail = _smb(model, down, st, okpix, g.grid, index, year=year, features=features,
                              downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason),
-                             constants=step.get("constants"))
-    reason[ok & nan_fail] = "NaN features or SMB on its pixels"
+                             constants=checked.constants)
+    reason[ok & nan_fail] = NAN_REASON
     ok &= ~nan_fail
-    okpix = _paint(st["glacier_id"], index, ok)
+    okpix = paint_flags(st["glacier_id"], index, ok)
     volume = np.full(index.size, np.nan) if static_volume is None else np.asarray(static_volume, dtype="float64")
-    values = {"smb_glacier": gl["smb_glacier"], "glacier_area": step["area"], "volume": volume,
-              "mean_elevation": step["zmean"], "disappeared": np.zeros(index.size, dtype="int8")}
+    values = {"smb_glacier": gl["smb_glacier"], "glacier_area": checked.area, "volume": volume,
+              "mean_elevation": checked.mean_elevation, "disappeared": np.zeros(index.size, dtype="int8")}
     spread = None
     if "smb_spread" in res:
         failed = reason != ""
         spread = {"smb_spread": res["smb_spread"].isel(year=0, drop=True).where(okpix).astype("float32"),
-                  "smb_glacier_spread": _vector(np.where(failed, np.nan, gl["smb_glacier_spread"]), index)}
+                  "smb_glacier_spread": glacier_vector(np.where(failed, np.nan, gl["smb_glacier_spread"]), index)}
     return _finish(year, index, reason, res["smb"].isel(year=0, drop=True), okpix, values, spread)

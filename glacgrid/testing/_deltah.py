@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from ..geometry._kernels import deltah_curve
+from ..geometry import deltah_curve
+from ..units import m2_to_km2
 
 __all__ = ["DhGlacier", "reference_deltah_loop", "synthetic_dh"]
 
@@ -68,7 +69,7 @@ def synthetic_dh(glaciers: list[DhGlacier], *, noise: float = 0.0, seed: int = 0
     return ds
 
 
-#: Huss et al. (2010) coefficients (gamma, a, b, c) as in glacgrid/geometry/_kernels.py, restated here
+#: Huss et al. (2010) coefficients (gamma, a, b, c) as in glacgrid.geometry (HUSS_SMALL, ...), restated here
 #: so that the reference does not share code with what it checks.
 GENERIC = {"small": (2, -0.30, 0.60, 0.09), "medium": (4, -0.05, 0.19, 0.01), "large": (6, -0.02, 0.12, 0.0)}
 
@@ -88,7 +89,7 @@ def reference_deltah_loop(gid, h, z, a, smb: dict, rho_ice=900.0, rho_water=1000
             continue
         ai, hi, zi = a[ice], h[ice].astype("float64"), z[ice]
         hr = (zi.max() - zi) / (zi.max() - zi.min()) if zi.max() > zi.min() else np.zeros_like(zi)
-        km2 = ai.sum() / 1e6
+        km2 = m2_to_km2(ai.sum())
         if g not in curves and km2 < 0.5:
             w = np.ones_like(hr)
         else:

@@ -122,17 +122,24 @@ def synthetic_results(*, n_glaciers: int = 5, start: int = 2001, end: int = 2010
     uoo = np.zeros(n + 1, dtype="int32")
     uoo[1], uoo[2], uoo[3] = 1, 2, 2
     ref = next((i for i, m in enumerate(mem) if m == (1.0, 1.0)), 0)
+    obs = _observations(rng, years, area[:, ref], smb_gl[:, ref], start)
+    return SyntheticResults(ds, table, obs, ["OBS-A", "OBS-B"], uoo)
+
+
+def _observations(rng: np.random.Generator, years: np.ndarray, area: np.ndarray, smb_gl: np.ndarray,
+                  start: int) -> pd.DataFrame:
+    """Observed SMB of unit ``OBS-A`` (glacier 1) and ``OBS-B`` (glaciers 2 and 3): the area-weighted
+    SMB of the reference member (``area``, ``smb_gl``: year x glacier) plus noise, on every year but the
+    third, and two years before ``start``."""
     rows = []
-    a = area[:, ref]
     for uid, gl in (("OBS-A", [0]), ("OBS-B", [1, 2])):
-        w = np.nan_to_num(a[:, gl])
-        true = (np.nan_to_num(smb_gl[:, ref, gl]) * w).sum(1) / np.where(w.sum(1) > 0, w.sum(1), np.nan)
+        w = np.nan_to_num(area[:, gl])
+        true = (np.nan_to_num(smb_gl[:, gl]) * w).sum(1) / np.where(w.sum(1) > 0, w.sum(1), np.nan)
         for i, yr in enumerate(years):
             if i != 2 and np.isfinite(true[i]):
                 rows.append({"obs_id": uid, "year": int(yr), "smb": float(true[i] + rng.normal(0, 0.1))})
         rows += [{"obs_id": uid, "year": int(start - j), "smb": -0.5} for j in (1, 2)]
-    obs = pd.DataFrame(rows)
-    return SyntheticResults(ds, table, obs, ["OBS-A", "OBS-B"], uoo)
+    return pd.DataFrame(rows)
 
 
 def band_limits(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

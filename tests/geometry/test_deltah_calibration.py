@@ -8,8 +8,7 @@ import xarray as xr
 
 from glacgrid.exceptions import GridMismatchError, InputDataError
 from glacgrid.geometry import _calibration as KC
-from glacgrid.geometry import deltah_update
-from glacgrid.geometry._kernels import deltah_curve
+from glacgrid.geometry import deltah_curve, deltah_update
 from glacgrid.geometry.calibrate import (CalibrationRules, calibrate_deltah, plot_curves, read_curves,
                                          read_dh_pairs, write_curves)
 from glacgrid.testing._deltah import DhGlacier, synthetic_dh

@@ -10,60 +10,13 @@ import pytest
 import xarray as xr
 
 from glacgrid.exceptions import GeometryError, GridMismatchError, InputDataError, MissingVariableError
-from glacgrid.geometry import (HUSS_LARGE, HUSS_MEDIUM, HUSS_SMALL, deltah_update, evolve, pack_glacier_pixels,
-                              pack_tiles, unpack_glacier_pixels)
+from glacgrid.geometry import (HUSS_LARGE, HUSS_MEDIUM, HUSS_SMALL, deltah_update, evolve, pack_state, pack_tiles,
+                               unpack_field)
 from glacgrid.geometry import _kernels as K
-
 from glacgrid.testing import DATA, ComputeCounter, raise_if_dask_computes, requires_data
+from glacgrid.testing._geometry import DIMS, achieved, make_smb, make_state, sums_by_id, valley_state
 
 RHO_RATIO = 1000.0 / 900.0
-DIMS = ("y", "x")
-
-
-# --------------------------------------------------------------------------- builders and helpers
-def make_state(gid, thickness, surface, area) -> xr.Dataset:
-    gid = np.asarray(gid)
-    full = lambda v: np.broadcast_to(np.asarray(v, dtype="float64"), gid.shape).copy()  # noqa: E731
-    return xr.Dataset(
-        {"glacier_id": (DIMS, gid), "thickness": (DIMS, full(thickness)),
-         "surface": (DIMS, full(surface)), "pixel_area": (DIMS, full(area))},
-        coords={"y": np.arange(gid.shape[0]), "x": np.arange(gid.shape[1])},
-    )
-
-
-def make_smb(values: dict) -> xr.DataArray:
-    return xr.DataArray(np.array(list(values.values()), dtype="float64"), dims="glacier",
-                        coords={"glacier": np.array(list(values), dtype="int64")}, attrs={"units": "m"})
-
-
-def valley_state(seed: int = 0) -> xr.Dataset:
-    """23 x 17 grid: glacier 1 medium (8.45 km2), 2 large (24.3 km2), 3 uniform (0.25 km2), 4 small."""
-    rng = np.random.default_rng(seed)
-    ny, nx = 23, 17
-    gid = np.zeros((ny, nx), dtype="int32")
-    gid[1:15, 1:6] = 1
-    gid[2:22, 7:13] = 2
-    gid[0:2, 14:16] = 3
-    gid[10:20, 14:17] = 4
-    yy = np.mgrid[0:ny, 0:nx][0]
-    z = 3200.0 - 45.0 * yy + rng.normal(0, 3, (ny, nx))
-    h = np.where(gid > 0, rng.uniform(5, 120, (ny, nx)), 0.0)
-    h[13:15, 1:6] = rng.uniform(0.2, 1.0, (2, 5))  # thin terminus of glacier 1
-    h[3, 3] = 0.0  # an ice-free pixel inside glacier 1
-    area = np.full((ny, nx), 350.0**2)  # glacier 1: 69 ice px * 0.1225 km2
-    area[:, 7:13] = 450.0**2  # glacier 2: 120 px * 0.2025 km2
-    area[:, 14:17] = 150.0**2  # glacier 4: 30 px * 0.0225 km2 = 0.675 km2 (small)
-    area[0:2, 14:16] = 250.0**2
-    return make_state(gid, h, z, area)
-
-
-def glacier_sums(gid, values, n):
-    return np.bincount(gid.ravel(), weights=values.ravel(), minlength=n + 1)
-
-
-def achieved(state, new, n):
-    dv = (new.thickness - state.thickness) * state.pixel_area
-    return glacier_sums(state.glacier_id.values, dv.values, n)
 
 
 # --------------------------------------------------------------------------- kernel: known answers
@@ -134,13 +87,13 @@ def test_mass_conservation(smb):
     state = valley_state()
     new, report = deltah_update(state, make_smb(smb))
     ice0 = state.thickness.values > 0
-    area0 = glacier_sums(state.glacier_id.values, (state.pixel_area.values * ice0), 4)[1:]
+    area0 = sums_by_id(state.glacier_id.values, (state.pixel_area.values * ice0), 4)[1:]
     target = np.array(list(smb.values())) * area0 * RHO_RATIO
     got = achieved(state, new, 4)[1:]
     np.testing.assert_allclose(got, target, rtol=1e-9)
     np.testing.assert_allclose(report.volume_change_target.values, target, rtol=1e-12)
     np.testing.assert_allclose(report.volume_change.values, got, rtol=1e-9)
-    vol = glacier_sums(state.glacier_id.values, (new.thickness * new.pixel_area).values, 4)[1:] / 1e9
+    vol = sums_by_id(state.glacier_id.values, (new.thickness * new.pixel_area).values, 4)[1:] / 1e9
     np.testing.assert_allclose(report.volume.values, vol, rtol=1e-12)
     assert (new.thickness.values >= 0).all()
     # the bed is fixed and the ice mask never advances
@@ -431,7 +384,7 @@ def test_evolve_years_and_disappearance():
 def test_packed_state_gives_the_same_update():
     state = valley_state()
     state["pixel_area"] = state.pixel_area.isel(y=0, x=0, drop=True) * 0 + 1e4  # a scalar area
-    packed, index = pack_glacier_pixels(state, width=16)
+    packed, index = pack_state(state, width=16)
     n = int((state.glacier_id > 0).sum())
     assert packed.sizes == {"y": int(np.ceil(n / 16)), "x": 16}
     flat = packed.glacier_id.values.ravel()
@@ -440,7 +393,7 @@ def test_packed_state_gives_the_same_update():
     full, rep_full = deltah_update(state.assign(pixel_area=state.pixel_area.broadcast_like(state.thickness)),
                                    make_smb(SMB_MIX))
     new, rep = deltah_update(packed, make_smb(SMB_MIX))
-    back = unpack_glacier_pixels(new.thickness, index, state.thickness, fill=0.0)
+    back = unpack_field(new.thickness, index, state.thickness, fill=0.0)
     np.testing.assert_allclose(back.values, full.thickness.values, rtol=1e-12, atol=1e-9)
     for v in ("volume_change", "volume", "glacier_area", "disappeared"):
         np.testing.assert_allclose(rep[v].values, rep_full[v].values, rtol=1e-12)

@@ -11,42 +11,12 @@ from hypothesis import strategies as st
 from glacgrid.exceptions import GeometryError
 from glacgrid.geometry import _fused as F
 from glacgrid.geometry import _kernels as K
-from glacgrid.geometry import deltah_update, pack_glacier_pixels
-
-from .test_geometry import make_smb, valley_state
-from .test_geometry_properties import PROPS, curve_params, reference_update, small_glaciers
+from glacgrid.geometry import deltah_update, pack_state
+from glacgrid.testing._deltah import reference_deltah_loop as reference_update
+from glacgrid.testing._geometry import make_smb, random_curves, random_glaciers, valley_state
+from glacgrid.testing.strategies import PROPS, curve_params, small_glaciers
 
 SOL_FIELDS = ("scale", "lower", "gone", "change", "area", "converged")
-
-
-def random_glaciers(seed: int, n: int = 40, ny: int = 60, nx: int = 50, ordered: bool = False,
-                    listed: float = 0.8):
-    """Seeded random mosaic: n glaciers of 1..~400 pixels, some ice-free pixels, unlisted glaciers."""
-    rng = np.random.default_rng(seed)
-    gid = rng.integers(0, n + 1, (ny, nx)).astype("int32")
-    gid[rng.random((ny, nx)) < 0.2] = 0
-    if ordered:  # packed layout: grouped by glacier, padding (0) at the end
-        flat = np.sort(gid.ravel())
-        gid = np.concatenate([flat[flat > 0], flat[flat == 0]]).reshape(ny, nx)
-    h = np.where(gid > 0, rng.uniform(0.0, 60.0, (ny, nx)), 0.0)
-    h[rng.random((ny, nx)) < 0.1] = 0.0
-    h[(gid == 0) & (rng.random((ny, nx)) < 0.05)] = np.nan  # NaN thickness off the glaciers is kept
-    z = 3500.0 - rng.uniform(0, 1500, (ny, nx))
-    area = rng.choice([25.0**2, 100.0**2, 400.0**2], (ny, nx))
-    ids = np.unique(gid[gid > 0])
-    ids = ids[rng.random(ids.size) < listed]
-    smb = rng.normal(-2.0, 3.0, ids.size)
-    smb[rng.random(ids.size) < 0.1] = -40.0  # some glaciers run out of ice
-    smb[rng.random(ids.size) < 0.05] = np.nan
-    return gid, h, z, area, ids.astype("int64"), smb
-
-
-def random_curves(ids, seed):
-    rng = np.random.default_rng(seed)
-    cal = rng.random(ids.size) < 0.4
-    coefficients = {"gamma": rng.choice([1.0, 2.5, 4.0, 7.0], ids.size), "a": rng.uniform(-0.3, 0.2, ids.size),
-                    "b": rng.uniform(0, 0.8, ids.size), "c": rng.uniform(-0.05, 0.2, ids.size)}
-    return cal, coefficients
 
 
 def assert_same(fused, numpy_kernel, rtol=1e-12):
@@ -151,7 +121,7 @@ def test_packed_numpy_equals_full_grid_dask():
     """Packed + fused (ordered path) == full grid on dask chunks (flox path)."""
     state = valley_state(3)
     smb = make_smb({1: -2.5, 2: -1.0, 3: 0.4, 4: -9.0})
-    packed, index = pack_glacier_pixels(state, width=64)
+    packed, index = pack_state(state, width=64)
     new_p, rep_p = deltah_update(packed, smb)
     new_d, rep_d = deltah_update(state.chunk({"y": 4, "x": 9}), smb, engine="flox")
     np.testing.assert_allclose(new_p.thickness.values.ravel()[: index.size],
@@ -191,7 +161,7 @@ def test_fused_path_rejects_negative_thickness(where):
 def test_property_fused_equals_numpy_kernel_and_reference(case, curves, pack):
     state, smb = case
     if pack:
-        state = pack_glacier_pixels(state, width=5)[0]
+        state = pack_state(state, width=5)[0]
     gid, h, z, area = (state[v].values for v in ("glacier_id", "thickness", "surface", "pixel_area"))
     ids = np.array(sorted(smb), dtype="int64")
     values = np.array([smb[g] for g in ids], dtype="float64")

@@ -11,13 +11,9 @@ import xarray as xr
 
 from glacgrid.exceptions import GeometryError
 from glacgrid.geometry import _scatter, deltah_update, evolve
-from glacgrid.testing._deltah import reference_deltah_loop
-
 from glacgrid.testing import ComputeCounter, raise_if_dask_computes
-from .test_geometry import make_smb, make_state
-from .test_geometry_fused import random_curves, random_glaciers
-
-DIMS = ("y", "x")
+from glacgrid.testing._deltah import reference_deltah_loop
+from glacgrid.testing._geometry import DIMS, make_smb, make_state, random_curves, random_glaciers
 
 
 def random_state(seed):

@@ -7,42 +7,12 @@ import numpy as np
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from glacgrid.geometry import _kernels as K
 from glacgrid.geometry import deltah_update, evolve
-
 from glacgrid.testing._deltah import reference_deltah_loop as reference_update
-
-from .test_geometry import achieved, glacier_sums, make_smb, make_state
-
-@st.composite
-def small_glaciers(draw):
-    ny, nx = draw(st.integers(2, 7)), draw(st.integers(2, 7))
-    n = draw(st.integers(1, 3))
-    gid = draw(hnp.arrays("int32", (ny, nx), elements=st.integers(0, n)))
-    thick = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(0, 80))) * 1.5
-    thick[draw(hnp.arrays(bool, (ny, nx)))] = 0.0
-    thick[gid == 0] = 0.0
-    surface = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(1500, 3500))) * 1.0
-    area = draw(hnp.arrays("int64", (ny, nx), elements=st.integers(1, 300))) * 1e4
-    present = sorted(set(np.unique(gid).tolist()) - {0})
-    listed = draw(st.lists(st.sampled_from(present), unique=True, min_size=1)) if present else []
-    smb = {g: draw(st.one_of(st.floats(-60, 8), st.just(np.nan)) if g % 2 else st.floats(-60, 8))
-           for g in listed}
-    return make_state(gid, thick, surface, area), smb
-
-
-curve_params = st.tuples(st.floats(0.5, 8), st.floats(-0.4, 0.3), st.floats(0, 1), st.floats(-0.1, 0.3))
-
-
-def curves_dataset(curves: dict) -> xr.Dataset:
-    ids = sorted(curves)
-    return xr.Dataset({k: ("glacier", [curves[g][i] for g in ids]) for i, k in enumerate(("gamma", "a", "b", "c"))},
-                      coords={"glacier": np.array(ids, dtype="int64")})
-
-
-PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from glacgrid.testing._geometry import achieved, curves_dataset, make_smb, sums_by_id
+from glacgrid.testing.strategies import PROPS, curve_params, small_glaciers
 
 
 def smb_of(smb):
@@ -62,7 +32,7 @@ def test_property_matches_reference_and_conserves(case, curves):
     assert (h >= 0).all()  # no negative thickness
     n = int(state.glacier_id.max())
     got = achieved(state, new, n)
-    v0 = glacier_sums(state.glacier_id.values, (state.thickness * state.pixel_area).values, n)
+    v0 = sums_by_id(state.glacier_id.values, (state.thickness * state.pixel_area).values, n)
     for g, b in smb.items():  # mass conservation, or all ice lost and reported
         target = report.volume_change_target.sel(glacier=g).item()
         if np.isnan(b):

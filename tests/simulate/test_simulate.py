@@ -20,7 +20,9 @@ import pytest
 import xarray as xr
 
 from glacgrid.cube import DONE_FILE, open_store
-from glacgrid.simulate import annual_step, perturbed_curves, simulate, surface_for_year
+from glacgrid.geometry import perturbed_curves
+from glacgrid.glaciers import GlacierGeometry
+from glacgrid.simulate import annual_step, simulate, surface_for_year
 from glacgrid.testing._simulate import ScaledEnsemble, configure, corrupt_glacier, glacier_ring, prepared_run
 
 from glacgrid.testing import REPO
@@ -50,9 +52,12 @@ def _state(prep):
 
 
 def _step(cfg, prep, model, state, **kw):
-    return annual_step(state, prep.down, model, year=cfg.period.start, grid=prep.grid, index=prep.index,
-                       features=list(cfg.model.features), downscale=cfg.downscale, geometry=cfg.geometry,
-                       has_thickness=prep.has_thickness[1:], **kw)
+    """One annual step of the glaciers of ``state``; the new state as a Dataset."""
+    glaciers = GlacierGeometry.from_dataset(state, prep.index, prep.grid)
+    new, year = annual_step(glaciers, prep.down, model, year=cfg.period.start, features=list(cfg.model.features),
+                            downscale=cfg.downscale, geometry=cfg.geometry, has_thickness=prep.has_thickness[1:],
+                            **kw)
+    return new.as_dataset(), year
 
 
 def test_annual_step_numpy_equals_dask_and_conserves_mass(base):
