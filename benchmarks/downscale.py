@@ -43,9 +43,11 @@ def synthetic_cube(width_km: float, height_km: float, seed: int = 0):
     import xarray as xr
     from pyproj import Transformer
 
+    from glacgrid.units import convert
+
     tr = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
-    xs = np.array([X0, X0 + width_km * 1e3])
-    ys = np.array([Y0, Y0 + height_km * 1e3])
+    xs = np.array([X0, X0 + convert(width_km, "km", "m")])
+    ys = np.array([Y0, Y0 + convert(height_km, "km", "m")])
     lon, lat = tr.transform(*np.meshgrid(xs, ys))
     lat_c = np.arange(np.floor(lat.min() * 10) / 10 - 0.2, lat.max() + 0.25, 0.1)
     lon_c = np.arange(np.floor(lon.min() * 10) / 10 - 0.2, lon.max() + 0.25, 0.1)
@@ -74,10 +76,12 @@ def run_one(name: str, width_km: float, height_km: float, res: float, chunk: int
     from glacgrid.config import DownscaleParams
     from glacgrid.downscale import downscale
     from glacgrid.grid import TargetGrid
+    from glacgrid.units import T0, convert
 
     dask.config.set(scheduler="threads", num_workers=2)
     cube = synthetic_cube(width_km, height_km)
-    grid = TargetGrid.from_spec("EPSG:32632", res, (X0, Y0, X0 + width_km * 1e3, Y0 + height_km * 1e3),
+    width, height = convert(width_km, "km", "m"), convert(height_km, "km", "m")
+    grid = TargetGrid.from_spec("EPSG:32632", res, (X0, Y0, X0 + width, Y0 + height),
                                 chunks=chunk)
     params = DownscaleParams(lapse_rate=-0.0065, precip_factor=1.2, precip_gradient=2e-4)
     t0 = time.perf_counter()
@@ -91,7 +95,7 @@ def run_one(name: str, width_km: float, height_km: float, res: float, chunk: int
         z_era = cube["orog"].astype("float64").interp(**kw).values
         t = cube["t2m"].interp(**kw).values
         p = cube["tp"].interp(**kw).values
-        temp = (t + params.lapse_rate * (z - z_era) - 273.15).astype("float32")
+        temp = (t + params.lapse_rate * (z - z_era) - T0).astype("float32")
         prcp = np.maximum(p * params.precip_factor * np.maximum(1 + params.precip_gradient * (z - z_era), 0), 0
                           ).astype("float32")
         ds = xr.Dataset({"temp": (("time", "y", "x"), temp), "prcp": (("time", "y", "x"), prcp)},

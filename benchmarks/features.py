@@ -7,7 +7,7 @@ latitude and longitude, for every glacier and hydrological year, from 30 years o
 climate (sea-level temperature and precipitation on a 0.1 degree grid, seeded, moved to every 25 m
 pixel with a lapse rate).
 
-* glacgrid: :func:`glacgrid.features.pack_glacier_pixels` (every glacier pixel of each mosaic store,
+* glacgrid: :func:`glacgrid.features.pack_feature_pixels` (every glacier pixel of each mosaic store,
   with slope/aspect from its neighbours) then :func:`glacgrid.features.compute_features` (one kernel
   call per block of pixels, flox reductions over the glacier ids), threaded dask scheduler.
 * loop: the per-glacier Python loop it replaces: each glacier's bounding-box window is cut out of the
@@ -88,6 +88,7 @@ def run_glacgrid(paths: list[Path], years: int, chunk: int) -> dict:
     import xarray as xr
 
     from glacgrid import features as feat
+    from glacgrid.glaciers import GlacierGeometry
     from glacgrid.mosaic import open_mosaic
 
     t_sl, p_sl = synthetic_climate(years)
@@ -95,7 +96,7 @@ def run_glacgrid(paths: list[Path], years: int, chunk: int) -> dict:
     packs = []
     for path in paths:
         ds = open_mosaic(path)
-        packs.append(feat.pack_glacier_pixels(ds["glacier_id"], ds["surface"], grid_of(ds),
+        packs.append(feat.pack_feature_pixels(ds["glacier_id"], ds["surface"], grid_of(ds),
                                               thickness=ds["thickness"], chunk=chunk)
                      .drop_vars(["row", "col"]))
     pix = xr.concat(packs, dim="pixel").chunk({"pixel": chunk})
@@ -115,8 +116,8 @@ def run_glacgrid(paths: list[Path], years: int, chunk: int) -> dict:
                        "reference_elevation": ("pixel", dsa.zeros(cells.size, chunks=chunk, dtype="float32"))},
                       coords={"time": time_}, attrs={"lapse_rate": LAPSE})
     index = np.unique(np.concatenate([np.asarray(open_mosaic(p)["glacier"].values) for p in paths]))
-    gf = feat.compute_features(down, pix["surface"], pix["glacier_id"], pix["pixel_area"], None, index,
-                               start=start, end=start + years - 1, topo=pix, thickness=pix["thickness"])
+    gf = feat.compute_features(down, GlacierGeometry.from_dataset(pix, index), start=start, end=start + years - 1,
+                               topo=pix)
     with dask.config.set(scheduler="threads", num_workers=2):
         gf = gf[list(NAMES)].compute()
     return {"glacier": index, "n_pixels": int(cells.size),
@@ -126,13 +127,14 @@ def run_glacgrid(paths: list[Path], years: int, chunk: int) -> dict:
 # --------------------------------------------------------------------------------------------- the loop
 
 def _glacier_features(z, ids, th, g, win, grid, t_sl, p_sl, days, winter, summer, transformer):
-    from glacgrid.features import _kernels
+    from glacgrid.features import annual_climate, slope_aspect
+    from glacgrid.units import m2_to_km2
 
     zw = z[win].astype("float64")
     m = (ids[win] == g) & (th[win] > 0)
     if not m.any():
         return None
-    sa = _kernels.slope_aspect(zw, grid.resolution[0], grid.resolution[1])[m]
+    sa = slope_aspect(zw, grid.resolution[0], grid.resolution[1])[m]
     rr, cc = np.nonzero(m)
     x = grid.x[cc + win[1].start]
     y = grid.y[rr + win[0].start]
@@ -145,10 +147,10 @@ def _glacier_features(z, ids, th, g, win, grid, t_sl, p_sl, days, winter, summer
     ny = t_sl.shape[0] // 12
     tt = temp.reshape(ny, 12, -1).transpose(2, 0, 1)
     pp = prcp.reshape(ny, 12, -1).transpose(2, 0, 1)
-    clim = _kernels.annual_climate(tt, pp, days, winter, summer, 0.0, 2.0, (0.1, 0.9))  # (n, year, 5)
+    clim = annual_climate(tt, pp, days, winter, summer, 0.0, 2.0, (0.1, 0.9))  # (n, year, 5)
     w = np.full(zg.size, 625.0)
 
-    def wavg(v, wt):  # NaN pixels leave the weights, as in glacgrid.features.area_weighted_mean
+    def wavg(v, wt):  # NaN pixels leave the weights, as in glacgrid.glaciers.area_weighted_mean
         ok = np.isfinite(v)
         wk = np.where(ok, wt.reshape(wt.shape + (1,) * (v.ndim - 1)), 0.0)
         den = wk.sum(axis=0)
@@ -161,7 +163,7 @@ def _glacier_features(z, ids, th, g, win, grid, t_sl, p_sl, days, winter, summer
     low = zg <= zmin + 0.2 * (zmax - zmin)
     cosm, sinm = wavg(sa[:, 1], w), wavg(sa[:, 2], w)
     return {"cpdd": mean[:, 0], "cpdd_ablation": mean[:, 1], "snow_winter": mean[:, 3], "snow_summer": mean[:, 4],
-            "area": w.sum() / 1e6, "min_elevation": zmin, "max_elevation": zmax,
+            "area": m2_to_km2(w.sum()), "min_elevation": zmin, "max_elevation": zmax,
             "mean_elevation": wavg(zg, w), "slope_lower20": wavg(sa[low, 0], w[low]),
             "slope": wavg(sa[:, 0], w), "aspect": np.arctan2(sinm, cosm) % (2 * np.pi),
             "lat": wavg(lat, w), "lon": wavg(lon, w)}

@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--years", type=int, default=5)
     p.add_argument("--chunks", type=int, default=1000)
     a = p.parse_args()
-    from glacgrid.features import area_weighted_mean
+    from glacgrid.glaciers import area_weighted_mean
 
     rng = np.random.default_rng(0)
     n = a.pixels

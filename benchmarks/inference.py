@@ -79,7 +79,7 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
     import torch
 
     from glacgrid.config import DownscaleParams
-    from glacgrid.features import FEATURES
+    from glacgrid.glaciers import FEATURES, GlacierGeometry
     from glacgrid.inference import infer
     from glacgrid.models import load_model
 
@@ -96,10 +96,11 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
         # the compiled kernels (numba, from its on-disk cache), as a long-running worker has them; the bare
         # contender gets one warm-up batch likewise
         w = dict(y=slice(0, 64), x=slice(0, 64))
-        infer(model_dir if kind == "blockwise" else _Zero(), r.down.isel(**w), r.surface.isel(**w),
-              r.glacier_id.isel(**w), r.active.isel(**w), r.pixel_area.isel(**w), r.grid, r.index, features=feats,
-              downscale=DownscaleParams(), start=YEARS[0], end=YEARS[1], constants=const)["smb"].compute(
-                  scheduler="sync")
+        corner = GlacierGeometry(r.glacier_id.isel(**w), r.surface.isel(**w), r.pixel_area.isel(**w), r.index,
+                                 r.grid)
+        infer(model_dir if kind == "blockwise" else _Zero(), r.down.isel(**w), corner, active=r.active.isel(**w),
+              features=feats, downscale=DownscaleParams(), start=YEARS[0], end=YEARS[1],
+              constants=const)["smb"].compute(scheduler="sync")
     # the peak is measured from here: imports, the model and the glacier constants (a flox reduction over
     # the region that a run does once per geometry) are left out
     out["rss_before_mib"] = _status_mib("VmRSS")
@@ -112,8 +113,8 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
         out["smb_total"] = float(sum(float(v) for v in sums))
     elif kind in ("blockwise", "features"):
         m = model_dir if kind == "blockwise" else _Zero()
-        res = infer(m, r.down, r.surface, r.glacier_id, r.active, r.pixel_area, r.grid, r.index, features=feats,
-                    downscale=DownscaleParams(), start=YEARS[0], end=YEARS[1], constants=const)
+        res = infer(m, r.down, r.glaciers, active=r.active, features=feats, downscale=DownscaleParams(),
+                    start=YEARS[0], end=YEARS[1], constants=const)
         t = time.perf_counter()
         gl, total = dask.compute(res["smb_glacier"], res["smb"].sum(), scheduler="threads", num_workers=threads)
         out["seconds"] = time.perf_counter() - t
@@ -122,8 +123,7 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
     else:
         from concurrent.futures import ThreadPoolExecutor
 
-        from glacgrid.inference import block_spec
-        from glacgrid.inference import _kernels as ik
+        from glacgrid.inference import block_features, block_spec
         from glacgrid import features as feat
 
         spec = block_spec(feats, const, r.index, r.grid, DownscaleParams(), lapse_rate=r.down.attrs["lapse_rate"])
@@ -140,7 +140,7 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
                 zp = r.surface.isel(**pad).values
                 edge = ((int(y0 == 0), int(y0 + chunk >= ny)), (int(x0 == 0), int(x0 + chunk >= nx)))
                 zp = np.pad(zp, edge, mode="edge")
-                X, _, _ = ik.block_features(
+                X, _, _ = block_features(
                     spec, hy["temp"].isel(**sub).transpose("year", "month", "y", "x").values,
                     hy["prcp"].isel(**sub).transpose("year", "month", "y", "x").values, days.values,
                     r.down["reference_elevation"].isel(**sub).values, zp, r.glacier_id.isel(**sub).values,
@@ -196,7 +196,7 @@ def main() -> None:
     sizes = a.sizes or ([5e5, 1e6] if a.quick else [5e6, 10e6])
     import torch
 
-    from glacgrid.features import FEATURES
+    from glacgrid.glaciers import FEATURES
     from glacgrid.testing._inference import fit_ann
 
     torch.set_num_threads(1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..units import T0
+
 __all__ = ["bilinear_weights", "bilinear_apply", "lapse_rate_correction", "solid_fraction"]
 
 
@@ -50,7 +52,7 @@ def lapse_rate_correction_c(t_kelvin: np.ndarray, z_coarse: np.ndarray, z_fine: 
     against the time axis (shape ``(time, 1, 1)`` after xarray broadcasting, or a scalar)."""
     dz = (np.asarray(z_fine, dtype="float64") - z_coarse).astype("float32")  # (y, x)
     gamma = np.asarray(lapse_rate, dtype="float32")
-    return (t_kelvin.astype("float32", copy=False) - np.float32(273.15)) + gamma * dz
+    return (t_kelvin.astype("float32", copy=False) - np.float32(T0)) + gamma * dz
 
 
 def precip_correction(p: np.ndarray, z_coarse: np.ndarray, z_fine: np.ndarray, factor: float,

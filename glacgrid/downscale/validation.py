@@ -11,7 +11,7 @@ import xarray as xr
 from ..config import DownscaleParams
 from ..exceptions import InputDataError
 from ..grid import TargetGrid
-from . import downscale
+from .core import downscale
 from .biascorrect import QuantileMapping, skill
 
 __all__ = ["histalp_grid", "histalp_validation"]

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..downscale import solid_fraction  # the rain/snow partition of the downscaling stage (one home)
+
 __all__ = ["climate_features", "annual_climate", "climate_stack", "snowfall", "slope_aspect", "slope_aspect_at",
-           "slope_aspect_from_gradient", "solid_fraction", "bilinear_index", "glacier_positions", "paint_lookup",
-           "N_ANNUAL"]
+           "slope_aspect_from_gradient", "bilinear_index", "N_ANNUAL"]
 
 #: Number of outputs of :func:`annual_climate`.
 N_ANNUAL = 5
-
-
-def solid_fraction(temp_c: np.ndarray, snow_threshold: float, rain_threshold: float) -> np.ndarray:
-    """Share of precipitation falling as snow (1 below ``snow_threshold``, 0 above ``rain_threshold``)."""
-    return np.clip((rain_threshold - temp_c) / (rain_threshold - snow_threshold), 0.0, 1.0)
 
 
 def snowfall(temp_c: np.ndarray, prcp: np.ndarray, snow_threshold: float, rain_threshold: float) -> np.ndarray:
@@ -144,20 +140,3 @@ def bilinear_index(coord: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     i0 = np.minimum(np.floor(pos).astype("int64"), n - 2)
     return i0, pos - i0
 
-
-def glacier_positions(ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each id in the sorted ``index`` (clipped into range) and whether it is there."""
-    n = index.size
-    if n == 0:
-        return np.zeros(np.shape(ids), "int64"), np.zeros(np.shape(ids), bool)
-    pos = np.minimum(np.searchsorted(index, ids), n - 1)
-    return pos, index[pos] == ids
-
-
-def paint_lookup(ids: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values[k]`` for the pixels whose id is ``index[k]`` (``index`` sorted); NaN for unknown ids."""
-    values = np.asarray(values).reshape(-1)
-    if index.size == 0:
-        return np.full(np.shape(ids), np.nan, dtype=values.dtype if values.dtype.kind == "f" else "float64")
-    pos, found = glacier_positions(ids, index)
-    return np.where(found, values[pos], np.nan)

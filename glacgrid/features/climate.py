@@ -15,16 +15,15 @@ import xarray as xr
 
 from ..config import DownscaleParams
 from ..exceptions import InputDataError, MissingVariableError
+from ..glaciers import CLIMATE
 from ..metadata import registry, stamp
 from . import _kernels
 from .hydro import HydroYear, hydrological_years, month_labels
 
-__all__ = ["ClimateFeatureParams", "ANNUAL", "climate_from_monthly", "climate_stacked", "stacked_anomalies",
+__all__ = ["ClimateFeatureParams", "climate_from_monthly", "climate_stacked", "stacked_anomalies",
            "unstack_features", "climate_pixel_features", "anomalies",
            "era5_monthly_features", "stamp_feature"]
 
-#: Annual climate predictors in kernel order.
-ANNUAL = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
 #: Default seasons (calendar months, inclusive, may wrap the new year) per hemisphere.
 _SEASONS = {"north": ((10, 4), (5, 9)), "south": ((4, 10), (11, 3))}
 
@@ -88,7 +87,7 @@ class ClimateFeatureParams:
 
     def names(self) -> list[str]:
         """Names of the climate predictors these parameters produce, in order."""
-        out = list(ANNUAL)
+        out = list(CLIMATE)  # the annual predictors, in kernel order
         if self.monthly:
             mons = month_labels(self.hydro)
             out += [f"temp_{m}" for m in mons] + [f"snow_{m}" for m in mons]
@@ -152,13 +151,18 @@ def climate_stacked(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataArray, 
     return out.assign_coords(feature=names)
 
 
-def stacked_anomalies(stacked: xr.DataArray, reference: tuple[int, int]) -> xr.DataArray:
-    """Anomalies ``<name>_anom`` of a stacked ``(year, ..., feature)`` array against the ``reference`` years."""
-    years = stacked["year"].values
+def _check_reference(years: np.ndarray, reference: tuple[int, int]) -> tuple[int, int]:
+    """``reference`` (first, last) when both lie inside the computed ``years``; else InputDataError."""
     a, b = reference
     if a < years.min() or b > years.max():
         raise InputDataError(f"The reference period {a}-{b} is not inside the computed years "
                              f"{years.min()}-{years.max()}; widen the period or pick another reference.")
+    return a, b
+
+
+def stacked_anomalies(stacked: xr.DataArray, reference: tuple[int, int]) -> xr.DataArray:
+    """Anomalies ``<name>_anom`` of a stacked ``(year, ..., feature)`` array against the ``reference`` years."""
+    a, b = _check_reference(stacked["year"].values, reference)
     anom = (stacked - stacked.sel(year=slice(a, b)).mean("year")).astype(stacked.dtype)
     return anom.assign_coords(feature=[f"{n}_anom" for n in stacked["feature"].values])
 
@@ -187,11 +191,7 @@ def climate_from_monthly(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataAr
 
 def anomalies(ds: xr.Dataset, reference: tuple[int, int]) -> xr.Dataset:
     """``<name>_anom`` = value minus its mean over the hydrological years ``reference`` (inclusive)."""
-    years = ds["year"].values
-    a, b = reference
-    if a < years.min() or b > years.max():
-        raise InputDataError(f"The reference period {a}-{b} is not inside the computed years "
-                             f"{years.min()}-{years.max()}; widen the period or pick another reference.")
+    a, b = _check_reference(ds["year"].values, reference)
     ref = ds.sel(year=slice(a, b)).mean("year")
     out = {}
     for name in ds.data_vars:

@@ -1,6 +1,6 @@
 """Feature schema and storage: the feature Dataset in Zarr and as a flat (glacier, year) table.
 
-The :class:`~glacgrid.models.schema.FeatureSchema` (names, units, order) is stored with the features:
+The :class:`~glacgrid.features.FeatureSchema` (names, units, order) is stored with the features:
 in the Zarr attributes (``feature_schema``, JSON) and beside the table (``<table>.schema.json``), so a
 model trained on the table can check the data it is later applied to.
 """
@@ -14,15 +14,14 @@ import pandas as pd
 import xarray as xr
 
 from ..exceptions import InputDataError, StoreError
+from .schema import FeatureSchema
 
 __all__ = ["feature_schema", "to_feature_array", "features_table", "write_features", "read_features",
            "schema_path", "observed_table", "write_table"]
 
 
-def feature_schema(ds: xr.Dataset, names=None):
+def feature_schema(ds: xr.Dataset, names=None) -> FeatureSchema:
     """FeatureSchema of ``ds``: its data variables (or ``names``) in order, units from their attributes."""
-    from ..models.schema import FeatureSchema
-
     names = list(names) if names is not None else [str(n) for n in ds.data_vars]
     missing = [n for n in names if n not in ds]
     if missing:
@@ -116,7 +115,6 @@ def write_table(df: pd.DataFrame, path: str | Path, schema) -> tuple[Path, Path]
 def read_features(store: str | Path):
     """Open a feature store written by :func:`write_features`; returns ``(dataset, FeatureSchema)``."""
     from ..cube import open_store
-    from ..models.schema import FeatureSchema
 
     ds = open_store(store)
     raw = ds.attrs.get("feature_schema")
@@ -125,8 +123,6 @@ def read_features(store: str | Path):
     schema = FeatureSchema.from_dict(json.loads(raw))
     schema.check(feature_schema(ds, schema.names))
     return ds, schema
-
-
 
 
 def observed_table(gf_units: xr.Dataset, units, obs: pd.DataFrame) -> pd.DataFrame:

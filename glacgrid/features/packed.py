@@ -1,7 +1,7 @@
 """Every glacier pixel of a large, mostly empty raster as one packed ``pixel`` dimension.
 
 A regional mosaic (e.g. the Alps at 25 m: 270 million pixels, 1 % of them ice) is too sparse to
-carry monthly climate on every pixel. :func:`pack_glacier_pixels` keeps the glacier pixels only,
+carry monthly climate on every pixel. :func:`pack_feature_pixels` keeps the glacier pixels only,
 with their topographic predictors (slope and aspect from each pixel's four raster neighbours), so
 that :func:`glacgrid.features.compute_features` runs on ``(time, pixel)`` climate with the same code
 as on ``(time, y, x)``: every step of it is dimension-agnostic.
@@ -18,7 +18,7 @@ from ..grid import EARTH_RADIUS, TargetGrid
 from ..metadata import stamp
 from . import _kernels
 
-__all__ = ["pack_glacier_pixels"]
+__all__ = ["pack_feature_pixels"]
 
 
 def _nonzero_block(ids: np.ndarray, block_info=None) -> np.ndarray:
@@ -31,9 +31,39 @@ def _nonzero_block(ids: np.ndarray, block_info=None) -> np.ndarray:
     return out
 
 
-def pack_glacier_pixels(glacier_id: xr.DataArray, surface: xr.DataArray, grid: TargetGrid, *,
+def _glacier_pixels(glacier_id: xr.DataArray, grid: TargetGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Raster rows and columns of the glacier pixels (id > 0), row by row; computes the raster once,
+    block by block."""
+    if glacier_id.dims != ("y", "x") or glacier_id.shape != grid.shape:
+        raise InputDataError(f"glacier_id has dims {glacier_id.dims} and shape {glacier_id.shape}; "
+                             f"expected ('y', 'x') and {grid.shape}.")
+    gid = glacier_id.data if isinstance(glacier_id.data, dsa.Array) else dsa.from_array(
+        np.asarray(glacier_id), chunks=grid.chunks)
+    parts = dsa.map_blocks(_nonzero_block, gid, dtype=object, chunks=((1,) * gid.numblocks[0],
+                                                                      (1,) * gid.numblocks[1])).compute()
+    flat = np.sort(np.concatenate([p for p in parts.ravel()])) if parts.size else np.zeros(0, "int64")
+    if flat.size == 0:
+        raise InputDataError("The glacier-id raster holds no glacier pixel (all ids are 0).")
+    return flat // grid.shape[1], flat % grid.shape[1]
+
+
+def _lonlat(grid: TargetGrid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude of the pixel centres ``(rows, cols)``."""
+    x, y = grid.x[cols], grid.y[rows]
+    if grid.is_geographic:
+        return x, y
+    from pyproj import Transformer
+
+    return Transformer.from_crs(grid.pyproj_crs, "EPSG:4326", always_xy=True).transform(x, y)
+
+
+def pack_feature_pixels(glacier_id: xr.DataArray, surface: xr.DataArray, grid: TargetGrid, *,
                         thickness: xr.DataArray | None = None, chunk: int = 2**18) -> xr.Dataset:
-    """The glacier pixels (id > 0) of a raster as a Dataset on dim ``pixel``, ordered row by row.
+    """The glacier pixels (id > 0) of a raster with their pixel topography, on dim ``pixel`` (row by row).
+
+    The input of :func:`glacgrid.features.compute_features` on a sparse raster (with ``topo=`` the packed
+    Dataset). Not to be confused with :func:`glacgrid.geometry.pack_state`, which packs a
+    glacier state for the delta-h update.
 
     Parameters
     ----------
@@ -48,20 +78,8 @@ def pack_glacier_pixels(glacier_id: xr.DataArray, surface: xr.DataArray, grid: T
     ``lat``, ``lon``), coordinates ``row``/``col`` (raster indices). Finding the pixels computes the
     glacier-id raster once (block by block); the rest stays lazy.
     """
-    if glacier_id.dims != ("y", "x") or glacier_id.shape != grid.shape:
-        raise InputDataError(f"glacier_id has dims {glacier_id.dims} and shape {glacier_id.shape}; "
-                             f"expected ('y', 'x') and {grid.shape}.")
-    gid = glacier_id.data if isinstance(glacier_id.data, dsa.Array) else dsa.from_array(
-        np.asarray(glacier_id), chunks=grid.chunks)
-    parts = dsa.map_blocks(_nonzero_block, gid, dtype=object, chunks=((1,) * gid.numblocks[0],
-                                                                      (1,) * gid.numblocks[1])).compute()
-    flat = np.sort(np.concatenate([p for p in parts.ravel()])) if parts.size else np.zeros(0, "int64")
-    nx = grid.shape[1]
-    rows, cols = flat // nx, flat % nx
-    if rows.size == 0:
-        raise InputDataError("The glacier-id raster holds no glacier pixel (all ids are 0).")
-
-    ny = grid.shape[0]
+    rows, cols = _glacier_pixels(glacier_id, grid)
+    ny, nx = grid.shape
 
     def take(arr, r=rows, c=cols) -> dsa.Array:
         a = arr.data if isinstance(getattr(arr, "data", None), dsa.Array) else dsa.from_array(
@@ -78,14 +96,7 @@ def pack_glacier_pixels(glacier_id: xr.DataArray, surface: xr.DataArray, grid: T
     # raster version pads with the nearest values): no need to compute them on the empty raster
     nb = [take(surface, rows, np.maximum(cols - 1, 0)), take(surface, rows, np.minimum(cols + 1, nx - 1)),
           take(surface, np.maximum(rows - 1, 0), cols), take(surface, np.minimum(rows + 1, ny - 1), cols)]
-    x = grid.x[cols]
-    y = grid.y[rows]
-    if grid.is_geographic:
-        lon, lat = x, y
-    else:
-        from pyproj import Transformer
-
-        lon, lat = Transformer.from_crs(grid.pyproj_crs, "EPSG:4326", always_xy=True).transform(x, y)
+    lon, lat = _lonlat(grid, rows, cols)
     dxr, dyr = grid.resolution
     if grid.is_geographic:
         dx = dsa.from_array(EARTH_RADIUS * np.deg2rad(dxr) * np.cos(np.deg2rad(lat)), chunks=chunk)

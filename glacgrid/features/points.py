@@ -21,6 +21,7 @@ from ..config import DownscaleParams
 from ..exceptions import InputDataError, MissingVariableError
 from ..grid import TargetGrid
 from ..metadata import stamp
+from ..units import RHO_WATER, SECONDS_PER_DAY, T0
 from . import _kernels
 from .climate import ClimateFeatureParams, _finish, climate_stacked
 from .hydro import hydrological_years
@@ -91,11 +92,16 @@ def sample_points(down: xr.Dataset, points, grid: TargetGrid, params: DownscaleP
 
     Parameters
     ----------
-    down : downscaled climate on ``grid`` (``temp`` degC, ``prcp`` kg m-2, ``reference_elevation`` m)
-    points : DataFrame with ``lat``, ``lon`` (degrees), ``elevation`` (m) and optionally ``point_id``;
-        or a Dataset with those variables on dim ``point``
-    surface : optional surface DEM; adds ``slope``, ``aspect_cos``, ``aspect_sin`` (bilinear)
+    down : Dataset
+        Downscaled climate on ``grid`` (``temp`` degC, ``prcp`` kg m-2, ``reference_elevation`` m).
+    points : DataFrame or Dataset
+        ``lat``, ``lon`` (degrees), ``elevation`` (m) and optionally ``point_id``; as DataFrame columns
+        or as Dataset variables on dim ``point``.
+    surface : DataArray, optional
+        Surface DEM; adds ``slope``, ``aspect_cos``, ``aspect_sin`` (bilinear).
 
+    Notes
+    -----
     Temperature of each of the four neighbouring pixels is moved to the point elevation with the
     lapse rate of ``down`` (``attrs['lapse_rate']``, else ``params.lapse_rate``) before weighting;
     precipitation is weighted as is. Points outside the grid raise :class:`InputDataError`.
@@ -167,11 +173,11 @@ def read_stakes(path: str | Path, source: str) -> pd.DataFrame:
 #: Iceland ERA5 table: column -> (glacgrid name, conversion of the monthly value given the days in month).
 _ICELAND_VARS = {
     "t2m": ("t2m", lambda v, d: v),                       # K
-    "tp": ("tp", lambda v, d: v * d * 1000.0),            # m per day -> kg m-2 per month
-    "slhf": ("slhf", lambda v, d: v / 86400.0),           # J m-2 per day -> W m-2
-    "sshf": ("sshf", lambda v, d: v / 86400.0),
-    "ssrd": ("ssrd", lambda v, d: v / 86400.0),
-    "str": ("str", lambda v, d: v / 86400.0),
+    "tp": ("tp", lambda v, d: v * d * RHO_WATER),         # m per day -> kg m-2 per month
+    "slhf": ("slhf", lambda v, d: v / SECONDS_PER_DAY),   # J m-2 per day -> W m-2
+    "sshf": ("sshf", lambda v, d: v / SECONDS_PER_DAY),
+    "ssrd": ("ssrd", lambda v, d: v / SECONDS_PER_DAY),
+    "str": ("str", lambda v, d: v / SECONDS_PER_DAY),
     "fal": ("fal", lambda v, d: v),                       # 1
 }
 _MONTHS = [calendar.month_abbr[m].lower() for m in range(1, 13)]
@@ -210,7 +216,7 @@ def iceland_era5_point_features(path: str | Path, lapse_rate: float = -0.0065) -
     long = pd.DataFrame({"ID": df["ID"], "label": label})
     for col, (name, conv) in _ICELAND_VARS.items():
         long[name] = conv(df[col].to_numpy("float64"), days)
-    long["temp"] = df["t2m"].to_numpy("float64") - 273.15 + lapse_rate * df["ELEVATION_DIFFERENCE"].to_numpy("float64")
+    long["temp"] = df["t2m"].to_numpy("float64") - T0 + lapse_rate * df["ELEVATION_DIFFERENCE"].to_numpy("float64")
     long["pdd"] = np.maximum(long["temp"], 0.0) * days
     wide = long.pivot(index="ID", columns="label")
     hydro_order = _MONTHS[9:] + _MONTHS[:9] + ["oct2", "nov2"]

@@ -12,11 +12,13 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from ..glaciers import area_weighted_mean, glacier_sums, paint
 from ..grid import EARTH_RADIUS, TargetGrid
 from ..metadata import stamp
+from ..units import m2_to_km2
 from . import _kernels
 
-__all__ = ["topo_pixel_features", "glacier_constants", "paint", "active_pixels", "LOWER_FRACTION"]
+__all__ = ["topo_pixel_features", "glacier_constants", "active_pixels", "LOWER_FRACTION"]
 
 #: Share of the elevation range that defines a glacier's lowermost part (for ``slope_lower20``).
 LOWER_FRACTION = 0.2
@@ -65,29 +67,6 @@ def topo_pixel_features(surface: xr.DataArray, grid: TargetGrid) -> xr.Dataset:
     })
 
 
-def _paint_kernel(ids: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """apply_ufunc's argument order (the values arrive as (1, 1, n)) for :func:`_kernels.paint_lookup`."""
-    return _kernels.paint_lookup(ids, index, values)
-
-
-def paint(values: xr.DataArray, glacier_id: xr.DataArray, active: xr.DataArray | None = None) -> xr.DataArray:
-    """Per-glacier ``values`` (dim ``glacier``) painted onto each glacier's pixels; lazy, no loop.
-
-    ``values`` may be lazy (it is passed as one chunk); pixels of glaciers not in ``values`` and, when
-    ``active`` is given, inactive pixels get NaN.
-    """
-    index = np.asarray(values["glacier"].values)
-    order = np.argsort(index, kind="stable")
-    vals = values.isel(glacier=order)
-    idx_sorted = index[order]
-    if vals.chunks is not None:
-        vals = vals.chunk({"glacier": -1})
-    out = xr.apply_ufunc(_paint_kernel, glacier_id, vals.drop_vars("glacier"), kwargs={"index": idx_sorted},
-                         input_core_dims=[[], ["glacier"]], dask="parallelized",
-                         output_dtypes=[np.result_type(vals.dtype, np.float32)])
-    return out.where(active) if active is not None else out
-
-
 def glacier_constants(glacier_id: xr.DataArray, surface: xr.DataArray, active: xr.DataArray,
                       pixel_area: xr.DataArray, index: np.ndarray, topo: xr.Dataset | None = None) -> xr.Dataset:
     """Per-glacier area (km2), maximum and minimum elevation (m) over active pixels, with flox (lazy).
@@ -95,19 +74,13 @@ def glacier_constants(glacier_id: xr.DataArray, surface: xr.DataArray, active: x
     With ``topo`` (from :func:`topo_pixel_features`), also ``slope_lower20``: the area-weighted mean
     pixel slope of the pixels below ``min + 0.2 (max - min)`` of the glacier.
     """
-    from flox.xarray import xarray_reduce
-
-    from .sampling import FLOX_ENGINE, area_weighted_mean
-
-    gid = glacier_id.where(active, 0).rename("glacier")
-    groups = (np.asarray(index),)
+    gid = glacier_id.where(active, 0)
     z = surface.where(active)
-    kw = dict(expected_groups=groups, engine=FLOX_ENGINE)
-    area = xarray_reduce(pixel_area.where(active, 0.0), gid, func="sum", fill_value=0.0, **kw)
-    zmax = xarray_reduce(z, gid, func="nanmax", fill_value=np.nan, **kw)
-    zmin = xarray_reduce(z, gid, func="nanmin", fill_value=np.nan, **kw)
+    area = glacier_sums(pixel_area.where(active, 0.0), gid, index)
+    zmax = glacier_sums(z, gid, index, func="nanmax", fill_value=np.nan)
+    zmin = glacier_sums(z, gid, index, func="nanmin", fill_value=np.nan)
     out = {
-        "area": stamp((area / 1e6).astype("float64"), "area"),
+        "area": stamp(m2_to_km2(area).astype("float64"), "area"),
         "max_elevation": stamp(zmax.astype("float64"), "max_elevation"),
         "min_elevation": stamp(zmin.astype("float64"), "min_elevation"),
     }

@@ -4,7 +4,7 @@
 once: the year-independent columns copied from a small per-pixel table, and the climate columns (CPDD,
 winter and summer snowfall) computed from the pixel's 12 months, read straight from the block's
 ``(year, month, pixel)`` arrays -- no gathered copies of the monthly climate, no float64 temporaries of
-the block. Arithmetic is that of :func:`glacgrid.features._kernels.annual_climate` to the bit: the
+the block. Arithmetic is that of :func:`glacgrid.features.annual_climate` to the bit: the
 temperature moved to the surface in float32, positive degree-days ``max(t, 0) * days`` in float64, the
 solid fraction and the snowfall in float32, and the 12 monthly terms summed in numpy's pairwise order
 (``((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))``, then ``a8`` to ``a11`` one by one), which is

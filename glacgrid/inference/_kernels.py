@@ -20,21 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..features import _kernels as fk
-from ..features._kernels import paint_lookup  # noqa: F401  (part of this module's kernel set)
+from ..features import annual_climate, slope_aspect_at
+from ..glaciers import CLIMATE, CONSTANTS, DERIVED, PIXEL_TOPO, glacier_positions
 from ..models.ann import PAD_ROWS
 
-__all__ = ["BlockSpec", "CLIMATE", "TOPO", "CONSTANTS", "DERIVED", "ROW_BATCH", "ALIGN_ROWS", "buildable",
-           "infer_block", "block_features", "paint_lookup", "aligned_layout"]
+__all__ = ["BlockSpec", "ROW_BATCH", "ALIGN_ROWS", "buildable", "infer_block", "block_features", "assemble",
+           "aligned_layout"]
 
-#: Climate predictors of the default :class:`~glacgrid.features.ClimateFeatureParams` (kernel order).
-CLIMATE = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
-#: Per-pixel topographic predictors.
-TOPO = ("mean_elevation", "slope", "lat", "lon", "aspect_cos", "aspect_sin", "aspect")
-#: Glacier constants painted onto their pixels.
-CONSTANTS = ("area", "max_elevation", "min_elevation", "slope_lower20")
-#: Derived from the constants: position of the pixel in its glacier's elevation range.
-DERIVED = ("elevation_norm",)
 #: Pixel-years per call of the numpy climate path (float64 climate or ablation-season predictors): bounds
 #: its float64 temporaries (~1 kB per row). The compiled path works in chunks of `_fused.CHUNK` pixels.
 ROW_BATCH = 32_768
@@ -72,7 +64,7 @@ class BlockSpec:
 
 def buildable(constants) -> tuple[str, ...]:
     """Feature names a block can compute given the names of the available glacier constants."""
-    names = [*CLIMATE, *TOPO, *(c for c in CONSTANTS if c in constants)]
+    names = [*CLIMATE, *PIXEL_TOPO, *(c for c in CONSTANTS if c in constants)]
     if "max_elevation" in constants and "min_elevation" in constants:
         names += list(DERIVED)
     return tuple(names)
@@ -107,7 +99,7 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
     if need & {"slope", "aspect_cos", "aspect_sin", "aspect"}:
         # central differences on the halo-padded block (row - 1 is north), as np.gradient computes them
         dx = spec.dx_scale * np.cos(np.deg2rad(lat)) if spec.geographic else spec.dx_scale
-        sa = fk.slope_aspect_at(zpad[rp, cp - 1], zpad[rp, cp + 1], zpad[rp - 1, cp], zpad[rp + 1, cp], dx, spec.dy)
+        sa = slope_aspect_at(zpad[rp, cp - 1], zpad[rp, cp + 1], zpad[rp - 1, cp], zpad[rp + 1, cp], dx, spec.dy)
         out["slope"], out["aspect_cos"], out["aspect_sin"] = sa[:, 0], sa[:, 1], sa[:, 2]
         if "aspect" in need:
             out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
@@ -120,7 +112,7 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
     painted = [name for name in CONSTANTS if name in spec.constants and (
         name in need or (name in ("max_elevation", "min_elevation") and "elevation_norm" in need))]
     if painted:  # one search of the pixels' glacier ids for every constant
-        at, found = fk.glacier_positions(gid_rows, spec.index)
+        at, found = glacier_positions(gid_rows, spec.index)
         for name in painted:
             out[name] = np.where(found, spec.constants[name][at], np.nan).astype("float32")
     if "elevation_norm" in need:
@@ -133,9 +125,9 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
 
 
 def _climate(spec: BlockSpec, t: np.ndarray, p: np.ndarray, days: np.ndarray, kcols: list[int]) -> np.ndarray:
-    """Columns ``kcols`` of :func:`glacgrid.features._kernels.annual_climate` for rows of 12 months."""
-    clim = fk.annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
-                             spec.ablation)
+    """Columns ``kcols`` of :func:`glacgrid.features.annual_climate` for rows of 12 months."""
+    clim = annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
+                          spec.ablation)
     return clim[:, kcols]
 
 

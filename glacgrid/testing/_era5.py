@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..units import G0
+
 __all__ = ["ATTRS", "GRIB_PARAM", "era5land_fields", "write_era5land_monthly", "pack_int16"]
 
 _FILL = np.int16(-32767)
@@ -72,7 +74,7 @@ def era5land_fields(lat, lon, time, *, seed: int = 0, variables: Sequence[str] =
               "sp": (65000.0, 95000.0), "ssr": (0.0, 2.0e7), "ssrd": (1.0e6, 2.8e7), "str": (-9.0e6, -1.0e6),
               "sshf": (-6.0e6, 3.0e6), "slhf": (-1.0e7, 1.0e6)}
     out = {v: rng.uniform(*ranges[v], shape) for v in variables}
-    out["z"] = rng.uniform(500.0, 3500.0, shape[1:]) * 9.80665
+    out["z"] = rng.uniform(500.0, 3500.0, shape[1:]) * G0  # height -> geopotential
     out["lsm"] = rng.uniform(0.0, 1.0, shape[1:])
     return out
 
@@ -145,6 +147,37 @@ def _write(ds: xr.Dataset, path: Path, packing: dict | None) -> Path:
     return path
 
 
+def _split_tokens(split: str, fmt: str, layout: str) -> set[str]:
+    """The parts of ``split`` (``"variable+year"`` -> {"variable", "year"}), with ``fmt`` and ``layout`` checked."""
+    if fmt not in ("netcdf", "grib"):
+        raise ValueError(f"fmt must be 'netcdf' or 'grib', got {fmt!r}")
+    if layout not in ("time", "valid_time"):
+        raise ValueError(f"layout must be 'time' or 'valid_time', got {layout!r}")
+    tokens = set(split.split("+"))
+    if not tokens <= {"single", "year", "month", "variable"} or ("single" in tokens and len(tokens) > 1):
+        raise ValueError(f"split must be 'single', 'year', 'month', 'variable' or a '+' combination; got {split!r}")
+    return tokens
+
+
+def _era5_order(lat: np.ndarray, lon: np.ndarray, fields: dict, inv: dict, lon_360: bool):
+    """Coordinates and ``(time, lat, lon)`` fields in ERA5's stored order: latitude descending, longitude
+    ascending in the stored convention (0..360 with ``lon_360``, else -180..180)."""
+    ilat = np.argsort(-lat, kind="stable")
+    lon = lon % 360.0 if lon_360 else (lon + 180.0) % 360.0 - 180.0
+    ilon = np.argsort(lon, kind="stable")
+    order = lambda d: {k: v[:, ilat][:, :, ilon] for k, v in d.items()}  # noqa: E731
+    return lat[ilat], lon[ilon], order(fields), order(inv)
+
+
+def _time_groups(time: pd.DatetimeIndex, tokens: set[str]) -> list[tuple[str, np.ndarray]]:
+    """(file label, month selection) of each file of a split: per year, per month or one for all."""
+    if "year" in tokens:
+        return [(str(y), np.asarray(time.year == y)) for y in sorted(set(time.year))]
+    if "month" in tokens:
+        return [(t.strftime("%Y-%m"), np.asarray(time == t)) for t in time]
+    return [(f"{time[0]:%Y%m}-{time[-1]:%Y%m}", np.ones(len(time), bool))]
+
+
 def write_era5land_monthly(
     directory: str | os.PathLike,
     *,
@@ -202,13 +235,7 @@ def write_era5land_monthly(
     dict
         ``{"files": [Path, ...], "invariant": Path}``.
     """
-    if fmt not in ("netcdf", "grib"):
-        raise ValueError(f"fmt must be 'netcdf' or 'grib', got {fmt!r}")
-    if layout not in ("time", "valid_time"):
-        raise ValueError(f"layout must be 'time' or 'valid_time', got {layout!r}")
-    tokens = set(split.split("+"))
-    if not tokens <= {"single", "year", "month", "variable"} or ("single" in tokens and len(tokens) > 1):
-        raise ValueError(f"split must be 'single', 'year', 'month', 'variable' or a '+' combination; got {split!r}")
+    tokens = _split_tokens(split, fmt, layout)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     time = pd.DatetimeIndex(time)
@@ -222,21 +249,9 @@ def write_era5land_monthly(
         if arr.shape != want:
             raise ValueError(f"{name} has shape {arr.shape}; expected {want} from time, lat and lon.")
 
-    # ERA5 order: latitude descending, longitude ascending in the stored convention
-    ilat = np.argsort(-lat, kind="stable")
-    lon = lon % 360.0 if lon_360 else (lon + 180.0) % 360.0 - 180.0
-    ilon = np.argsort(lon, kind="stable")
-    lat, lon = lat[ilat], lon[ilon]
-    fields = {k: v[:, ilat][:, :, ilon] for k, v in fields.items()}
-    inv = {k: v[:, ilat][:, :, ilon] for k, v in inv.items()}
+    lat, lon, fields, inv = _era5_order(lat, lon, fields, inv, lon_360)
     packing = {k: pack_int16(v) for k, v in {**fields, **inv}.items()} if packed else None
-
-    if "year" in tokens:
-        groups = [(str(y), np.asarray(time.year == y)) for y in sorted(set(time.year))]
-    elif "month" in tokens:
-        groups = [(t.strftime("%Y-%m"), np.asarray(time == t)) for t in time]
-    else:
-        groups = [(f"{time[0]:%Y%m}-{time[-1]:%Y%m}", np.ones(len(time), bool))]
+    groups = _time_groups(time, tokens)
     names = [[k] for k in fields] if "variable" in tokens else [list(fields)]
 
     files = []

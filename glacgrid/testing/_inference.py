@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..glaciers import FEATURES, GlacierGeometry
 from ..grid import TargetGrid
+from ..units import mm_we_to_m_we
 
 __all__ = ["BASE_FEATURES", "InferenceRegion", "inference_region", "region_with_pixels", "feature_sample", "fit_ann",
            "fit_model"]
 
-#: The twelve base features glacgrid computes (``glacgrid.features.FEATURES``).
-BASE_FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
-                 "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin")
+#: The twelve base features glacgrid computes (:data:`glacgrid.glaciers.FEATURES`).
+BASE_FEATURES = FEATURES
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class InferenceRegion:
     start: int
     end: int
     n_glacier_pixels: int
+
+    @property
+    def glaciers(self) -> GlacierGeometry:
+        """The region's glacier geometry (no thickness): what :func:`glacgrid.inference.infer` takes."""
+        return GlacierGeometry(self.glacier_id, self.surface, self.pixel_area, self.index, self.grid)
 
     def load(self) -> "InferenceRegion":
         """The same region with every array in memory (numpy)."""
@@ -154,8 +160,7 @@ def feature_sample(region: InferenceRegion, features=BASE_FEATURES, *, n_blocks:
     """Features of the active pixels of the first ``n_blocks`` blocks along x of the first block row."""
     from .. import features as feat
     from ..config import DownscaleParams
-    from ..inference import block_spec
-    from ..inference import _kernels as ik
+    from ..inference import block_features, block_spec
 
     cy = region.grid.chunks[0]
     cx = region.grid.chunks[1] * n_blocks
@@ -171,15 +176,15 @@ def feature_sample(region: InferenceRegion, features=BASE_FEATURES, *, n_blocks:
     temp = hy["temp"].transpose("year", "month", "y", "x").values
     prcp = hy["prcp"].transpose("year", "month", "y", "x").values
     zpad = np.pad(surf, 1, mode="edge")
-    X, _, _ = ik.block_features(spec, temp, prcp, days.values, region.down["reference_elevation"].isel(**sub).values,
-                                zpad, gid, act, region.grid.y[:cy], region.grid.x[:cx])
+    X, _, _ = block_features(spec, temp, prcp, days.values, region.down["reference_elevation"].isel(**sub).values,
+                             zpad, gid, act, region.grid.y[:cy], region.grid.x[:cx])
     return X
 
 
 def _target(X: np.ndarray, features) -> np.ndarray:
-    """Known SMB (m w.e.): (snowfall - 4 mm K-1 d-1 x CPDD) / 1000, plus a small elevation term."""
+    """Known SMB (m w.e.): snowfall - 4 mm K-1 d-1 x CPDD (mm w.e.) in m w.e., plus a small elevation term."""
     f = {n: X[:, i].astype("float64") for i, n in enumerate(features)}
-    smb = (f.get("snow_winter", 0.0) + f.get("snow_summer", 0.0) - 4.0 * f.get("cpdd", 0.0)) / 1000.0
+    smb = mm_we_to_m_we(f.get("snow_winter", 0.0) + f.get("snow_summer", 0.0) - 4.0 * f.get("cpdd", 0.0))
     if "mean_elevation" in f:
         smb = smb + 2e-4 * (f["mean_elevation"] - 2600.0)
     return smb

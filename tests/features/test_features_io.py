@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from glacgrid import features as feat
 from glacgrid.cli import app
 from glacgrid.exceptions import InputDataError, SchemaMismatchError
-from glacgrid.models.schema import FeatureSchema
+from glacgrid.features import FeatureSchema
 
 
 def _gf():

@@ -12,6 +12,7 @@ import xarray as xr
 from glacgrid import features as feat
 from glacgrid.config import DownscaleParams
 from glacgrid.exceptions import GridMismatchError, MissingVariableError, ModelError
+from glacgrid.glaciers import paint_lookup
 from glacgrid.inference import _cache, _kernels, block_spec, glacier_mean, infer, predict_pixels
 from glacgrid.testing._inference import BASE_FEATURES, fit_model, inference_region
 
@@ -50,8 +51,8 @@ ABLATION = ["cpdd_ablation", "ablation_months", "cpdd", "snow_winter", "slope", 
 
 
 def _infer(model, r, constants=None, features=FEATURES, **kw):
-    return infer(model, r.down, r.surface, r.glacier_id, r.active, r.pixel_area, r.grid, r.index,
-                 features=features, downscale=DS, start=r.start, end=r.end, constants=constants, **kw)
+    return infer(model, r.down, r.glaciers, active=r.active, features=features, downscale=DS, start=r.start,
+                 end=r.end, constants=constants, **kw)
 
 
 def _reference(model, r, constants, features=FEATURES):
@@ -90,9 +91,8 @@ def test_blockwise_equals_the_xarray_feature_path(region, constants, models, kin
 
 def test_every_pixel_and_glacier_is_covered(region, constants, models):
     index = np.append(region.index, 999)  # a glacier without pixels gets NaN, never dropped
-    out = infer(models["ols"], region.down, region.surface, region.glacier_id, region.active, region.pixel_area,
-                region.grid, index, features=FEATURES, downscale=DS, start=region.start, end=region.end,
-                constants=constants).compute()
+    out = infer(models["ols"], region.down, region.glaciers.with_index(index), features=FEATURES, downscale=DS,
+                start=region.start, end=region.end, constants=constants).compute()
     active = region.active.values
     finite = np.isfinite(out["smb"].values)
     assert (finite == active[None]).all()  # edge blocks included (90 x 130 in 32 x 48 blocks)
@@ -215,8 +215,8 @@ def test_local_cluster_loads_the_artifact_at_most_once_per_worker(region, consta
 
 def test_kernels_known_answers():
     # painting: unknown ids get NaN
-    np.testing.assert_array_equal(_kernels.paint_lookup(np.array([3, 0, 7, 5]), np.array([3, 5, 9]),
-                                                        np.array([1.0, 2.0, 3.0])), [1.0, np.nan, np.nan, 2.0])
+    np.testing.assert_array_equal(paint_lookup(np.array([3, 0, 7, 5]), np.array([3, 5, 9]), np.array([1.0, 2.0, 3.0])),
+                                  [1.0, np.nan, np.nan, 2.0])
     # torch rows: position modulo 16 = grid index modulo 16, whatever the block
     pos, length = _kernels.aligned_layout(np.array([5, 21, 3, 37]), period=16)
     assert pos.tolist() == [5, 21, 3, 37] and length == 48
@@ -272,21 +272,17 @@ def test_compiled_rows_equal_the_numpy_rows(region, constants):
 
 def test_bad_inputs_are_refused(region, constants, models):
     with pytest.raises(MissingVariableError, match="slope_lower20"):
-        infer(models["ols"], region.down, region.surface, region.glacier_id, region.active, region.pixel_area,
-              region.grid, region.index, features=["slope_lower20"], downscale=DS, start=2001, end=2002,
-              constants=constants)
-    with pytest.raises(ModelError, match="differ from those the model was trained on"):
-        infer(models["ols"], region.down, region.surface, region.glacier_id, region.active, region.pixel_area,
-              region.grid, region.index, features=FEATURES[::-1], downscale=DS, start=2001, end=2002,
-              constants=constants)
-    with pytest.raises(GridMismatchError, match="same grid"):
-        infer(models["ols"], region.down, region.surface.isel(x=slice(1, None)), region.glacier_id, region.active,
-              region.pixel_area, region.grid, region.index, features=FEATURES, downscale=DS, start=2001,
+        infer(models["ols"], region.down, region.glaciers, features=["slope_lower20"], downscale=DS, start=2001,
               end=2002, constants=constants)
+    with pytest.raises(ModelError, match="differ from those the model was trained on"):
+        infer(models["ols"], region.down, region.glaciers, features=FEATURES[::-1], downscale=DS, start=2001,
+              end=2002, constants=constants)
+    with pytest.raises(GridMismatchError, match="same grid"):
+        infer(models["ols"], region.down, region.glaciers.with_surface(region.surface.isel(x=slice(1, None))),
+              features=FEATURES, downscale=DS, start=2001, end=2002, constants=constants)
     with pytest.raises(MissingVariableError, match="reference_elevation"):
-        infer(models["ols"], region.down.drop_vars("reference_elevation"), region.surface, region.glacier_id,
-              region.active, region.pixel_area, region.grid, region.index, features=FEATURES, downscale=DS,
-              start=2001, end=2002, constants=constants)
+        infer(models["ols"], region.down.drop_vars("reference_elevation"), region.glaciers, features=FEATURES,
+              downscale=DS, start=2001, end=2002, constants=constants)
 
 
 def _torch_cuda() -> bool:
