@@ -79,11 +79,12 @@ def oetztal_table(path: Path | None) -> tuple[pd.DataFrame, list[str]]:
         import tempfile
 
         from glacgrid.config import load_config
-        from glacgrid.pipeline import prepare, training_table
+        from glacgrid.pipeline import prepare, read_observed, training_table
 
         cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "hef.toml")
         with tempfile.TemporaryDirectory() as work:
-            t, _, _ = training_table(cfg, prepare(cfg, Path(work)))
+            prep = prepare(cfg, Path(work))
+            t, _ = training_table(cfg, prep, read_observed(cfg, prep.table))
     else:
         t = pd.read_csv(path)
     t["glacier"] = t["obs_id"]
@@ -133,8 +134,7 @@ def run_cv(datasets, out: Path, quick: bool, oetztal: Path | None, kinds, scheme
 def run_transfer(out: Path, quick: bool, sizes=(50, 100, 200), seeds=(0, 1, 2)) -> None:
     """Pretrain on southern Norway (< 63 N), fine-tune on a few stake-years of half the northern glaciers,
     test on the other northern glaciers (never seen). Features: stake altitude and observed winter balance."""
-    from glacgrid.models import FeatureSchema, fine_tune, make_model
-    from glacgrid.models._kernels import regression_metrics
+    from glacgrid.models import FeatureSchema, fine_tune, make_model, regression_metrics
 
     table, _ = norway_table()
     # latitude and longitude are left out: the northern glaciers lie outside the southern range (66-70 N

@@ -2,6 +2,10 @@
 inline plots in a notebook, is left alone). Each ``figure_*`` function returns the Figure so that its
 artists (line data, band limits, image arrays) can be inspected; :func:`save` writes it.
 
+The glacier-year table helpers that the figures and :mod:`glacgrid.outputs` share live here too:
+:func:`reference_member` and :func:`central` (which run of an ensemble stands for the region),
+:func:`unit_smb` (modelled SMB of each observation unit) and :func:`region_totals`.
+
 Artists carry labels that tests and users can look up: lines ``observed``, ``modelled``,
 ``region total`` and the glacier's ``rgi_id``; bands (``fill_between``) ``ensemble min-max`` (members
 of an evolution ensemble) or ``ensemble spread`` (± the cumulated std of an ensemble model); the band of
@@ -17,13 +21,98 @@ import pandas as pd
 import xarray as xr
 
 from .atomic import atomic_path
-from .outputs import central, reference_member, region_totals, unit_smb
 
 __all__ = ["figure_cumulative_smb", "figure_area_volume", "figure_mean_smb", "figure_summary",
-           "highlight_glaciers", "mean_smb_map", "save"]
+           "highlight_glaciers", "mean_smb_map", "save", "reference_member", "central", "region_totals",
+           "unit_smb"]
 
 BAND_MEMBERS = "ensemble min-max"
 BAND_SPREAD = "ensemble spread"
+#: Columns of the glacier-year table that describe an ensemble member.
+MEMBER_COLUMNS = ["member", "thickness_factor", "deltah_factor"]
+
+
+# ------------------------------------------------------------ glacier-year table: which run, unit SMB, totals
+def reference_member(gy: pd.DataFrame):
+    """The ``member`` whose thickness and delta-h factors are 1, or None (no members / no such member)."""
+    if "member" not in gy:
+        return None
+    ref = np.isclose(gy["thickness_factor"], 1.0) & np.isclose(gy["deltah_factor"], 1.0)
+    return gy.loc[ref, "member"].iloc[0] if ref.any() else None
+
+
+def central(gy: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of one run per glacier and year, and a description of which.
+
+    No ``member`` column: ``gy`` itself. Otherwise the reference member (thickness and delta-h
+    factors 1), or the mean over members (flags: max) when no member is the reference.
+    """
+    if "member" not in gy:
+        return gy, ""
+    m = reference_member(gy)
+    if m is not None:
+        return (gy[gy["member"] == m].drop(columns=MEMBER_COLUMNS).reset_index(drop=True),
+                "reference member (thickness and delta-h factors 1)")
+    keys = ["glacier", "rgi_id", "name", "year"]
+    flags = {c: "max" for c in ("disappeared", "failed")}
+    values = {c: "mean" for c in gy.columns if c not in keys + MEMBER_COLUMNS + list(flags)}
+    agg = gy.groupby(keys, as_index=False, sort=True).agg({**values, **flags})
+    return agg[[c for c in gy.columns if c in agg.columns]], f"mean of {gy['member'].nunique()} members"
+
+
+def region_totals(gy: pd.DataFrame, col: str) -> tuple[pd.DataFrame, pd.Series, int]:
+    """Region total of ``col`` per year: ``(per_member, central_series, n_glaciers_summed)``.
+
+    Sums the glaciers with a value in every year (and member) only, so that totals of different years
+    and members are comparable (a glacier without thickness has no volume; a failed glacier-year has no
+    value). ``per_member`` has one column per member (one column ``0`` without members); the central
+    series is the reference member's (see :func:`central`), or the member mean. All NaN when no glacier
+    is complete.
+    """
+    complete = gy[col].notna().groupby(gy["glacier"]).all()
+    keep = gy[gy["glacier"].isin(complete.index[complete])]
+    years = np.sort(gy["year"].unique())
+    if "member" in gy:
+        wide = keep.groupby(["year", "member"])[col].sum().unstack("member")
+        wide = wide.reindex(index=years, columns=np.sort(gy["member"].unique()))
+        ref = reference_member(gy)
+        line = wide[ref] if ref is not None else wide.mean(axis=1)
+    else:
+        wide = keep.groupby("year")[col].sum().reindex(years).to_frame(0)
+        line = wide[0]
+    wide.index.name = line.index.name = "year"
+    return wide, line.rename(col), int(complete.sum())
+
+
+def unit_smb(gy: pd.DataFrame, units, unit_of_outline: np.ndarray) -> pd.DataFrame:
+    """Modelled glacier-wide SMB of each observation unit: area-weighted over its outlines.
+
+    One row per (member,) unit and year with ``obs_id``, ``modelled`` (and ``modelled_spread`` when
+    ``gy`` has ``smb_spread_mwe``: the area-weighted spread, i.e. members taken as perfectly correlated
+    across the outlines). ``modelled`` is NaN where an outline of the unit with ice has no value (a
+    failed glacier-year, or no SMB where the area is not 0): a partial mean would be biased.
+    """
+    keys = [c for c in ("member",) if c in gy] + ["unit", "year"]
+    gy = gy.assign(unit=np.asarray(unit_of_outline)[gy["glacier"].to_numpy()])
+    gy = gy[gy["unit"] > 0]
+    area = gy["area_km2"].where(gy["area_km2"] > 0, 0.0).fillna(0.0)
+    smb = gy["smb_mwe"]
+    w = area.where(smb.notna(), 0.0)
+    # no value although the glacier may have ice (area not 0: a failed glacier-year has NaN area)
+    parts = {"wsmb": smb.fillna(0.0) * w, "w": w, "bad": smb.isna() & (gy["area_km2"] != 0)}
+    if "smb_spread_mwe" in gy:
+        parts["wspread"] = gy["smb_spread_mwe"].fillna(0.0) * w
+    agg = gy[keys].assign(**parts).groupby(keys, as_index=False).agg(
+        {**{k: "sum" for k in parts if k != "bad"}, "bad": "any"})
+    ok = (agg["w"] > 0) & ~agg["bad"]
+    agg["modelled"] = (agg["wsmb"] / agg["w"].where(ok)).astype("float64")
+    if "wspread" in agg:
+        agg["modelled_spread"] = (agg["wspread"] / agg["w"].where(ok)).astype("float64")
+    agg["obs_id"] = np.asarray(units, dtype=object)[agg["unit"].to_numpy() - 1].astype(str)
+    return agg.drop(columns=[k for k in parts])
+
+
+# ------------------------------------------------------------------------------------------------ figures
 
 
 def _figure(figsize):
@@ -217,7 +306,7 @@ def mean_smb_map(results: xr.Dataset) -> xr.DataArray:
 def figure_mean_smb(results: xr.Dataset, *, title: str = "", mean_smb: xr.DataArray | None = None):
     """Map of the gridded ``smb`` averaged over years (and members), m w.e. a-1, on the grid's x/y extent.
 
-    Colours are symmetric around 0, limited at the 98th percentile of |SMB|. ``mean_smb``: the map if
+    Colours are symmetric around 0, limited at the 98th percentile of ``|SMB|``. ``mean_smb``: the map if
     already computed (:func:`mean_smb_map`), so that a large store is read once for several figures.
     """
     mean_smb = _mean_map(results) if mean_smb is None else mean_smb
@@ -238,7 +327,7 @@ def figure_mean_smb(results: xr.Dataset, *, title: str = "", mean_smb: xr.DataAr
 def figure_summary(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, title: str, *,
                    mean_smb: xr.DataArray | None = None):
     """Four panels: mean gridded SMB map, glacier-wide SMB series, CV scatter, total area and volume
-    (the reference member when the run has members; totals as :func:`glacgrid.outputs.region_totals`)."""
+    (the reference member when the run has members; totals as :func:`region_totals`)."""
     from matplotlib.collections import LineCollection
 
     one, which = central(gy)

@@ -20,19 +20,24 @@ delta-h curves; a store whose members include no such run falls back to the mean
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import figures
 from .atomic import atomic_path
 from .config import RunConfig
 from .exceptions import UnitsError
-from .observations import read_observations
+from .figures import central, region_totals, unit_smb
+from .models import regression_metrics
+from .observations import ObservedUnits
 
-__all__ = ["TABLE_COLUMNS", "glacier_years", "reference_member", "central", "unit_smb", "validation_table", "region_totals",
-           "write_glacier_years", "read_glacier_years", "write_outputs", "plot_results", "summary_lines"]
+# reference_member, central, unit_smb and region_totals live in glacgrid.figures (figures draw with them)
+__all__ = ["TABLE_COLUMNS", "RunFiles", "WrittenOutputs", "glacier_years", "validation_table", "write_glacier_years",
+           "read_glacier_years", "write_outputs", "plot_results", "summary_lines"]
 
 #: table column -> (store variable or None, units, long name, CSVW datatype)
 TABLE_COLUMNS: dict[str, tuple[str | None, str, str, str]] = {
@@ -57,7 +62,6 @@ TABLE_COLUMNS: dict[str, tuple[str | None, str, str, str]] = {
 _STORE_UNITS = {"smb_glacier": "m", "smb_glacier_spread": "m", "glacier_area": "km2", "volume": "km3",
                 "mean_elevation": "m", "disappeared": "1", "failed": "1"}
 _DTYPES = {"long": "int64", "double": "float64", "byte": "int8", "string": "str"}
-_MEMBER_COLS = ["member", "thickness_factor", "deltah_factor"]
 
 
 def glacier_years(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
@@ -152,90 +156,11 @@ def read_glacier_years(path: str | Path) -> pd.DataFrame:
     return df.astype(types)
 
 
-def reference_member(gy: pd.DataFrame):
-    """The ``member`` whose thickness and delta-h factors are 1, or None (no members / no such member)."""
-    if "member" not in gy:
-        return None
-    ref = np.isclose(gy["thickness_factor"], 1.0) & np.isclose(gy["deltah_factor"], 1.0)
-    return gy.loc[ref, "member"].iloc[0] if ref.any() else None
-
-
-def central(gy: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows of one run per glacier and year, and a description of which.
-
-    No ``member`` column: ``gy`` itself. Otherwise the reference member (thickness and delta-h
-    factors 1), or the mean over members (flags: max) when no member is the reference.
-    """
-    if "member" not in gy:
-        return gy, ""
-    m = reference_member(gy)
-    if m is not None:
-        return (gy[gy["member"] == m].drop(columns=_MEMBER_COLS).reset_index(drop=True),
-                "reference member (thickness and delta-h factors 1)")
-    keys = ["glacier", "rgi_id", "name", "year"]
-    flags = {c: "max" for c in ("disappeared", "failed")}
-    values = {c: "mean" for c in gy.columns if c not in keys + _MEMBER_COLS + list(flags)}
-    agg = gy.groupby(keys, as_index=False, sort=True).agg({**values, **flags})
-    return agg[[c for c in gy.columns if c in agg.columns]], f"mean of {gy['member'].nunique()} members"
-
-
-def region_totals(gy: pd.DataFrame, col: str) -> tuple[pd.DataFrame, pd.Series, int]:
-    """Region total of ``col`` per year: ``(per_member, central_series, n_glaciers_summed)``.
-
-    Sums the glaciers with a value in every year (and member) only, so that totals of different years
-    and members are comparable (a glacier without thickness has no volume; a failed glacier-year has no
-    value). ``per_member`` has one column per member (one column ``0`` without members); the central
-    series is the reference member's (see :func:`central`), or the member mean. All NaN when no glacier
-    is complete.
-    """
-    complete = gy[col].notna().groupby(gy["glacier"]).all()
-    keep = gy[gy["glacier"].isin(complete.index[complete])]
-    years = np.sort(gy["year"].unique())
-    if "member" in gy:
-        wide = keep.groupby(["year", "member"])[col].sum().unstack("member")
-        wide = wide.reindex(index=years, columns=np.sort(gy["member"].unique()))
-        ref = reference_member(gy)
-        line = wide[ref] if ref is not None else wide.mean(axis=1)
-    else:
-        wide = keep.groupby("year")[col].sum().reindex(years).to_frame(0)
-        line = wide[0]
-    wide.index.name = line.index.name = "year"
-    return wide, line.rename(col), int(complete.sum())
-
-
-def unit_smb(gy: pd.DataFrame, units, unit_of_outline: np.ndarray) -> pd.DataFrame:
-    """Modelled glacier-wide SMB of each observation unit: area-weighted over its outlines.
-
-    One row per (member,) unit and year with ``obs_id``, ``modelled`` (and ``modelled_spread`` when
-    ``gy`` has ``smb_spread_mwe``: the area-weighted spread, i.e. members taken as perfectly correlated
-    across the outlines). ``modelled`` is NaN where an outline of the unit with ice has no value (a
-    failed glacier-year, or no SMB where the area is not 0): a partial mean would be biased.
-    """
-    keys = [c for c in ("member",) if c in gy] + ["unit", "year"]
-    gy = gy.assign(unit=np.asarray(unit_of_outline)[gy["glacier"].to_numpy()])
-    gy = gy[gy["unit"] > 0]
-    area = gy["area_km2"].where(gy["area_km2"] > 0, 0.0).fillna(0.0)
-    smb = gy["smb_mwe"]
-    w = area.where(smb.notna(), 0.0)
-    # no value although the glacier may have ice (area not 0: a failed glacier-year has NaN area)
-    parts = {"wsmb": smb.fillna(0.0) * w, "w": w, "bad": smb.isna() & (gy["area_km2"] != 0)}
-    if "smb_spread_mwe" in gy:
-        parts["wspread"] = gy["smb_spread_mwe"].fillna(0.0) * w
-    agg = gy[keys].assign(**parts).groupby(keys, as_index=False).agg(
-        {**{k: "sum" for k in parts if k != "bad"}, "bad": "any"})
-    ok = (agg["w"] > 0) & ~agg["bad"]
-    agg["modelled"] = (agg["wsmb"] / agg["w"].where(ok)).astype("float64")
-    if "wspread" in agg:
-        agg["modelled_spread"] = (agg["wspread"] / agg["w"].where(ok)).astype("float64")
-    agg["obs_id"] = np.asarray(units, dtype=object)[agg["unit"].to_numpy() - 1].astype(str)
-    return agg.drop(columns=[k for k in parts])
-
-
 def validation_table(gy: pd.DataFrame, obs: pd.DataFrame, units: list[str], unit_of_outline: np.ndarray) -> pd.DataFrame:
     """Modelled glacier-wide SMB of each observation unit (area-weighted over its outlines) vs observed.
 
-    With ensemble members the modelled value is the reference member's (see :func:`central`). Unit-years
-    whose modelled value is missing (failed glacier-year) stay in the table with ``modelled`` NaN.
+    With ensemble members the modelled value is the reference member's (see :func:`glacgrid.figures.central`).
+    Unit-years whose modelled value is missing (failed glacier-year) stay in the table with ``modelled`` NaN.
     """
     one, _ = central(gy)
     agg = unit_smb(one, units, unit_of_outline)
@@ -247,52 +172,128 @@ def _metrics(val: pd.DataFrame) -> pd.DataFrame:
     """Per ``obs_id``: n (pairs with both values), r, RMSE, bias (modelled - observed)."""
     def one(g):
         g = g.dropna(subset=["observed", "modelled"])
-        o, m = g["observed"].to_numpy(), g["modelled"].to_numpy()
-        r = float(np.corrcoef(o, m)[0, 1]) if len(g) > 1 else np.nan
-        rmse = float(np.sqrt(np.mean((m - o) ** 2))) if len(g) else np.nan
-        return pd.Series({"n": len(g), "r": r, "rmse": rmse, "bias": float(np.mean(m - o)) if len(g) else np.nan})
+        scores = regression_metrics(g["observed"].to_numpy(), g["modelled"].to_numpy())
+        return pd.Series({"n": len(g), **{k: scores[k] for k in ("r", "rmse", "bias")}})
 
     return val.groupby("obs_id").apply(one, include_groups=False)
 
 
 def plot_results(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, path: Path, title: str) -> Path:
     """The four-panel summary PNG (see :func:`glacgrid.figures.figure_summary`); returns ``path``."""
-    from .figures import figure_summary, save
-
-    return save(figure_summary(results, gy, val, cv, title), path)
+    return figures.save(figures.figure_summary(results, gy, val, cv, title), path)
 
 
-def write_outputs(cfg: RunConfig, prep, results: xr.Dataset, cv, units, unit_of_outline, out: Path) -> dict:
-    """Write the tables and (``cfg.output.plot``) the PNG figures; return their paths and the frames."""
-    from . import figures
+@dataclass(frozen=True)
+class RunFiles:
+    """The files a run wrote into its output directory.
 
+    Attributes
+    ----------
+    glacier_years_csv, glacier_years_csv_metadata, glacier_years_parquet : Path
+        The glacier-year table as CSV, its CSVW sidecar and as Parquet (:func:`write_glacier_years`).
+    validation_csv : Path
+        Modelled vs observed glacier-wide SMB (:func:`validation_table`).
+    results_zarr, model, cv_json : Path
+        The results store, the model artifact directory and the cross-validation JSON.
+    glacier_log_csv : Path or None
+        The isolated glacier-years, when any glacier was isolated.
+    plot_png, cumulative_smb_png, area_volume_png, mean_smb_map_png : Path or None
+        The PNG figures; None when the run does not plot (``[output] plot = false``).
+    """
+
+    glacier_years_csv: Path
+    glacier_years_csv_metadata: Path
+    glacier_years_parquet: Path
+    validation_csv: Path
+    results_zarr: Path
+    model: Path
+    cv_json: Path
+    glacier_log_csv: Path | None = None
+    plot_png: Path | None = None
+    cumulative_smb_png: Path | None = None
+    area_volume_png: Path | None = None
+    mean_smb_map_png: Path | None = None
+
+    def as_dict(self) -> dict[str, Path]:
+        """Name -> path of every file written (the fields that are not None), in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class WrittenOutputs:
+    """What :func:`write_outputs` hands on: the files written and the two tables.
+
+    Attributes
+    ----------
+    files : RunFiles
+        The files of the run.
+    glacier_years : pandas.DataFrame
+        The glacier-year table (:func:`glacier_years`).
+    validation : pandas.DataFrame
+        Modelled vs observed glacier-wide SMB per observation unit and year (:func:`validation_table`).
+    """
+
+    files: RunFiles
+    glacier_years: pd.DataFrame
+    validation: pd.DataFrame
+
+
+def _write_figures(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv, observed: ObservedUnits,
+                   out: Path, title: str) -> dict[str, Path]:
+    """The four PNG figures of a run, under their :class:`RunFiles` names."""
+    mean_smb = figures.mean_smb_map(results)  # one pass over the gridded store for both maps
+    uoo = observed.unit_of_outline
+    return {
+        "plot_png": figures.save(figures.figure_summary(results, gy, val, cv, title, mean_smb=mean_smb),
+                                 out / "summary.png"),
+        "cumulative_smb_png": figures.save(
+            figures.figure_cumulative_smb(gy, observed.observations, observed.units, uoo, title=title),
+            out / "cumulative_smb.png"),
+        "area_volume_png": figures.save(
+            figures.figure_area_volume(gy, figures.highlight_glaciers(gy, uoo), title=title), out / "area_volume.png"),
+        "mean_smb_map_png": figures.save(figures.figure_mean_smb(results, title=title, mean_smb=mean_smb),
+                                         out / "mean_smb_map.png"),
+    }
+
+
+def write_outputs(cfg: RunConfig, prep, results: xr.Dataset, cv, observed: ObservedUnits,
+                  out: Path) -> WrittenOutputs:
+    """Write the tables and (``cfg.output.plot``) the PNG figures of a run.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's configuration (name, mode, ``[output] plot``).
+    prep : Prepared
+        The prepared run; its ``table`` (glacier index -> ``rgi_id``, ``name``) names the glaciers.
+    results : xarray.Dataset
+        The results store (per-glacier variables and the gridded ``smb``).
+    cv : CVResult
+        The model's cross-validation (summary figure).
+    observed : ObservedUnits
+        The run's observations, read and linked to the outlines once
+        (:func:`glacgrid.observations.observed_units`).
+    out : Path
+        The run's output directory.
+
+    Returns
+    -------
+    WrittenOutputs
+    """
     out = Path(out)
     gy = glacier_years(results, prep.table)
-    files: dict = write_glacier_years(gy, out)
-    obs = read_observations(cfg.observations.files, fmt=cfg.observations.format, id_column=cfg.observations.id_column)
-    val = validation_table(gy, obs, units, unit_of_outline)
+    table_files = write_glacier_years(gy, out)
+    val = validation_table(gy, observed.observations, list(observed.units), observed.unit_of_outline)
     val_csv = out / "validation.csv"
     with atomic_path(val_csv) as tmp:
         val.to_csv(tmp, index=False, float_format="%.6g")
-    files.update({"validation_csv": val_csv, "results_zarr": out / "results.zarr",
-                  "model": out / "model", "cv_json": out / "cv.json"})
     log = out / "glacier_log.csv"
-    if log.exists():
-        files["glacier_log_csv"] = log
+    plots = {}
     if cfg.output.plot:
-        title = f"glacgrid: {cfg.name} ({cfg.mode})"
-        mean_smb = figures.mean_smb_map(results)  # one pass over the gridded store for both maps
-        files["plot_png"] = figures.save(figures.figure_summary(results, gy, val, cv, title, mean_smb=mean_smb),
-                                         out / "summary.png")
-        files["cumulative_smb_png"] = figures.save(
-            figures.figure_cumulative_smb(gy, obs, units, unit_of_outline, title=title), out / "cumulative_smb.png")
-        files["area_volume_png"] = figures.save(
-            figures.figure_area_volume(gy, figures.highlight_glaciers(gy, unit_of_outline), title=title),
-            out / "area_volume.png")
-        files["mean_smb_map_png"] = figures.save(figures.figure_mean_smb(results, title=title, mean_smb=mean_smb),
-                                                 out / "mean_smb_map.png")
-    files.update({"glacier_years_df": gy, "validation_df": val})
-    return files
+        plots = _write_figures(results, gy, val, cv, observed, out, f"glacgrid: {cfg.name} ({cfg.mode})")
+    files = RunFiles(**table_files, validation_csv=val_csv, results_zarr=out / "results.zarr", model=out / "model",
+                     cv_json=out / "cv.json", glacier_log_csv=log if log.exists() else None, **plots)
+    return WrittenOutputs(files, gy, val)
 
 
 def summary_lines(result) -> list[str]:

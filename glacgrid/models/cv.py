@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import InputDataError, MissingVariableError, ModelError
-from . import _kernels, make_model
+from ._kernels import regression_metrics
 from .ann import ANNModel
+from .factory import make_model
 from .folds import SCHEMES, Fold, make_folds
 from .schema import FeatureSchema, write_json_atomic
 from .weights import sample_weights
@@ -186,12 +187,56 @@ def cross_validate(
     -------
     CVResult
     """
+    grid = _checked_grid(kind, scheme, seed, weighting, search, model_options)
+    data = _design(table, target, features, glacier_col, year_col, units)
+    folds = make_folds(scheme, data.glaciers, data.years, k=k, n_splits=n_splits, seed=seed)
+    inner_groups = np.asarray(data.years if scheme == "loyo" else data.glaciers, dtype=object)
+    predicted, fold_of, rows = _out_of_fold(data, folds, scheme, kind, seed, model_options, grid, inner_groups,
+                                            weighting)
+    held = np.zeros(data.y.shape, bool)
+    for fold in folds:
+        held |= fold.test
+    predictions = pd.DataFrame(
+        {"glacier": data.glaciers, "year": data.years, "observed": data.y, "predicted": predicted,
+         "fold": fold_of},
+        index=table.index,
+    )[held]
+    cols = PER_FOLD_COLUMNS + (["params"] if grid else [])
+    return CVResult(
+        scheme=scheme, metrics=regression_metrics(data.y[held], predicted[held]),
+        per_fold=pd.DataFrame(rows, columns=cols), predictions=predictions,
+        kind=kind, target=target, features=data.features, seed=seed, weighting=weighting,
+        options={**model_options, **({"search": {k_: list(v) for k_, v in search.items()}} if grid else {})},
+    )
+
+
+def _checked_grid(kind: str, scheme: str, seed: int, weighting: str | None,
+                  search: Mapping[str, Sequence] | None, model_options: dict) -> list[dict]:
+    """The search grid; fails on a bad scheme, kind, option or weighting name before any work."""
     if scheme not in SCHEMES:
         raise ModelError(f"Unknown cross-validation scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}.")
     grid = _grid(search)
     for p in grid or [{}]:
-        make_model(kind, seed=seed, **{**model_options, **p})  # fail on a bad kind or option before any work
-    sample_weights(np.zeros(1), weighting)  # fail on a bad weighting name now
+        make_model(kind, seed=seed, **{**model_options, **p})
+    sample_weights(np.zeros(1), weighting)
+    return grid
+
+
+@dataclass(frozen=True)
+class _Design:
+    """The checked arrays of a cross-validation: features ``X`` (rows, features), target ``y``, row ids."""
+
+    X: np.ndarray
+    y: np.ndarray
+    glaciers: np.ndarray
+    years: np.ndarray
+    schema: FeatureSchema
+    features: tuple
+
+
+def _design(table: pd.DataFrame, target: str, features: Sequence[str], glacier_col: str, year_col: str,
+            units: Sequence[str] | None) -> _Design:
+    """Check the table's columns and values and take out the arrays (nothing is dropped silently)."""
     if not isinstance(table, pd.DataFrame):
         raise InputDataError(f"table must be a pandas DataFrame; got {type(table).__name__}.")
     if isinstance(features, str):
@@ -217,9 +262,13 @@ def cross_validate(
     if np.ptp(y) == 0:
         raise ModelError(f"Target {target!r} is constant ({y[0]}) over the table: there is nothing to learn "
                          "or score. Check the observations.")
-    glaciers, years = table[glacier_col].to_numpy(), table[year_col].to_numpy()
-    folds = make_folds(scheme, glaciers, years, k=k, n_splits=n_splits, seed=seed)
-    inner_groups = np.asarray(years if scheme == "loyo" else glaciers, dtype=object)
+    return _Design(X, y, table[glacier_col].to_numpy(), table[year_col].to_numpy(), schema, tuple(features))
+
+
+def _out_of_fold(data: _Design, folds: list[Fold], scheme: str, kind: str, seed: int, model_options: dict,
+                 grid: list[dict], inner_groups: np.ndarray, weighting: str | None):
+    """Fit a model per fold and predict its test rows: ``(predicted, fold_of, per-fold rows)``."""
+    X, y, schema = data.X, data.y, data.schema
     predicted = np.full(y.shape, np.nan)
     fold_of = np.full(y.shape, None, dtype=object)
     rows = []
@@ -237,21 +286,8 @@ def cross_validate(
         predicted[fold.test] = model.predict(X[fold.test])
         fold_of[fold.test] = fold.name
         row = {"fold": fold.name, "n": int(fold.test.sum()),
-               **_kernels.regression_metrics(y[fold.test], predicted[fold.test])}
+               **regression_metrics(y[fold.test], predicted[fold.test])}
         if grid:
             row["params"] = params
         rows.append(row)
-    held = np.zeros(y.shape, bool)
-    for fold in folds:
-        held |= fold.test
-    predictions = pd.DataFrame(
-        {"glacier": glaciers, "year": years, "observed": y, "predicted": predicted, "fold": fold_of},
-        index=table.index,
-    )[held]
-    cols = PER_FOLD_COLUMNS + (["params"] if grid else [])
-    return CVResult(
-        scheme=scheme, metrics=_kernels.regression_metrics(y[held], predicted[held]),
-        per_fold=pd.DataFrame(rows, columns=cols), predictions=predictions,
-        kind=kind, target=target, features=tuple(features), seed=seed, weighting=weighting,
-        options={**model_options, **({"search": {k_: list(v) for k_, v in search.items()}} if grid else {})},
-    )
+    return predicted, fold_of, rows

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..exceptions import ModelError
 from ..metadata import software_versions
+from .kinds import load_single_model, make_single_model
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
@@ -34,7 +35,7 @@ class EnsembleModel:
     Parameters
     ----------
     kind : str
-        Any kind of :func:`glacgrid.models.make_model` (not ``"ensemble"``).
+        Any kind of :data:`glacgrid.models.MODEL_KINDS` (not ``"ensemble"``).
     n_members : int
         Number of members (>= 2).
     method : {"seeds", "bootstrap"}
@@ -42,17 +43,15 @@ class EnsembleModel:
     seed : int
         Seed of the first member and of the bootstrap draws.
     **options
-        Passed to :func:`make_model` for every member (e.g. ``preset="alpgm"``, ``epochs``).
+        Passed to :func:`glacgrid.models.kinds.make_single_model` for every member (e.g. ``preset="alpgm"``, ``epochs``).
     """
 
     def __init__(self, kind: str = "ann", n_members: int = 5, method: str = "seeds", seed: int = 0, **options):
-        from . import make_model
-
         if int(n_members) < 2:
             raise ModelError(f"An ensemble needs n_members >= 2; got {n_members}.")
         if method not in ENSEMBLE_METHODS:
             raise ModelError(f"Unknown ensemble method {method!r}; valid: {', '.join(ENSEMBLE_METHODS)}.")
-        make_model(kind, seed=seed, **options)  # validate kind and options now
+        make_single_model(kind, seed=seed, **options)  # validate kind and options now
         self.kind, self.member_kind, self.n_members = "ensemble", kind, int(n_members)
         self.method, self.seed, self.options = method, int(seed), dict(options)
         self.members: list = []
@@ -65,14 +64,12 @@ class EnsembleModel:
 
     def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None) -> EnsembleModel:
         """Fit every member on ``X`` (n_samples, n_features) and ``y``; returns ``self``."""
-        from . import make_model
-
         X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=3)
         rng = np.random.default_rng(self.seed)
         members = []
         for i in range(self.n_members):
             rows = np.arange(len(y)) if self.method == "seeds" else np.sort(rng.integers(0, len(y), len(y)))
-            m = make_model(self.member_kind, seed=self.seed + i, **self.options)
+            m = make_single_model(self.member_kind, seed=self.seed + i, **self.options)
             members.append(m.fit(X[rows], y[rows], schema, sample_weight=None if w is None else w[rows]))
         self.members, self.schema = members, schema
         self.training_ = {"n_samples": int(len(y)), "target_mean": float(y.mean()), "target_std": float(y.std())}
@@ -108,14 +105,12 @@ class EnsembleModel:
     @classmethod
     def from_artifact(cls, directory: str | Path) -> EnsembleModel:
         """Load an ensemble written by :meth:`to_artifact`; every member is checked like a single model."""
-        from . import load_model
-
         directory = Path(directory)
         meta = read_model_json(directory, kinds=("ensemble",))
         schema = FeatureSchema.from_dict(meta["schema"])
         model = cls.__new__(cls)
         model.kind, model.member_kind, model.n_members = "ensemble", meta["member_kind"], int(meta["n_members"])
         model.method, model.seed, model.options = meta["method"], int(meta["seed"]), dict(meta["options"])
-        model.members = [load_model(directory / name, schema=schema) for name in meta["members"]]
+        model.members = [load_single_model(directory / name, schema=schema) for name in meta["members"]]
         model.schema, model.training_ = schema, dict(meta.get("training", {}))
         return model

@@ -6,6 +6,10 @@ what a model that never saw a glacier (or a year) gets wrong.
 
 from __future__ import annotations
 
+import pickletools
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -41,3 +45,20 @@ def glacier_year_table(n_glaciers: int = 6, n_years: int = 8, *, truth: str = "l
     for y, off in (year_offsets or {}).items():
         df.loc[df.year == y, "smb"] += off
     return df
+
+
+def pickle_globals(weights: Path) -> set[str]:
+    """Every global a ``torch.save``'d file would import when unpickled (``"module name"`` strings)."""
+    found = set()
+    with zipfile.ZipFile(weights) as zf:
+        for name in zf.namelist():
+            if name.endswith(".pkl"):
+                strings = []
+                for op, arg, _ in pickletools.genops(zf.read(name)):
+                    if op.name == "GLOBAL":
+                        found.add(arg)
+                    elif op.name == "STACK_GLOBAL":
+                        found.add(" ".join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    return found

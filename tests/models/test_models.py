@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import pickle
-import pickletools
 import subprocess
 import sys
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +28,7 @@ from glacgrid.models import (
     predict_frame,
 )
 from glacgrid.models import _kernels
+from glacgrid.testing._models import pickle_globals
 
 SCHEMA3 = FeatureSchema(("cpdd", "snow", "elev"), ("K day", "m w.e.", "km"))
 
@@ -254,23 +252,6 @@ def test_ann_predict_nan_rows_dtype_and_pickle(ann, nonlinear_data):
 
 
 # --------------------------------------------------------------------------- artifacts
-def _pickle_globals(weights: Path) -> set[str]:
-    """Every global a torch.save'd file would import when unpickled."""
-    found = set()
-    with zipfile.ZipFile(weights) as zf:
-        for name in zf.namelist():
-            if name.endswith(".pkl"):
-                strings = []
-                for op, arg, _ in pickletools.genops(zf.read(name)):
-                    if op.name == "GLOBAL":
-                        found.add(arg)
-                    elif op.name == "STACK_GLOBAL":
-                        found.add(" ".join(strings[-2:]))
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-    return found
-
-
 def test_linear_artifact_round_trip(tmp_path):
     X, y, _, _ = scaled_linear_data()
     model = LinearModel("lasso", seed=2).fit(X, y, SCHEMA3)
@@ -294,7 +275,7 @@ def test_ann_artifact_round_trip_is_tensor_only(ann, nonlinear_data, tmp_path):
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["hyperparameters"]["hidden"] == [32, 16] and "torch" in meta["versions"]
     assert set(meta["normalisation"]) == {"x_mean", "x_std", "y_mean", "y_std"}
-    assert _pickle_globals(tmp_path / "weights.pt") <= {
+    assert pickle_globals(tmp_path / "weights.pt") <= {
         "collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
     loaded = load_model(tmp_path)
     assert isinstance(loaded, ANNModel)

@@ -24,9 +24,8 @@ from glacgrid.models import (
     sample_weights,
 )
 from glacgrid.models import _kernels
-from glacgrid.testing._models import linear_truth, nonlinear_truth
+from glacgrid.testing._models import linear_truth, nonlinear_truth, pickle_globals
 
-from .test_models import _pickle_globals
 
 S3 = FeatureSchema(("x1", "x2", "x3"), ("K", "m w.e.", "km"))
 
@@ -194,7 +193,7 @@ def test_preset_ann_beats_lasso_reproducibly_and_round_trips(preset, data, tmp_p
     assert rmse(a.predict(X_test), truth) < 0.6 * rmse(lasso, truth)
     a.to_artifact(tmp_path)
     # tensors only (BatchNorm adds an int64 batch counter): nothing else would be imported on load
-    assert _pickle_globals(tmp_path / "weights.pt") <= {
+    assert pickle_globals(tmp_path / "weights.pt") <= {
         "collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage", "torch LongStorage"}
     loaded = load_model(tmp_path, schema=S3)
     assert loaded.preset == preset and loaded.batchnorm

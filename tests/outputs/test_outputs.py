@@ -3,6 +3,7 @@ the PNG figures (their plotted arrays read back) and the text summary, on synthe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,9 +17,11 @@ from glacgrid import figures
 from glacgrid.config import (ClimateConfig, GlaciersConfig, GridConfig, ObservationsConfig, OutputConfig, PeriodConfig,
                              RunConfig)
 from glacgrid.exceptions import UnitsError
-from glacgrid.models.cv import CVResult
-from glacgrid.outputs import (central, glacier_years, read_glacier_years, summary_lines, validation_table,
-                              write_glacier_years, write_outputs)
+from glacgrid.models import CVResult
+from glacgrid.observations import ObservedUnits
+from glacgrid.figures import central
+from glacgrid.outputs import (glacier_years, read_glacier_years, summary_lines, validation_table, write_glacier_years,
+                              write_outputs)
 from glacgrid.testing._outputs import band_limits, synthetic_results
 
 from glacgrid.testing import raise_if_dask_computes
@@ -243,12 +246,17 @@ def test_mean_smb_map_is_the_mean_of_smb_on_the_grid_extent(name):
     assert ax.get_xlabel() == "x (m)" and (("mean of 3 members" in ax.get_title()) == (name == "members"))
 
 
-def _cfg(tmp_path, obs_csv, plot=True):
+def _cfg(tmp_path, obs_file, plot=True):
     dummy = tmp_path / "none"
     return RunConfig(climate=ClimateConfig(files=(), invariant=dummy), grid=GridConfig(dem=dummy),
                      glaciers=GlaciersConfig(outlines=dummy), period=PeriodConfig(2001, 2010), name="synthetic",
-                     mode="evolve", observations=ObservationsConfig(files=(obs_csv,), format="table", id_column="obs_id"),
+                     mode="evolve", observations=ObservationsConfig(files=(obs_file,), format="table", id_column="obs_id"),
                      output=OutputConfig(directory=tmp_path, plot=plot))
+
+
+def _observed(s):
+    """The observations of a synthetic store, read and linked as a run does (read once, handed on)."""
+    return ObservedUnits(s.obs, tuple(s.units), s.unit_of_outline)
 
 
 def _cv():
@@ -259,21 +267,24 @@ def _cv():
 
 def test_write_outputs_and_summary_with_members(tmp_path):
     s = synthetic_results(**CASES["members"])
-    obs_csv = tmp_path / "obs.csv"
-    s.obs.to_csv(obs_csv, index=False)
-    cfg = _cfg(tmp_path, obs_csv)
+    cfg = _cfg(tmp_path, tmp_path / "never-read.csv")  # the observations come in as ObservedUnits
     # a dask-backed store is read in two passes: the per-glacier variables, and the gridded mean SMB
     with raise_if_dask_computes(max_computes=2):
-        files = write_outputs(cfg, SimpleNamespace(table=s.table), s.results.chunk({"year": 4}), _cv(), s.units,
-                              s.unit_of_outline, tmp_path)
+        written = write_outputs(cfg, SimpleNamespace(table=s.table), s.results.chunk({"year": 4}), _cv(),
+                                _observed(s), tmp_path)
+    files = written.files.as_dict()
     for key in ("glacier_years_csv", "glacier_years_parquet", "glacier_years_csv_metadata", "validation_csv",
                 "plot_png", "cumulative_smb_png", "area_volume_png", "mean_smb_map_png"):
         assert Path(files[key]).exists(), key
+        assert getattr(written.files, key) == files[key]
     for key in ("plot_png", "cumulative_smb_png", "area_volume_png", "mean_smb_map_png"):
         assert Path(files[key]).read_bytes()[:4] == b"\x89PNG" and Path(files[key]).stat().st_size > 20_000
-    gy = files["glacier_years_df"]
+    assert files["results_zarr"] == tmp_path / "results.zarr" and "glacier_log_csv" not in files
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        written.files.plot_png = None
+    gy = written.glacier_years
     pd.testing.assert_frame_equal(pd.read_parquet(files["glacier_years_parquet"]), gy)
-    result = SimpleNamespace(glacier_years=gy, cv=_cv(), config=cfg, validation=files["validation_df"],
+    result = SimpleNamespace(glacier_years=gy, cv=_cv(), config=cfg, validation=written.validation,
                              timings={"outputs": 1.0}, notes=[], output=tmp_path)
     text = "\n".join(summary_lines(result))
     assert "ensemble: 3 members (thickness factors [0.7, 1.0, 1.3], delta-h factors [0.9, 1.0, 1.1])" in text
@@ -290,12 +301,12 @@ def test_write_outputs_and_summary_with_members(tmp_path):
 
 def test_write_outputs_without_plots(tmp_path):
     s = synthetic_results(spread=True)
-    obs_csv = tmp_path / "obs.csv"
-    s.obs.to_csv(obs_csv, index=False)
-    files = write_outputs(_cfg(tmp_path, obs_csv, plot=False), SimpleNamespace(table=s.table), s.results, _cv(),
-                          s.units, s.unit_of_outline, tmp_path)
+    cfg = _cfg(tmp_path, tmp_path / "never-read.csv", plot=False)
+    written = write_outputs(cfg, SimpleNamespace(table=s.table), s.results, _cv(), _observed(s), tmp_path)
+    files = written.files.as_dict()
     assert not [k for k in files if k.endswith("_png")] and not list(tmp_path.glob("*.png"))
-    assert "smb_spread_mwe" in read_glacier_years(files["glacier_years_csv"])
+    assert written.files.plot_png is None and written.files.mean_smb_map_png is None
+    assert "smb_spread_mwe" in read_glacier_years(written.files.glacier_years_csv)
 
 
 def test_figures_without_observations_or_reference_member():

@@ -4,15 +4,15 @@ real Hintereis-, Kesselwand- and Vernagtferner numbers (slow)."""
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from glacgrid.validation import (band_means, compare_bands, compare_evolution, metrics, observed_pixels,
-                                 reconstruction_cv, vertical_gradient)
+from glacgrid.observations import ObservedUnits
+from glacgrid.pipeline.validate import observed_pixels, reconstruction_cv
+from glacgrid.validation import band_means, compare_bands, compare_evolution, metrics, vertical_gradient
 
 from glacgrid.testing import REPO, raise_if_dask_computes, requires_data
 
@@ -96,7 +96,6 @@ def test_compare_evolution_sums_linked_outlines_and_integrates_wgms():
     th = np.array([[10.0, 20.0, 30.0, 40.0]])
     static = xr.Dataset({"glacier_id": (("y", "x"), gid), "thickness": (("y", "x"), th),
                          "pixel_area": (("y", "x"), np.full((1, 4), 1e6))})
-    prep = SimpleNamespace(static=static)
     years = [2001, 2002]
     res = xr.Dataset({"glacier_area": (("year", "glacier"), [[1.5, 1.0, 1.0], [1.0, 0.5, 0.9]]),
                       "volume": (("year", "glacier"), [[0.02, 0.025, 0.039], [0.015, 0.02, 0.037]]),
@@ -104,7 +103,8 @@ def test_compare_evolution_sums_linked_outlines_and_integrates_wgms():
                      coords={"year": years, "glacier": [1, 2, 3]})
     obs = pd.DataFrame({"obs_id": ["V", "V", "H", "H"], "year": [2001, 2002, 2001, 2002], "smb": [-1.0, -0.5, -2.0, 0.0]})
     areas = pd.DataFrame({"obs_id": ["V", "V", "H"], "year": [2001, 2002, 2001], "area_km2": [3.0, 2.0, 1.2]})
-    ev = compare_evolution(res, prep, ["V", "H"], np.array([0, 1, 1, 2]), obs, areas, rho_ice=900.0, rho_water=1000.0)
+    observed = ObservedUnits(obs, ("V", "H"), np.array([0, 1, 1, 2]))
+    ev = compare_evolution(res, static, observed, areas, rho_ice=900.0, rho_water=1000.0)
     s = ev.summary.set_index("obs_id")
     assert s.loc["V", "area_start_model"] == pytest.approx(3.0) and s.loc["V", "volume_start_model"] == pytest.approx(0.06)
     assert s.loc["V", "area_end_model"] == pytest.approx(1.5) and s.loc["V", "dv_model"] == pytest.approx(0.035 - 0.06)
@@ -116,7 +116,7 @@ def test_compare_evolution_sums_linked_outlines_and_integrates_wgms():
     assert s.loc["H", "dv_wgms"] == pytest.approx(-2.0 * 1.2 * 1e-3 / 0.9)
     # an ensemble run (member dim): one summary row per glacier and member
     ens = xr.concat([res, res.assign(volume=res["volume"] * 0.5)], dim="member").assign_coords(member=[0, 1])
-    ev2 = compare_evolution(ens, prep, ["V", "H"], np.array([0, 1, 1, 2]), obs, areas)
+    ev2 = compare_evolution(ens, static, observed, areas)
     s2 = ev2.summary.set_index(["obs_id", "member"])
     assert len(s2) == 4 and s2.loc[("V", 0), "dv_model"] == pytest.approx(0.035 - 0.06)
     assert s2.loc[("V", 1), "dv_model"] == pytest.approx(0.0175 - 0.06)
@@ -127,15 +127,16 @@ def test_compare_evolution_sums_linked_outlines_and_integrates_wgms():
 @pytest.fixture(scope="module")
 def synthetic(small_region, tmp_path_factory):
     from glacgrid.config import load_config
-    from glacgrid.pipeline import prepare, training_table
+    from glacgrid.pipeline import prepare, read_observed, training_table
     from glacgrid.testing import write_config
 
     out = tmp_path_factory.mktemp("validation")
     cfg = load_config(write_config(small_region, out / "run.toml", output=out, mode="reconstruct", chunks=48))
     prep = prepare(cfg, out / "work")
-    train, units, unit_of_outline = training_table(cfg, prep)
-    px = observed_pixels(cfg, prep, units, unit_of_outline, sorted(train["year"].unique()))
-    return cfg, prep, train, units, px
+    observed = read_observed(cfg, prep.table)
+    train, _ = training_table(cfg, prep, observed)
+    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique()))
+    return cfg, prep, train, observed.units, px
 
 
 @pytest.mark.parametrize("scheme", ["logo", "loyo"])
@@ -189,7 +190,7 @@ def oetztal_data(test):
 @pytest.fixture(scope="module")
 def oetztal(tmp_path_factory):
     from glacgrid.config import load_config
-    from glacgrid.validation import validate
+    from glacgrid.pipeline import validate
 
     cfg = load_config(REPO / "examples" / "hef_evolve.toml")
     cfg = dataclasses.replace(cfg, grid=dataclasses.replace(cfg.grid, chunks=128))
