@@ -178,6 +178,7 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
     from .downscale import solid_precipitation
     from .downscale.lapse import fit_lapse_rates
     from .grid import TargetGrid
+    from .units import convert
 
     try:
         g = TargetGrid.from_raster(grid, chunks=chunks)
@@ -191,7 +192,7 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
     except GlacgridError as err:
         _fail(err)
     if rates is not None:
-        typer.echo("monthly lapse rates (K/km): " + ", ".join(f"{1000 * v:.2f}" for v in rates.values))
+        typer.echo("monthly lapse rates (K/km): " + ", ".join(f"{v:.2f}" for v in convert(rates.values, "K m-1", "K km-1")))
     typer.echo(f"wrote {out}")
 
 
@@ -212,7 +213,7 @@ def features(config: Path = typer.Argument(..., help="run configuration (TOML)")
     Example: glacgrid features examples/hef.toml --out hef-features --monthly --reference 1982-2018
     """
     from .config import load_config
-    from .features.stage import run_features
+    from .pipeline import run_features
 
     try:
         ref = None
@@ -482,7 +483,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
             typer.echo(f"dask: {describe_client(client)}")
             if tile is not None:
-                from .tiled import run_tile
+                from .pipeline import run_tile
 
                 report = run_tile(cfg, tile)
             else:
@@ -512,7 +513,7 @@ def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TO
     """
     from .cluster import client_for, resolve_cluster
     from .config import load_config
-    from .tiled import prepare_tiles
+    from .pipeline import prepare_tiles
 
     try:
         cfg = load_config(config)
@@ -532,7 +533,7 @@ def tiles_finish(config: Path = typer.Argument(..., help="run configuration (TOM
     Example: glacgrid tiles finish run.toml
     """
     from .config import load_config
-    from .tiled import finish_tiles
+    from .pipeline import finish_tiles
 
     try:
         result = finish_tiles(load_config(config))
@@ -548,7 +549,7 @@ def tiles_missing(config: Path = typer.Argument(..., help="run configuration (TO
     Example: sbatch --array=$(glacgrid tiles missing run.toml) jobs/run_tiles.sbatch run.toml
     """
     from .config import load_config
-    from .tiled import missing_tiles
+    from .pipeline import missing_tiles
 
     try:
         missing = missing_tiles(load_config(config))
@@ -572,8 +573,8 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
     import time
 
     from .cluster import client_for, describe_client, resolve_cluster
-    from .testing import prepare_demo
     from .pipeline import run as run_pipeline
+    from .testing import prepare_demo
 
     t0 = time.perf_counter()
     try:
@@ -607,7 +608,7 @@ def validate(config: Path = typer.Argument(..., help="run configuration (TOML) w
     Example: glacgrid validate examples/hef_evolve.toml --out hef-validation
     """
     from .config import load_config
-    from .validation import validate as run_validation
+    from .pipeline import validate as run_validation
 
     try:
         report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from .config import CLUSTER_KINDS, ClusterConfig, cluster_problems
 from .exceptions import ClusterError, ConfigError, import_optional
+from .units import convert
 
 __all__ = ["client_for", "resolve_cluster", "describe_client", "slurm_cluster_kwargs", "CLUSTER_KINDS"]
 
@@ -47,7 +48,7 @@ def describe_client(client) -> str:
     info = client.scheduler_info()
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
-    mem = sum(w.get("memory_limit", 0) or 0 for w in workers.values()) / 2**30
+    mem = convert(sum(w.get("memory_limit", 0) or 0 for w in workers.values()), "B", "GiB")
     return f"scheduler {info.get('address', '?')}, {len(workers)} workers, {threads} threads, {mem:.1f} GiB"
 
 

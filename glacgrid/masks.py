@@ -28,6 +28,7 @@ by about ``perimeter x pixel size / 4`` at random edge positions; :func:`glacier
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.array as dsa
@@ -37,10 +38,13 @@ import pandas as pd
 import xarray as xr
 
 from .exceptions import GeometryError, GridMismatchError, InputDataError
+from .glaciers import glacier_sums
 from .grid import TargetGrid
 from .metadata import provenance, stamp
+from .units import convert, m2_to_km2
 
-__all__ = ["read_outlines", "rasterize_glaciers", "glacier_table", "tile_glaciers", "tile_grid", "RGI_COLUMNS"]
+__all__ = ["read_outlines", "rasterize_glaciers", "glacier_table", "TileLayout", "TILE_HALO", "plan_tiles", "tile_glaciers",
+           "tile_grid", "RGI_COLUMNS"]
 
 #: Id, name and inventory-area (km2) columns of the RGI versions, tried in this order by ``"auto"``.
 RGI_COLUMNS = {"6": ("RGIId", "Name", "Area"), "7": ("rgi_id", "glac_name", "area_km2")}
@@ -76,37 +80,8 @@ def read_outlines(path: str | Path, id_column: str = "auto", name_column: str = 
     if not path.exists():
         raise InputDataError(f"Outline file {path} does not exist.")
     gdf = gpd.read_file(path)
-    version, area_column = "", ""
-    if id_column == "auto":
-        for v, (idc, namec, areac) in RGI_COLUMNS.items():
-            if idc in gdf.columns:
-                version, id_column, area_column = v, idc, areac
-                name_column = name_column or (namec if namec in gdf.columns else "")
-                break
-        else:
-            raise GeometryError(
-                f"Outline file {path} has neither an RGI v6 'RGIId' nor an RGI v7 'rgi_id' column; columns are "
-                f"{list(gdf.columns)}. Pass id_column= the column holding the glacier ids."
-            )
-    else:
-        for v, (idc, _, areac) in RGI_COLUMNS.items():
-            if idc == id_column:
-                version, area_column = v, areac
-    if id_column not in gdf.columns:
-        raise GeometryError(
-            f"Outline file {path} has no column {id_column!r}; columns are {list(gdf.columns)}. "
-            "Set [glaciers] id_column to the column holding the glacier ids (RGI v6: 'RGIId', v7: 'rgi_id')."
-        )
-    if name_column and name_column not in gdf.columns:
-        raise GeometryError(f"Outline file {path} has no name column {name_column!r}; columns are {list(gdf.columns)}.")
-    if gdf.crs is None:
-        raise GeometryError(f"Outline file {path} has no CRS (.prj missing); add one before use.")
-    dup = gdf[id_column][gdf[id_column].duplicated()].tolist()
-    if dup:
-        raise GeometryError(f"Outline file {path} has duplicated ids in {id_column!r}: {dup[:10]}. Ids must be unique.")
-    empty = gdf.geometry.is_empty | gdf.geometry.isna()
-    if empty.any():
-        raise GeometryError(f"Outlines with empty geometry in {path}: {gdf.loc[empty, id_column].tolist()[:10]}.")
+    version, id_column, name_column, area_column = _rgi_columns(gdf, path, id_column, name_column)
+    _check_outlines(gdf, path, id_column, name_column)
     invalid = ~gdf.geometry.is_valid
     repaired = gdf.loc[invalid, id_column].astype(str).tolist()
     if repaired:
@@ -126,6 +101,46 @@ def read_outlines(path: str | Path, id_column: str = "auto", name_column: str = 
     return out
 
 
+def _rgi_columns(gdf: gpd.GeoDataFrame, path: Path, id_column: str, name_column: str) -> tuple[str, str, str, str]:
+    """The RGI version and the id, name and inventory-area columns of an outline file (``"auto"`` resolved)."""
+    version, area_column = "", ""
+    if id_column == "auto":
+        for v, (idc, namec, areac) in RGI_COLUMNS.items():
+            if idc in gdf.columns:
+                version, id_column, area_column = v, idc, areac
+                name_column = name_column or (namec if namec in gdf.columns else "")
+                break
+        else:
+            raise GeometryError(
+                f"Outline file {path} has neither an RGI v6 'RGIId' nor an RGI v7 'rgi_id' column; columns are "
+                f"{list(gdf.columns)}. Pass id_column= the column holding the glacier ids."
+            )
+    else:
+        for v, (idc, _, areac) in RGI_COLUMNS.items():
+            if idc == id_column:
+                version, area_column = v, areac
+    return version, id_column, name_column, area_column
+
+
+def _check_outlines(gdf: gpd.GeoDataFrame, path: Path, id_column: str, name_column: str) -> None:
+    """Raise :class:`GeometryError` for missing columns, no CRS, duplicated ids or empty geometries."""
+    if id_column not in gdf.columns:
+        raise GeometryError(
+            f"Outline file {path} has no column {id_column!r}; columns are {list(gdf.columns)}. "
+            "Set [glaciers] id_column to the column holding the glacier ids (RGI v6: 'RGIId', v7: 'rgi_id')."
+        )
+    if name_column and name_column not in gdf.columns:
+        raise GeometryError(f"Outline file {path} has no name column {name_column!r}; columns are {list(gdf.columns)}.")
+    if gdf.crs is None:
+        raise GeometryError(f"Outline file {path} has no CRS (.prj missing); add one before use.")
+    dup = gdf[id_column][gdf[id_column].duplicated()].tolist()
+    if dup:
+        raise GeometryError(f"Outline file {path} has duplicated ids in {id_column!r}: {dup[:10]}. Ids must be unique.")
+    empty = gdf.geometry.is_empty | gdf.geometry.isna()
+    if empty.any():
+        raise GeometryError(f"Outlines with empty geometry in {path}: {gdf.loc[empty, id_column].tolist()[:10]}.")
+
+
 def _overlaps(gdf: gpd.GeoDataFrame, min_km2: float = 1e-6) -> list[tuple[str, str, float]]:
     """Pairs of outlines sharing more than ``min_km2`` of area (spatial-index query, vectorised)."""
     if len(gdf) < 2:
@@ -139,7 +154,7 @@ def _overlaps(gdf: gpd.GeoDataFrame, min_km2: float = 1e-6) -> list[tuple[str, s
     import shapely
 
     geoms = eq.geometry.to_numpy()
-    inter = shapely.area(shapely.intersection(geoms[left], geoms[right])) / 1e6
+    inter = m2_to_km2(shapely.area(shapely.intersection(geoms[left], geoms[right])))
     ids = gdf["rgi_id"].to_numpy()
     return [(ids[a], ids[b], float(k)) for a, b, k in zip(left, right, inter) if k > min_km2]
 
@@ -147,11 +162,6 @@ def _overlaps(gdf: gpd.GeoDataFrame, min_km2: float = 1e-6) -> list[tuple[str, s
 def _laea(gdf: gpd.GeoDataFrame) -> str:
     lon, lat = gdf.to_crs("EPSG:4326").union_all().centroid.coords[0]
     return f"+proj=laea +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m"
-
-
-def _outline_area_km2(gdf: gpd.GeoDataFrame) -> np.ndarray:
-    """Outline areas (km2) on a local equal-area projection."""
-    return gdf.to_crs(_laea(gdf)).area.to_numpy() / 1e6
 
 
 def _rasterize_block(shapes_gdf: gpd.GeoDataFrame, transform: tuple, shape: tuple[int, int],
@@ -182,7 +192,7 @@ def rasterize_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, supersam
     A pixel belongs to the glacier whose outline contains its centre (``glacier_id``); where outlines
     overlap, the outline that comes first in the table wins (documented, and counted in the glacier
     table). ``glacier_fraction`` is the share of the pixel covered by any outline, from
-    ``supersample``² sub-pixels.
+    ``supersample ** 2`` sub-pixels.
 
     Outlines in another CRS are reprojected to the grid's (recorded in the history). Outlines outside
     the grid are kept (and reported by :func:`glacier_table`), but if none intersects the grid a
@@ -254,15 +264,12 @@ def glacier_table(outlines: gpd.GeoDataFrame, glacier_id: xr.DataArray, pixel_ar
 
     ``grid`` (optional) enables the outside/partly-outside statuses and the pixel-size tolerance.
     """
-    from flox.xarray import xarray_reduce
-
     n = len(outlines)
     idx = np.arange(1, n + 1)
-    area = xarray_reduce(pixel_area.where(glacier_id > 0, 0.0), glacier_id.rename("glacier"),
-                         func="sum", expected_groups=(idx,), fill_value=0.0, engine="flox")
-    raster_km2 = np.asarray(area.values, dtype="float64") / 1e6
+    area = glacier_sums(pixel_area.where(glacier_id > 0, 0.0), glacier_id, idx)
+    raster_km2 = m2_to_km2(np.asarray(area.values, dtype="float64"))
     eq = outlines.to_crs(_laea(outlines))
-    outline_km2 = eq.area.to_numpy() / 1e6
+    outline_km2 = m2_to_km2(eq.area.to_numpy())
     table = pd.DataFrame(
         {"rgi_id": outlines["rgi_id"].to_numpy(), "name": outlines["name"].to_numpy(),
          "outline_area_km2": outline_km2,
@@ -277,7 +284,7 @@ def glacier_table(outlines: gpd.GeoDataFrame, glacier_id: xr.DataArray, pixel_ar
     if grid is not None:
         pix = float(np.sqrt(np.prod(grid.resolution))) if not grid.is_geographic else float(
             np.sqrt(float(pixel_area.mean())))
-        tol = np.maximum(rel_tol, eq.length.to_numpy() * pix / (2 * outline_km2 * 1e6))
+        tol = np.maximum(rel_tol, eq.length.to_numpy() * pix / (2 * convert(outline_km2, "km2", "m2")))
         g = outlines.to_crs(grid.pyproj_crs).geometry
         frame = _box(*grid.bounds)
         inside = g.within(frame).to_numpy()
@@ -307,15 +314,188 @@ def glacier_table(outlines: gpd.GeoDataFrame, glacier_id: xr.DataArray, pixel_ar
 
 
 # ---------------------------------------------------------------------------------------------- tiling
+#: Pixels around a tile's window (:meth:`TileLayout.window`): the slope/aspect stencil needs 1.
+TILE_HALO = 2
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tiles as sets of grid chunks (blocks) and the glaciers whose pixels lie in them.
+
+    ``blocks[k]`` are the ``(block_row, block_col)`` of tile ``k``; ``glaciers[k]`` its glacier indices
+    (the ``glacier_id`` values; glaciers without a pixel on the grid go to tile 0).
+    """
+
+    shape: tuple[int, int]
+    chunks: tuple[int, int]
+    blocks: tuple[tuple[tuple[int, int], ...], ...]
+    glaciers: tuple[tuple[int, ...], ...]
+
+    @property
+    def n_tiles(self) -> int:
+        """The number of tiles."""
+        return len(self.blocks)
+
+    def block_slices(self, block: tuple[int, int]) -> tuple[slice, slice]:
+        """Rows and columns of the grid chunk ``block`` (``(block_row, block_col)``)."""
+        (by, bx), (cy, cx), (ny, nx) = block, self.chunks, self.shape
+        return slice(by * cy, min((by + 1) * cy, ny)), slice(bx * cx, min((bx + 1) * cx, nx))
+
+    def window(self, k: int, halo: int = TILE_HALO) -> tuple[slice, slice]:
+        """Rows and columns of the bounding box of tile ``k``'s chunks, plus ``halo`` pixels."""
+        sl = [self.block_slices(b) for b in self.blocks[k]]
+        y0, y1 = min(s[0].start for s in sl), max(s[0].stop for s in sl)
+        x0, x1 = min(s[1].start for s in sl), max(s[1].stop for s in sl)
+        return (slice(max(y0 - halo, 0), min(y1 + halo, self.shape[0])),
+                slice(max(x0 - halo, 0), min(x1 + halo, self.shape[1])))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (:meth:`from_dict` reads it back)."""
+        return {"shape": list(self.shape), "chunks": list(self.chunks),
+                "blocks": [[list(b) for b in t] for t in self.blocks], "glaciers": [list(g) for g in self.glaciers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TileLayout":
+        """The layout of :meth:`to_dict`."""
+        return cls(tuple(d["shape"]), tuple(d["chunks"]), tuple(tuple(tuple(b) for b in t) for t in d["blocks"]),
+                   tuple(tuple(int(g) for g in t) for t in d["glaciers"]))
+
+
+def _components(pairs: np.ndarray, n_blocks: int, max_id: int) -> np.ndarray:
+    """Connected components of the bipartite chunk-glacier graph of the ``(block, glacier)`` pairs.
+
+    Returns the component label of every node: nodes ``0..n_blocks-1`` are the chunks, ``n_blocks + g``
+    is glacier ``g``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_nodes = n_blocks + max_id + 1
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], n_blocks + pairs[:, 1])), shape=(n_nodes, n_nodes))
+    return connected_components(graph, directed=False)[1]
+
+
+def _cut_components(label: np.ndarray, n_blocks: int, ice: np.ndarray, weight: np.ndarray,
+                    n_tiles: int) -> tuple[np.ndarray, int]:
+    """Cut the components, in row-major order of their first chunk, into at most ``n_tiles`` contiguous
+    runs of about equal ``weight`` (per chunk); every run holds a chunk with ``ice`` > 0.
+
+    Returns the tile of every component label (0 for components without a chunk) and the number of tiles.
+    """
+    block_label = label[:n_blocks]
+    comps, first = np.unique(block_label, return_index=True)  # first: lowest (row-major) chunk of each
+    order = comps[np.argsort(first)]
+    comp_weight = np.bincount(block_label, weights=weight)[order]
+    comp_ice = np.bincount(block_label, weights=ice)[order] > 0
+    n = max(1, min(n_tiles, int(comp_ice.sum())))
+    # walk the components in order; a new tile starts at a glaciated component once the running weight
+    # passed the next multiple of total / n (or when the glaciated components left are just enough);
+    # ice-free components join the tile being filled, so that every tile has glaciers
+    tile_of_comp = np.zeros(len(order), dtype=np.int64)
+    t, acc, seen, left, total = 0, 0.0, False, int(comp_ice.sum()), comp_weight.sum()
+    for i in range(len(order)):  # components, i.e. at most the number of chunks
+        if comp_ice[i]:
+            if seen and t < n - 1 and (acc >= (t + 1) * total / n or left == n - 1 - t):
+                t += 1
+            seen, left = True, left - 1
+        tile_of_comp[i] = t
+        acc += comp_weight[i]
+    tile_of_label = np.zeros(label.max() + 1, dtype=np.int64)  # glaciers without a chunk: tile 0
+    tile_of_label[order] = tile_of_comp
+    return tile_of_label, n
+
+
+def plan_tiles(glacier_id: np.ndarray, chunks: tuple[int, int], n_tiles: int,
+               index: np.ndarray | None = None) -> TileLayout:
+    """Split a glacier-id raster into at most ``n_tiles`` tiles of whole chunks, no glacier split.
+
+    Chunks touched by the same glacier are joined (connected components of the chunk-glacier graph);
+    the components, in row-major order of their first chunk, are cut into contiguous runs of about
+    equal weight (glacier pixels, plus a hundredth of all pixels so that ice-free chunks count a
+    little). Every tile holds glaciers; fewer tiles than asked are returned when there are fewer
+    glaciated components.
+
+    Parameters
+    ----------
+    glacier_id : numpy.ndarray
+        The glacier index raster (0: no glacier).
+    chunks : (int, int)
+        The chunk shape (rows, cols): tiles are unions of these chunks.
+    n_tiles : int
+        The number of tiles wanted (at least 1).
+    index : numpy.ndarray, optional
+        Every glacier index to place (glaciers without a pixel go to tile 0); default: those in the raster.
+
+    Returns
+    -------
+    TileLayout
+    """
+    if n_tiles < 1:
+        raise InputDataError(f"The number of tiles must be at least 1, got {n_tiles}.")
+    gid = np.asarray(glacier_id)
+    ny, nx = gid.shape
+    cy, cx = chunks
+    nby, nbx = -(-ny // cy), -(-nx // cx)
+    # glacier ids of every chunk: pad to whole chunks and view as (block row, block col, pixel)
+    padded = np.zeros((nby * cy, nbx * cx), dtype=np.int64)
+    padded[:ny, :nx] = gid
+    blocks = padded.reshape(nby, cy, nbx, cx).transpose(0, 2, 1, 3).reshape(nby * nbx, cy * cx)
+    nb = nby * nbx
+    rows, cols = np.nonzero(blocks > 0)
+    pairs = np.unique(np.stack([rows, blocks[rows, cols]], axis=1), axis=0) if rows.size else np.zeros((0, 2), int)
+    max_id = int(max(gid.max(initial=0), 0 if index is None else np.max(index, initial=0)))
+    label = _components(pairs, nb, max_id)
+    ice = (blocks > 0).sum(axis=1)
+    tile_of_label, n = _cut_components(label, nb, ice, ice + 0.01 * cy * cx, n_tiles)
+    tile_of_block = tile_of_label[label[:nb]]
+    all_ids = np.unique(gid[gid > 0]) if index is None else np.asarray(index, dtype=np.int64)
+    glacier_tile = tile_of_label[label[nb + all_ids]]
+    tile_blocks, tile_glaciers = [], []
+    for t in range(n):
+        bl = np.flatnonzero(tile_of_block == t)
+        tile_blocks.append(tuple((int(b // nbx), int(b % nbx)) for b in bl))
+        tile_glaciers.append(tuple(int(g) for g in all_ids[glacier_tile == t]))
+    return TileLayout((ny, nx), (cy, cx), tuple(tile_blocks), tuple(tile_glaciers))
+
+
+def _glacier_windows(gdf: gpd.GeoDataFrame, grid: TargetGrid, buffer: float) -> pd.DataFrame:
+    """Pixel window ``j0:j1, i0:i1`` of each outline's bounding box plus ``buffer`` (snapped outward to
+    grid pixels, clipped to the grid)."""
+    a, _, c, _, e, f = grid.transform
+    ny, nx = grid.shape
+    b = gdf.geometry.bounds.to_numpy()  # minx, miny, maxx, maxy
+    win = pd.DataFrame({"j0": np.floor((b[:, 3] + buffer - f) / e), "j1": np.ceil((b[:, 1] - buffer - f) / e),
+                        "i0": np.floor((b[:, 0] - buffer - c) / a), "i1": np.ceil((b[:, 2] + buffer - c) / a)})
+    for col, size in (("j0", ny), ("j1", ny), ("i0", nx), ("i1", nx)):
+        win[col] = win[col].clip(0, size).astype(int)
+    return win
+
+
+def _window_pairs(win: pd.DataFrame, glacier_index: np.ndarray, chunks: tuple[int, int],
+                  nbx: int) -> np.ndarray:
+    """``(block, glacier)`` for every chunk that each glacier's pixel window touches."""
+    cy, cx = chunks
+    pairs = []
+    for g, j0, j1, i0, i1 in zip(glacier_index, win["j0"], win["j1"], win["i0"], win["i1"]):
+        if j1 <= j0 or i1 <= i0:
+            continue
+        by, bx = np.meshgrid(np.arange(j0 // cy, (j1 - 1) // cy + 1), np.arange(i0 // cx, (i1 - 1) // cx + 1),
+                             indexing="ij")
+        pairs.append(np.stack([(by * nbx + bx).ravel(), np.full(by.size, g)], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), int)
+
+
 def tile_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, tile_size: int | tuple[int, int] = 2048,
                   buffer: float = 0.0) -> pd.DataFrame:
     """Split a large run into tiles of whole glaciers: each glacier belongs to exactly one tile.
 
-    A glacier is assigned to the ``tile_size`` seed tile of the grid that holds its representative
-    point; each tile's extent is then the union of its glaciers' bounding boxes plus ``buffer`` (grid
-    CRS units), snapped outward to grid pixels and clipped to the grid. Tiles may therefore overlap a
-    little at their edges, but no glacier is ever split across tiles. Glaciers with no part on the grid
-    are in no tile and listed in ``attrs["outside"]``.
+    The grid is cut into ``tile_size`` chunks; each glacier joins the chunks its outline's bounding box
+    touches, and every group of joined chunks is a tile (the grouping of :func:`plan_tiles`, one tile
+    per group, so a tile may span several chunks where glaciers straddle chunk edges). A tile's extent
+    is the union of its glaciers' windows: the bounding box of each outline plus ``buffer`` (grid CRS
+    units), snapped outward to grid pixels and clipped to the grid. No glacier is ever split and no
+    chunk holds glaciers of two tiles, though the extents of two tiles may overlap a little at their
+    edges. Glaciers with no part on the grid are in no tile and listed in ``attrs["outside"]``.
 
     Parameters
     ----------
@@ -325,16 +505,18 @@ def tile_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, tile_size: in
     grid : TargetGrid
         The full grid.
     tile_size : int or (int, int)
-        Seed tile size in pixels (rows, cols).
+        Chunk size in pixels (rows, cols).
     buffer : float
         Margin around the glaciers of a tile, in grid CRS units (e.g. for slope or flow kernels).
 
     Returns
     -------
-    DataFrame, one row per non-empty tile (index ``tile`` 0..T-1), columns ``seed_row``, ``seed_col``,
-    ``j0``, ``j1``, ``i0``, ``i1`` (pixel window: ``rows j0:j1, cols i0:i1`` of ``grid``), ``left``,
-    ``bottom``, ``right``, ``top`` (CRS units), ``n_glaciers``, ``glacier_index`` (list of ints 1..N)
-    and ``rgi_ids`` (list of str). Use :func:`tile_grid` for the sub-grid of a row.
+    DataFrame
+        One row per tile (index ``tile`` 0..T-1, in row-major order of the tiles' first chunks), columns
+        ``seed_row``, ``seed_col`` (the tile's first chunk), ``j0``, ``j1``, ``i0``, ``i1`` (pixel window:
+        ``rows j0:j1, cols i0:i1`` of ``grid``), ``left``, ``bottom``, ``right``, ``top`` (CRS units),
+        ``n_glaciers``, ``glacier_index`` (list of ints 1..N) and ``rgi_ids`` (list of str). Use
+        :func:`tile_grid` for the sub-grid of a row.
     """
     ty, tx = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
     if ty < 1 or tx < 1 or buffer < 0:
@@ -342,25 +524,24 @@ def tile_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, tile_size: in
     gdf = outlines.to_crs(grid.pyproj_crs) if not outlines.crs.equals(grid.pyproj_crs) else outlines
     a, _, c, _, e, f = grid.transform
     ny, nx = grid.shape
-    b = gdf.geometry.bounds.to_numpy()  # minx, miny, maxx, maxy
+    nby, nbx = -(-ny // ty), -(-nx // tx)
     on = gdf.intersects(_box(*grid.bounds)).to_numpy()
-    rp = gdf.geometry.representative_point()
-    col = np.clip(np.floor((rp.x.to_numpy() - c) / a), 0, nx - 1).astype(int)
-    row = np.clip(np.floor((rp.y.to_numpy() - f) / e), 0, ny - 1).astype(int)
-    frame = pd.DataFrame({"seed_row": row // ty, "seed_col": col // tx, "glacier_index": np.arange(1, len(gdf) + 1),
-                          "rgi_id": gdf["rgi_id"].to_numpy(),
-                          "i0": np.floor((b[:, 0] - buffer - c) / a), "i1": np.ceil((b[:, 2] + buffer - c) / a),
-                          "j0": np.floor((b[:, 3] + buffer - f) / e), "j1": np.ceil((b[:, 1] - buffer - f) / e)})[on]
-    tiles = frame.groupby(["seed_row", "seed_col"], sort=True).agg(
+    index = np.arange(1, len(gdf) + 1)[on]
+    win = _glacier_windows(gdf, grid, buffer)[on].assign(glacier_index=index, rgi_id=gdf["rgi_id"].to_numpy()[on])
+    pairs = _window_pairs(_glacier_windows(gdf, grid, 0.0)[on], index, (ty, tx), nbx)  # the outlines join chunks
+    label = _components(pairs, nby * nbx, len(gdf))
+    touched = np.bincount(pairs[:, 0], minlength=nby * nbx)
+    tile_of_label, _ = _cut_components(label, nby * nbx, touched, touched.astype("float64"), nby * nbx)
+    win["tile"] = tile_of_label[label[nby * nbx + index]]
+    tiles = win.groupby("tile", sort=True).agg(
         j0=("j0", "min"), j1=("j1", "max"), i0=("i0", "min"), i1=("i1", "max"),
-        glacier_index=("glacier_index", list), rgi_ids=("rgi_id", list)).reset_index()
-    tiles["j0"] = tiles["j0"].clip(0, ny).astype(int)
-    tiles["j1"] = tiles["j1"].clip(0, ny).astype(int)
-    tiles["i0"] = tiles["i0"].clip(0, nx).astype(int)
-    tiles["i1"] = tiles["i1"].clip(0, nx).astype(int)
+        glacier_index=("glacier_index", list), rgi_ids=("rgi_id", list))
+    block_tile = tile_of_label[label[:nby * nbx]]
+    first = np.array([np.flatnonzero((block_tile == t) & (touched > 0)).min() for t in tiles.index], dtype=int)
+    tiles["seed_row"], tiles["seed_col"] = first // nbx, first % nbx
     tiles["left"], tiles["right"] = c + a * tiles["i0"], c + a * tiles["i1"]
     tiles["top"], tiles["bottom"] = f + e * tiles["j0"], f + e * tiles["j1"]
-    tiles["n_glaciers"] = tiles["glacier_index"].str.len()
+    tiles["n_glaciers"] = tiles["glacier_index"].map(len).astype(int)
     tiles.index.name = "tile"
     tiles.attrs["outside"] = gdf["rgi_id"].to_numpy()[~on].tolist()
     tiles.attrs["tile_size"] = (ty, tx)
@@ -369,12 +550,17 @@ def tile_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, tile_size: in
     return tiles[cols]
 
 
-def tile_grid(grid: TargetGrid, tile: pd.Series) -> TargetGrid:
-    """The sub-grid of one row of :func:`tile_glaciers` (same resolution, CRS and chunks)."""
-    from dataclasses import replace
+def tile_grid(grid: TargetGrid, tile: pd.Series | tuple[slice, slice]) -> TargetGrid:
+    """The sub-grid of a window (same resolution, CRS and chunks).
 
+    ``tile`` is a row of :func:`tile_glaciers` (``j0``, ``j1``, ``i0``, ``i1``) or the ``(rows, cols)``
+    slices of :meth:`TileLayout.window`.
+    """
+    if isinstance(tile, tuple):
+        (j0, j1), (i0, i1) = (tile[0].start, tile[0].stop), (tile[1].start, tile[1].stop)
+    else:
+        j0, j1, i0, i1 = int(tile["j0"]), int(tile["j1"]), int(tile["i0"]), int(tile["i1"])
     a, _, c, _, e, f = grid.transform
-    j0, j1, i0, i1 = int(tile["j0"]), int(tile["j1"]), int(tile["i0"]), int(tile["i1"])
     return replace(grid, transform=(a, 0.0, c + a * i0, 0.0, e, f + e * j0), shape=(j1 - j0, i1 - i0))
 
 

@@ -13,7 +13,7 @@ import xarray as xr
 
 from .exceptions import UnitsError
 
-__all__ = ["G0", "RHO_WATER", "SECONDS_PER_DAY", "T0", "M2_PER_KM2", "M3_PER_KM3", "canonical", "require_units",
+__all__ = ["G0", "RHO_WATER", "SECONDS_PER_DAY", "T0", "M2_PER_KM2", "M3_PER_KM3", "METRES_PER_DEGREE", "canonical", "require_units",
            "factor", "convert", "m2_to_km2", "m3_to_km3", "km3_to_m3", "mm_we_to_m_we", "days_in_month",
            "era5_daily_accumulation_to_monthly_amount", "era5_daily_energy_to_flux", "geopotential_to_height",
            "kelvin_to_celsius"]
@@ -30,6 +30,8 @@ T0 = 273.15
 M2_PER_KM2 = 1e6
 #: Cubic metres per cubic kilometre.
 M3_PER_KM3 = 1e9
+#: Metres per degree of latitude, rounded: an approximation used only for crop margins on geographic grids.
+METRES_PER_DEGREE = 111_000.0
 
 # Spellings of the same unit found in ERA5 / ERA5-Land files and CF files.
 _ALIASES = {

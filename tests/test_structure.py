@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("simulate",),
     ("figures",),
     ("outputs", "validation"),
-    ("pipeline", "tiled"),
+    ("pipeline",),
     ("testing", "cluster"),
     ("cli", "__main__"),
 )

@@ -22,138 +22,44 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
-from . import cube as cube_mod
-from .atomic import atomic_path, locked
-from .config import RunConfig, config_digest
-from .exceptions import InputDataError, StoreError
-from .grid import TargetGrid
+from .. import cube as cube_mod
+from .. import simulate
+from ..atomic import atomic_path, locked
+from ..config import RunConfig, config_digest
+from ..exceptions import InputDataError, StoreError
+from ..grid import TargetGrid
+from ..masks import TileLayout, plan_tiles, tile_grid
+from ..models import CVResult, SMBModel, load_model
+from ..outputs import write_outputs
+from .model import fit_model
+from .prepare import Prepared, prepare
+from .run import RunResult
+from .training import read_observed, training_table
 
-__all__ = ["TileLayout", "plan_tiles", "prepare_tiles", "run_tile", "missing_tiles", "finish_tiles", "tile_key"]
+__all__ = ["prepare_tiles", "run_tile", "missing_tiles", "finish_tiles", "read_layout", "tile_key"]
 
 log = logging.getLogger(__name__)
 
 TILES_DIR = "tiles"
 LAYOUT_FILE = "tiles.json"
 LOG_FILE = "glacier_log.csv"
-_HALO = 2  # pixels around a tile's window: the slope/aspect stencil needs 1
 
 
 def tile_key(k: int) -> str:
     """The sidecar key of tile ``k`` in the results store."""
     return f"tile[{k}]"
-
-
-@dataclass(frozen=True)
-class TileLayout:
-    """Tiles as sets of grid chunks (blocks) and the glaciers whose pixels lie in them.
-
-    ``blocks[k]`` are the ``(block_row, block_col)`` of tile ``k``; ``glaciers[k]`` its glacier indices
-    (the ``glacier_id`` values; glaciers without a pixel on the grid go to tile 0).
-    """
-
-    shape: tuple[int, int]
-    chunks: tuple[int, int]
-    blocks: tuple[tuple[tuple[int, int], ...], ...]
-    glaciers: tuple[tuple[int, ...], ...]
-
-    @property
-    def n_tiles(self) -> int:
-        return len(self.blocks)
-
-    def block_slices(self, block: tuple[int, int]) -> tuple[slice, slice]:
-        (by, bx), (cy, cx), (ny, nx) = block, self.chunks, self.shape
-        return slice(by * cy, min((by + 1) * cy, ny)), slice(bx * cx, min((bx + 1) * cx, nx))
-
-    def window(self, k: int, halo: int = _HALO) -> tuple[slice, slice]:
-        """Rows and columns of the bounding box of tile ``k``'s chunks, plus ``halo`` pixels."""
-        sl = [self.block_slices(b) for b in self.blocks[k]]
-        y0, y1 = min(s[0].start for s in sl), max(s[0].stop for s in sl)
-        x0, x1 = min(s[1].start for s in sl), max(s[1].stop for s in sl)
-        return (slice(max(y0 - halo, 0), min(y1 + halo, self.shape[0])),
-                slice(max(x0 - halo, 0), min(x1 + halo, self.shape[1])))
-
-    def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "chunks": list(self.chunks),
-                "blocks": [[list(b) for b in t] for t in self.blocks], "glaciers": [list(g) for g in self.glaciers]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TileLayout":
-        return cls(tuple(d["shape"]), tuple(d["chunks"]), tuple(tuple(tuple(b) for b in t) for t in d["blocks"]),
-                   tuple(tuple(int(g) for g in t) for t in d["glaciers"]))
-
-
-def plan_tiles(glacier_id: np.ndarray, chunks: tuple[int, int], n_tiles: int,
-               index: np.ndarray | None = None) -> TileLayout:
-    """Split a glacier-id raster into at most ``n_tiles`` tiles of whole chunks, no glacier split.
-
-    Chunks touched by the same glacier are joined (connected components of the chunk-glacier graph);
-    the components, in row-major order of their first chunk, are cut into contiguous runs of about
-    equal weight (glacier pixels, plus a hundredth of all pixels so that ice-free chunks count a
-    little). Every tile holds glaciers; fewer tiles than asked are returned when there are fewer
-    glaciated components.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if n_tiles < 1:
-        raise InputDataError(f"The number of tiles must be at least 1, got {n_tiles}.")
-    gid = np.asarray(glacier_id)
-    ny, nx = gid.shape
-    cy, cx = chunks
-    nby, nbx = -(-ny // cy), -(-nx // cx)
-    # glacier ids of every chunk: pad to whole chunks and view as (block row, block col, pixel)
-    padded = np.zeros((nby * cy, nbx * cx), dtype=np.int64)
-    padded[:ny, :nx] = gid
-    blocks = padded.reshape(nby, cy, nbx, cx).transpose(0, 2, 1, 3).reshape(nby * nbx, cy * cx)
-    nb = nby * nbx
-    rows, cols = np.nonzero(blocks > 0)
-    pairs = np.unique(np.stack([rows, blocks[rows, cols]], axis=1), axis=0) if rows.size else np.zeros((0, 2), int)
-    max_id = int(max(gid.max(initial=0), 0 if index is None else np.max(index, initial=0)))
-    # bipartite graph: nodes 0..nb-1 are chunks, nb + g is glacier g
-    n_nodes = nb + max_id + 1
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], nb + pairs[:, 1])), shape=(n_nodes, n_nodes))
-    _, label = connected_components(graph, directed=False)
-    block_label = label[:nb]
-    ice = (blocks > 0).sum(axis=1)
-    comps, first = np.unique(block_label, return_index=True)  # first: lowest (row-major) chunk of each
-    order = comps[np.argsort(first)]
-    comp_weight = np.bincount(block_label, weights=ice + 0.01 * cy * cx)[order]
-    comp_ice = np.bincount(block_label, weights=ice)[order] > 0
-    n = max(1, min(n_tiles, int(comp_ice.sum())))
-    # walk the components in order; a new tile starts at a glaciated component once the running weight
-    # passed the next multiple of total / n (or when the glaciated components left are just enough);
-    # ice-free components join the tile being filled, so that every tile has glaciers
-    tile_of_comp = np.zeros(len(order), dtype=np.int64)
-    t, acc, seen, left, total = 0, 0.0, False, int(comp_ice.sum()), comp_weight.sum()
-    for i in range(len(order)):  # components, i.e. at most the number of chunks
-        if comp_ice[i]:
-            if seen and t < n - 1 and (acc >= (t + 1) * total / n or left == n - 1 - t):
-                t += 1
-            seen, left = True, left - 1
-        tile_of_comp[i] = t
-        acc += comp_weight[i]
-    tile_of_label = np.zeros(label.max() + 1, dtype=np.int64)  # glaciers without a pixel: tile 0
-    tile_of_label[order] = tile_of_comp
-    tile_of_block = tile_of_label[block_label]
-    all_ids = np.unique(gid[gid > 0]) if index is None else np.asarray(index, dtype=np.int64)
-    glacier_tile = tile_of_label[label[nb + all_ids]]
-    tile_blocks, tile_glaciers = [], []
-    for t in range(n):
-        bl = np.flatnonzero(tile_of_block == t)
-        tile_blocks.append(tuple((int(b // nbx), int(b % nbx)) for b in bl))
-        tile_glaciers.append(tuple(int(g) for g in all_ids[glacier_tile == t]))
-    return TileLayout((ny, nx), (cy, cx), tuple(tile_blocks), tuple(tile_glaciers))
 
 
 # --------------------------------------------------------------------------- prepare (once)
@@ -163,11 +69,9 @@ def _config_hash(cfg: RunConfig) -> str:
                                "geometry", "mode"))
 
 
-def _train(cfg: RunConfig, prep, out: Path):
+def _train(cfg: RunConfig, prep: Prepared, out: Path) -> SMBModel:
     """The model stage of :func:`glacgrid.pipeline.run` (same training table, same artifact)."""
-    from .pipeline import fit_model, training_table
-
-    train, _, _ = training_table(cfg, prep)
+    train, _ = training_table(cfg, prep, read_observed(cfg, prep.table))
     train.to_csv(out / "training_features.csv", index=False)
     return fit_model(cfg, train, out)[0]
 
@@ -178,9 +82,6 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
     Idempotent: when ``<output>/tiles/tiles.json`` was written for the same configuration and number of
     tiles, and the results store exists, nothing is recomputed (a re-submitted array starts at once).
     """
-    from . import simulate
-    from .pipeline import prepare
-
     out = Path(cfg.output.directory)
     tdir = out / TILES_DIR
     layout_path = tdir / LAYOUT_FILE
@@ -227,6 +128,7 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
 
 
 def read_layout(cfg: RunConfig) -> tuple[TileLayout, dict]:
+    """The tile layout of ``cfg``'s output folder and its metadata (grid, fingerprint, thickness flags)."""
     path = Path(cfg.output.directory) / TILES_DIR / LAYOUT_FILE
     if not path.exists():
         raise StoreError(f"No tile layout at {path}. Run `glacgrid tiles prepare CONFIG --tiles N` first "
@@ -238,6 +140,12 @@ def read_layout(cfg: RunConfig) -> tuple[TileLayout, dict]:
     return TileLayout.from_dict(meta["layout"]), meta
 
 
+def _layout_grid(meta: dict) -> TargetGrid:
+    """The full grid recorded in the tile layout file."""
+    g = meta["grid"]
+    return TargetGrid(g["crs"], tuple(g["transform"]), tuple(g["shape"]), tuple(g["chunks"]))
+
+
 def missing_tiles(cfg: RunConfig) -> list[int]:
     """The tiles not yet recorded as done in the results store."""
     layout, _ = read_layout(cfg)
@@ -247,17 +155,12 @@ def missing_tiles(cfg: RunConfig) -> list[int]:
 
 # --------------------------------------------------------------------------- one tile (array task)
 
-def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int):
+def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int) -> Prepared:
     """The :class:`~glacgrid.pipeline.Prepared` of tile ``k``: its window, only its glaciers."""
-    from .pipeline import Prepared
-
     out = Path(cfg.output.directory)
-    g = meta["grid"]
-    grid = TargetGrid(g["crs"], tuple(g["transform"]), tuple(g["shape"]), tuple(g["chunks"]))
+    grid = _layout_grid(meta)
     ys, xs = layout.window(k)
-    a, _, c, _, e, f = grid.transform
-    sub = dataclasses.replace(grid, transform=(a, 0.0, c + a * xs.start, 0.0, e, f + e * ys.start),
-                              shape=(ys.stop - ys.start, xs.stop - xs.start))
+    sub = tile_grid(grid, (ys, xs))
     chunks = dict(zip(("y", "x"), grid.chunks))
     static = cube_mod.open_store(out / "work" / "static.zarr", chunks=chunks).isel(y=ys, x=xs)
     down = cube_mod.open_store(out / "work" / "downscaled.zarr",
@@ -274,13 +177,11 @@ def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int):
     # the simulation needs the index (and the ids for its glacier log)
     table = pd.read_parquet(out / TILES_DIR / "glaciers.parquet").loc[mine]
     has_th = np.asarray(meta["has_thickness"], dtype=bool)
-    return Prepared(sub, down, static, table, np.r_[False, has_th[mine]], [], surfaces)
+    return Prepared(sub, down, static, table, np.r_[False, has_th[mine]], (), surfaces)
 
 
 def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
     """Copy tile ``k`` from its scratch store into the results store, then record it as done."""
-    import zarr
-
     ys, xs = layout.window(k)
     res = cube_mod.open_store(scratch, chunks=None)
     nyear = res.sizes["year"]
@@ -291,8 +192,7 @@ def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
         by, bx = layout.block_slices(block)
         local = dict(y=slice(by.start - ys.start, by.stop - ys.start), x=slice(bx.start - xs.start, bx.stop - xs.start))
         part = xr.Dataset({v: (res[v].dims, res[v].isel(local).values) for v in gridded})
-        with cube_mod._quiet():
-            part.to_zarr(store, region={**lead, "y": by, "x": bx}, mode="r+", consolidated=None)
+        cube_mod.write_region(part, store, region_dim="y", index=by, region={**lead, "x": bx})
     glaciers = np.asarray(layout.glaciers[k])
     with locked(store.parent / TILES_DIR / ".results.lock"):
         if len(glaciers):
@@ -313,11 +213,9 @@ def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
 
 def _merge_log(tile_log: Path, run_log: Path, glaciers: np.ndarray) -> None:
     """The tile's isolated glacier-years into the run's ``glacier_log.csv`` (its rows replaced: idempotent)."""
-    from .simulate import LOG_COLUMNS
-
     def read(path):
         if not path.exists():
-            return pd.DataFrame(columns=LOG_COLUMNS)
+            return pd.DataFrame(columns=simulate.LOG_COLUMNS)
         return pd.read_csv(path, dtype={"rgi_id": str, "reason": str}, keep_default_na=False)
 
     rows = read(run_log)
@@ -325,7 +223,7 @@ def _merge_log(tile_log: Path, run_log: Path, glaciers: np.ndarray) -> None:
     merged = pd.concat([df for df in (rows, read(tile_log)) if len(df)] or [rows], ignore_index=True)
     merged = merged.sort_values(["year", "member", "glacier"]) if len(merged) else merged
     with atomic_path(run_log) as tmp:
-        merged[LOG_COLUMNS].to_csv(tmp, index=False)
+        merged[simulate.LOG_COLUMNS].to_csv(tmp, index=False)
 
 
 def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
@@ -334,9 +232,6 @@ def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
     Returns a small report: tile, glaciers, chunks, whether it was skipped, years resumed from the
     scratch store of a killed earlier task, seconds.
     """
-    from . import simulate
-    from .models import load_model
-
     t0 = time.perf_counter()
     layout, meta = read_layout(cfg)
     if not 0 <= k < layout.n_tiles:
@@ -366,12 +261,8 @@ def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
 
 # --------------------------------------------------------------------------- finish (once)
 
-def _load_cv(path: Path):
+def _load_cv(path: Path) -> CVResult:
     """The cross-validation result written by the prepare step (cv.json)."""
-    import inspect
-
-    from .models.cv import CVResult
-
     d = json.loads(path.read_text(encoding="utf-8"))
     kwargs = {"scheme": d["scheme"], "metrics": d["metrics"], "per_fold": pd.DataFrame(d["per_fold"]),
               "predictions": pd.DataFrame(d["predictions"])}
@@ -381,17 +272,13 @@ def _load_cv(path: Path):
     return CVResult(**kwargs)
 
 
-def finish_tiles(cfg: RunConfig):
+def finish_tiles(cfg: RunConfig) -> RunResult:
     """Write the tables and the figure of a tiled run from its merged results store.
 
     Uses the model, cross-validation and stores of the prepare step: nothing is recomputed (a retrained
     model would differ in the last digits and would not match the store). Returns a
     :class:`~glacgrid.pipeline.RunResult`.
     """
-    from . import outputs
-    from .observations import link_units, read_observations
-    from .pipeline import Prepared, RunResult
-
     t0 = time.perf_counter()
     out = Path(cfg.output.directory)
     missing = missing_tiles(cfg)
@@ -399,16 +286,11 @@ def finish_tiles(cfg: RunConfig):
         raise StoreError(f"Tiles {missing} are not in the results store yet. Run them first "
                          f"(sbatch --array={','.join(map(str, missing))} jobs/run_tiles.sbatch CONFIG).")
     layout, meta = read_layout(cfg)
-    g = meta["grid"]
-    grid = TargetGrid(g["crs"], tuple(g["transform"]), tuple(g["shape"]), tuple(g["chunks"]))
     table = pd.read_parquet(out / TILES_DIR / "glaciers.parquet")
-    prep = Prepared(grid, xr.Dataset(), xr.Dataset(), table, np.asarray(meta["has_thickness"], dtype=bool), [])
-    obs = read_observations(cfg.observations.files, fmt=cfg.observations.format, id_column=cfg.observations.id_column)
-    unit_of_outline, units, _ = link_units(obs["obs_id"].unique(), table["rgi_id"].tolist(), cfg.observations.links)
+    prep = Prepared(_layout_grid(meta), xr.Dataset(), xr.Dataset(), table,
+                    np.asarray(meta["has_thickness"], dtype=bool))
     cv = _load_cv(out / "cv.json")
-    results = cube_mod.open_store(out / "results.zarr")
-    files = outputs.write_outputs(cfg, prep, results, cv, units, unit_of_outline, out)
+    written = write_outputs(cfg, prep, cube_mod.open_store(out / "results.zarr"), cv, read_observed(cfg, table), out)
     timings = {"outputs": time.perf_counter() - t0}
-    notes = [f"tiled run: {layout.n_tiles} tiles merged into {out / 'results.zarr'}"]
-    return RunResult(cfg, out, files.pop("glacier_years_df"), files.pop("validation_df"), cv, timings, notes,
-                     dict(files))
+    notes = (f"tiled run: {layout.n_tiles} tiles merged into {out / 'results.zarr'}",)
+    return RunResult(cfg, out, written.glacier_years, written.validation, cv, timings, notes, written.files)

@@ -19,12 +19,12 @@ def prepared_run(directory: str | Path, *, seed: int = 1, mode: str = "evolve", 
     ``geometry`` replaces fields of ``[geometry]`` (e.g. ``thickness_factors=(0.7, 1.0)``).
     """
     from ._demo import prepare_demo
-    from ..pipeline import fit_model, prepare, training_table
+    from ..pipeline import fit_model, prepare, read_observed, training_table
 
     out = Path(directory)
     cfg, _ = prepare_demo(out, size="small", seed=seed, mode=mode)
     prep = prepare(cfg, out / "work")
-    train, _, _ = training_table(cfg, prep)
+    train, _ = training_table(cfg, prep, read_observed(cfg, prep.table))
     model, _ = fit_model(cfg, train, out)
     return configure(cfg, end=end, **geometry), prep, model
 

@@ -14,7 +14,7 @@ import pytest
 from glacgrid.cluster import _wait_for_workers, client_for, describe_client, resolve_cluster, slurm_cluster_kwargs
 from glacgrid.config import ClusterConfig, config_from_dict
 from glacgrid.exceptions import ClusterError, ConfigError, OptionalDependencyError
-from glacgrid.tiled import TileLayout, plan_tiles
+from glacgrid.masks import TileLayout, plan_tiles
 
 
 def test_resolve_cluster_accepts_kinds_and_addresses():
@@ -186,9 +186,8 @@ def test_tiled_run_in_process_equals_a_single_run(tmp_path):
     from glacgrid.cli import app
     from glacgrid.config import load_config
     from glacgrid.cube import completed_regions, open_store
-    from glacgrid.pipeline import run
+    from glacgrid.pipeline import finish_tiles, missing_tiles, prepare_tiles, run, run_tile
     from glacgrid.testing import build_region, write_config
-    from glacgrid.tiled import finish_tiles, missing_tiles, prepare_tiles, run_tile
 
     region = build_region(tmp_path / "inputs", seed=3, shape=(64, 80), n_massifs=2, glaciers_per_massif=4,
                           start=2001, end=2003)
@@ -212,8 +211,8 @@ def test_tiled_run_in_process_equals_a_single_run(tmp_path):
     assert res.exit_code == 0 and f"tile 0: {len(layout.glaciers[0])} glaciers" in res.output, res.output
     assert {"tile[0]", "tile[1]", "year[0:1]", "year[2:3]"} <= completed_regions(tmp_path / "b" / "results.zarr")
     result = finish_tiles(tiled)
-    a = open_store(reference.files["results_zarr"]).compute()
-    b = open_store(result.files["results_zarr"]).compute()
+    a = open_store(reference.files.results_zarr).compute()
+    b = open_store(result.files.results_zarr).compute()
     for name in a.data_vars:
         np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-12, atol=1e-12, equal_nan=True,
                                    err_msg=name)

@@ -48,12 +48,12 @@ def test_demo_recovers_the_known_temperature_index_model(demo_run):
 
 def test_demo_outputs_are_complete_and_conserve_mass(demo_run):
     cfg, region, result = demo_run
-    gy = pd.read_csv(result.files["glacier_years_csv"])
+    gy = pd.read_csv(result.files.glacier_years_csv)
     years = np.arange(region.start, region.end + 1)
     assert len(gy) == region.n_glaciers * years.size
     assert set(gy["year"]) == set(years)
     assert gy["smb_mwe"].notna().all() and gy["volume_km3"].notna().all()
-    res = open_store(result.files["results_zarr"])
+    res = open_store(result.files.results_zarr)
     for name in ("smb", "thickness", "surface", "smb_glacier", "glacier_area", "volume", "mean_elevation",
                  "disappeared", "failed"):
         assert res[name].attrs["units"] and res[name].attrs["long_name"]
@@ -73,13 +73,13 @@ def test_demo_outputs_are_complete_and_conserve_mass(demo_run):
     bed0 = (static["surface"] - static["thickness"].fillna(0)).where(static["glacier_id"] > 0)
     bed = (res["surface"].isel(year=-1) - res["thickness"].isel(year=-1)).where(static["glacier_id"] > 0)
     np.testing.assert_allclose(bed.values, bed0.values, atol=1e-2)
-    assert result.files["plot_png"].stat().st_size > 20_000
+    assert result.files.plot_png.stat().st_size > 20_000
 
 
 def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
     """A REAL kill: `glacgrid run` in a subprocess, SIGKILLed once the first year is committed, rerun."""
     cfg, region, result = demo_run
-    ref = open_store(result.files["results_zarr"]).compute()
+    ref = open_store(result.files.results_zarr).compute()
     toml = tmp_path / "demo.toml"
     toml.write_text(cfg.source.read_text().replace(json.dumps(str(result.output.resolve())),
                                                    json.dumps(str(tmp_path / "out"))))
@@ -206,7 +206,7 @@ def test_overlapping_per_glacier_thickness_rasters_keep_each_glaciers_ice(tmp_pa
     from affine import Affine
 
     from glacgrid.grid import TargetGrid
-    from glacgrid.pipeline import _read_thickness
+    from glacgrid.pipeline.prepare import _read_thickness
 
     profile = {"driver": "GTiff", "height": 4, "width": 6, "count": 1, "dtype": "float32",
                "crs": "EPSG:32632", "transform": Affine(25.0, 0, 600_000.0, 0, -25.0, 5_200_000.0)}

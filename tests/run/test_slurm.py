@@ -232,13 +232,13 @@ def test_tile_array_equals_a_single_run_and_resubmission_finishes_the_rest(slurm
     assert f"tile 1: 4 glaciers, 10 chunks, {len(finished_before)} years resumed" in resumed, resumed
     assert not list(logs.glob(f"glacgrid-tile-{again['array']}_0.log"))
     # the merged store equals the single local run
-    a = open_store(reference.files["results_zarr"]).compute()
+    a = open_store(reference.files.results_zarr).compute()
     b = open_store(tiled / "results.zarr").compute()
     assert list(a.data_vars) == list(b.data_vars) and a.sizes == b.sizes
     for name in a.data_vars:
         np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-12, atol=1e-12, equal_nan=True,
                                    err_msg=name)
     np.testing.assert_array_equal(b["smb"].values, a["smb"].values)
-    gy_a = pd.read_csv(reference.files["glacier_years_csv"])
+    gy_a = pd.read_csv(reference.files.glacier_years_csv)
     gy_b = pd.read_csv(tiled / "glacier_years.csv")
     pd.testing.assert_frame_equal(gy_a, gy_b)

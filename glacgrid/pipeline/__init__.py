@@ -1,0 +1,23 @@
+"""The runners of glacgrid: the whole pipeline of one run and the entry points of its stages.
+
+``prepare`` (ingest -> grid and masks -> downscale, :mod:`glacgrid.pipeline.prepare`), the training table
+(:mod:`~glacgrid.pipeline.training`), the model stage (:mod:`~glacgrid.pipeline.model`), the run
+(:mod:`~glacgrid.pipeline.run`), the features stage (:mod:`~glacgrid.pipeline.features`), a run split
+into region tiles for a Slurm job array (:mod:`~glacgrid.pipeline.tiles`) and the validation of a run
+against its observations (:mod:`~glacgrid.pipeline.validate`). ``glacgrid run``, ``glacgrid demo``,
+``glacgrid features``, ``glacgrid tiles`` and ``glacgrid validate`` call these.
+"""
+
+from .features import run_features
+from .model import SEED_FREE_KINDS, build_model, ensemble_method, fit_model
+from .prepare import Prepared, prepare
+from .run import RunResult, run
+from .steps import Steps
+from .tiles import finish_tiles, missing_tiles, prepare_tiles, read_layout, run_tile, tile_key
+from .training import read_observed, training_table
+from .validate import ObservedPixels, observed_pixels, reconstruction_cv, validate
+
+__all__ = ["Prepared", "RunResult", "Steps", "SEED_FREE_KINDS", "build_model", "ensemble_method", "fit_model",
+           "prepare", "read_observed", "training_table", "run", "run_features", "prepare_tiles", "run_tile",
+           "missing_tiles", "finish_tiles", "read_layout", "tile_key", "validate",
+           "ObservedPixels", "observed_pixels", "reconstruction_cv"]

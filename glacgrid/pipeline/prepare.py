@@ -1,0 +1,188 @@
+"""The shared stages of a run: ingest -> grid and masks -> downscale, into the :class:`Prepared` hand-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import cube as cube_mod
+from ..config import RunConfig
+from ..downscale import downscale
+from ..features import HYDRO_START
+from ..glaciers import GlacierGeometry, area_weighted_mean
+from ..grid import TargetGrid
+from ..ingest import ingest
+from ..masks import glacier_table, rasterize_glaciers, read_outlines
+from ..metadata import provenance, stamp_dataset
+from ..units import METRES_PER_DEGREE
+from .steps import Steps
+
+__all__ = ["Prepared", "prepare"]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Everything on the target grid that the simulation needs (arrays lazy or small).
+
+    Attributes
+    ----------
+    grid : TargetGrid
+        The target grid.
+    down : xarray.Dataset
+        ``temp``, ``prcp`` ``(time, y, x)``; ``reference_elevation`` ``(y, x)``.
+    static : xarray.Dataset
+        ``glacier_id``, ``surface``, ``thickness``, ``pixel_area``, ``glacier_fraction`` ``(y, x)``.
+    table : pandas.DataFrame
+        Glacier index 1..N -> ``rgi_id``, ``name``, areas (:func:`glacgrid.masks.glacier_table`).
+    has_thickness : numpy.ndarray
+        Whether each glacier index has a thickness (bool; position 0 unused).
+    notes : tuple of str
+        What the preparation reported (repaired outlines, glaciers without a pixel).
+    surfaces : xarray.DataArray or None
+        The dated surfaces ``(surface_year, y, x)`` of ``[geometry] surfaces``.
+    """
+
+    grid: TargetGrid
+    down: xr.Dataset
+    static: xr.Dataset
+    table: pd.DataFrame
+    has_thickness: np.ndarray
+    notes: tuple[str, ...] = ()
+    surfaces: xr.DataArray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def index(self) -> np.ndarray:
+        """The glacier indices 1..N of :attr:`table`."""
+        return self.table.index.to_numpy()
+
+    @property
+    def glaciers(self) -> GlacierGeometry:
+        """The glacier geometry (index raster, surface, pixel areas, thickness) of :attr:`static` on the grid."""
+        s = self.static
+        return GlacierGeometry(s["glacier_id"], s["surface"], s["pixel_area"], self.index, self.grid,
+                               s["thickness"] if "thickness" in s else None)
+
+
+def _read_thickness(paths, grid: TargetGrid) -> xr.DataArray:
+    """Ice thickness from one or more rasters onto the grid (average resampling), NaN where none covers.
+
+    Where rasters overlap, a pixel takes the largest value (``np.fmax``, NaN ignored): per-glacier
+    products (Farinotti et al. 2019) hold 0 around their own glacier, which must not hide the ice of a
+    neighbouring glacier's raster listed earlier or later.
+    """
+    th = None
+    for p in paths:
+        one = grid.read(p, resampling="average")
+        th = one if th is None else np.fmax(th, one)
+    return th
+
+
+def _read_surfaces(cfg: RunConfig, grid: TargetGrid, workdir: Path) -> xr.DataArray | None:
+    """The dated surfaces of ``[geometry] surfaces`` on the grid (bilinear), stored in ``surfaces.zarr``."""
+    if not cfg.geometry.surfaces:
+        return None
+    z = xr.concat([grid.read(p, resampling="bilinear") for p in cfg.geometry.surfaces], dim="surface_year")
+    z = z.assign_coords(surface_year=np.asarray(cfg.geometry.surface_years, dtype="int64"))
+    z = grid.attach(stamp_dataset(z.rename("surface").astype("float64").to_dataset(),
+                                  history=provenance("prepare", surfaces=[str(p) for p in cfg.geometry.surfaces])))
+    z = z.drop_vars("spatial_ref", errors="ignore")
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    cube_mod.write_dataset(z.chunk({"surface_year": 1, **chunks}), workdir / "surfaces.zarr",
+                           region_dim="surface_year", overwrite=True)
+    return cube_mod.open_store(workdir / "surfaces.zarr", chunks={"surface_year": 1, **chunks})["surface"]
+
+
+def _target_grid(cfg: RunConfig, outlines) -> TargetGrid:
+    """The grid of ``[grid] dem``, cropped around the outlines when ``crop_to_glaciers``."""
+    grid = TargetGrid.from_raster(cfg.grid.dem, chunks=cfg.grid.chunks)
+    if cfg.grid.crop_to_glaciers:
+        buffer = cfg.grid.buffer
+        if grid.is_geographic:
+            buffer = buffer / METRES_PER_DEGREE  # metres -> degrees (an approximation, for the crop margin only)
+        grid = grid.crop(tuple(outlines.to_crs(grid.pyproj_crs).total_bounds), buffer=buffer)
+    return grid
+
+
+def _static(cfg: RunConfig, outlines, grid: TargetGrid, workdir: Path) -> xr.Dataset:
+    """Glacier masks, surface, thickness and pixel areas on the grid, written to and read back from
+    ``static.zarr``."""
+    dem = grid.read(cfg.grid.dem)
+    masks = rasterize_glaciers(outlines, grid)
+    if cfg.glaciers.thickness:
+        thickness = _read_thickness(cfg.glaciers.thickness, grid)
+    else:
+        thickness = xr.full_like(dem, np.nan)
+    static = xr.Dataset({"glacier_id": masks["glacier_id"], "glacier_fraction": masks["glacier_fraction"],
+                         "surface": dem, "thickness": thickness, "pixel_area": grid.pixel_area()})
+    static["thickness"] = static["thickness"].where(static["glacier_id"] > 0)
+    static = grid.attach(static).drop_vars("spatial_ref", errors="ignore")
+    static = stamp_dataset(static, history=provenance("prepare", dem=str(cfg.grid.dem)))
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    cube_mod.write_dataset(static.chunk(chunks), workdir / "static.zarr", region_dim="y", overwrite=True)
+    return cube_mod.open_store(workdir / "static.zarr", chunks=chunks)
+
+
+def _has_thickness(static: xr.Dataset, index: np.ndarray) -> np.ndarray:
+    """Glaciers more than half covered by the thickness rasters (bool per index; position 0 unused)."""
+    cover = area_weighted_mean(static["thickness"].notnull().astype("float32"), static["glacier_id"],
+                               static["glacier_id"] > 0, static["pixel_area"], index)
+    return np.r_[False, np.nan_to_num(cover.values) > 0.5]
+
+
+def _downscaled(cfg: RunConfig, cube: xr.Dataset, grid: TargetGrid, surface: xr.DataArray,
+                workdir: Path) -> xr.Dataset:
+    """The climate of the run's hydrological years downscaled to the grid, in ``downscaled.zarr``."""
+    m0 = HYDRO_START[cfg.period.hemisphere]
+    first = pd.Timestamp(cfg.period.start - (1 if m0 > 1 else 0), m0, 1)
+    last = first + pd.DateOffset(months=12 * (cfg.period.end - cfg.period.start + 1) - 1)
+    down = downscale(cube.sel(time=slice(first, last)), grid, surface, cfg.downscale)
+    cube_mod.write_dataset(down, workdir / "downscaled.zarr", region_dim="time", overwrite=True)
+    return cube_mod.open_store(workdir / "downscaled.zarr", chunks={"time": 12, "y": grid.chunks[0], "x": grid.chunks[1]})
+
+
+def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepared:
+    """Ingest the climate, build grid and masks, downscale; write the intermediate stores into ``workdir``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run.
+    workdir : Path
+        Folder of ``cube.zarr``, ``static.zarr``, ``downscaled.zarr`` (and ``surfaces.zarr``).
+    steps : Steps, optional
+        Progress display and timings of the stages ``ingest``, ``grid and masks``, ``downscale``.
+
+    Returns
+    -------
+    Prepared
+        With the notes of the preparation.
+    """
+    steps = steps or Steps(False)
+    notes: list[str] = []
+    with steps.stage("ingest"):
+        cube_path = ingest(list(cfg.climate.files), workdir / "cube.zarr", invariant=cfg.climate.invariant,
+                           variables=list(cfg.climate.variables))
+        cube = cube_mod.open_store(cube_path)
+    with steps.stage("grid and masks"):
+        outlines = read_outlines(cfg.glaciers.outlines, cfg.glaciers.id_column, cfg.glaciers.name_column)
+        if outlines.attrs.get("repaired"):
+            notes.append(f"repaired invalid outline geometries: {outlines.attrs['repaired']}")
+        grid = _target_grid(cfg, outlines)
+        static = _static(cfg, outlines, grid, workdir)
+        table = glacier_table(outlines, static["glacier_id"], static["pixel_area"])
+        empty = table.index[table["raster_area_km2"] == 0].tolist()
+        if empty:
+            notes.append(f"glaciers with no pixel on the grid (kept, reported with NaN): "
+                         f"{table.loc[empty, 'rgi_id'].tolist()}")
+        has_thickness = _has_thickness(static, table.index.to_numpy())
+        surfaces = _read_surfaces(cfg, grid, workdir)
+    with steps.stage("downscale"):
+        down = _downscaled(cfg, cube, grid, static["surface"], workdir)
+    return Prepared(grid, down, static, table, has_thickness, tuple(notes), surfaces)
