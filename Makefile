@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glacgrid-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test hef clean
+.PHONY: install demo test docs hef clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "glacgrid needs Python >= 3.11")'
@@ -24,7 +24,11 @@ demo: install
 	$(BIN)/glacgrid demo --out demo-output
 
 test: install
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+docs: install
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 hef: install
 	$(BIN)/glacgrid run examples/hef.toml

@@ -139,13 +139,18 @@ class ObservationsConfig:
 class GeometryParams:
     """Glacier geometry of a run.
 
-    rho_ice, rho_water : densities (kg m-3) turning m w.e. into ice thickness in the delta-h update.
-    surfaces, surface_years : reconstruct mode, inventory-interpolated geometry: dated surface DEMs
+    Attributes
+    ----------
+    rho_ice, rho_water : float
+        Densities (kg m-3) turning m w.e. into ice thickness in the delta-h update.
+    surfaces, surface_years : tuple of Path, tuple of int
+        Reconstruct mode, inventory-interpolated geometry: dated surface DEMs
         (GeoTIFFs, resampled onto the grid) and their hydrological years (strictly increasing, one per
         file). Each year's features use the surface linearly interpolated in time between the two
         bracketing dated surfaces, held at the first / last one outside their range, and the grid DEM
         where they have no value. Empty (default): the static DEM every year.
-    thickness_factors, deltah_factors : evolve mode, uncertainty ensemble: members are the product of
+    thickness_factors, deltah_factors : tuple of float
+        Evolve mode, uncertainty ensemble: members are the product of
         the two lists (thickness factors outer), written along the ``member`` dimension of the results
         with coordinates ``thickness_factor`` and ``deltah_factor``. A thickness factor multiplies the
         initial ice thickness (the surface is kept: the bed moves). A delta-h factor multiplies the
@@ -172,21 +177,29 @@ class OutputConfig:
 class ClusterConfig:
     """The dask cluster a run uses (``glacgrid run --cluster KIND`` overrides ``kind``).
 
-    kind : ``local`` (a LocalCluster on this machine), ``threads`` (dask's threaded scheduler in this
+    Attributes
+    ----------
+    kind : str
+        ``local`` (a LocalCluster on this machine), ``threads`` (dask's threaded scheduler in this
         process, ``n_workers * threads_per_worker`` threads: no worker processes to start, for small
         runs such as one tile of a job array), ``slurm`` (a dask-jobqueue SLURMCluster: one
         Slurm job per ``processes`` workers, scaled to ``n_workers`` workers), ``mpi`` (dask-mpi: the job
         was started with ``mpirun``/``srun`` and rank 0 is the scheduler, rank 1 the client), ``gateway``
         (a new dask-gateway cluster, as on a Pangeo hub), or the address of a running scheduler
         (``tcp://host:8786``, ``tls://...``, ``gateway://...``).
-    n_workers, threads_per_worker, memory_limit : size of the LocalCluster; ``n_workers`` is also the
+    n_workers, threads_per_worker, memory_limit : int, int, str
+        Size of the LocalCluster; ``n_workers`` is also the
         number of workers a SLURMCluster or gateway cluster is scaled to.
-    cores, processes, memory, walltime, queue, account, interface, job_extra_directives,
-    job_script_prologue, log_directory, python : the SLURMCluster job (per job: ``cores`` CPUs and
+    cores, processes, memory, walltime, queue, account, interface : int, int, str, str, str, str, str
+        The SLURMCluster job (per job: ``cores`` CPUs and
         ``memory`` split over ``processes`` workers); empty strings mean the dask-jobqueue default.
         ``interface`` is the network interface the scheduler and workers listen on (``ib0`` on many
-        clusters, ``lo`` on a single node); ``python`` defaults to the interpreter running glacgrid.
-    wait_timeout : seconds to wait for the ``n_workers`` workers of a SLURMCluster (then the run goes on
+        clusters, ``lo`` on a single node).
+    job_extra_directives, job_script_prologue, log_directory, python : tuple of str, tuple of str, str, str
+        More ``#SBATCH`` lines, shell lines run before each worker, the worker log directory, and the
+        worker Python (defaults to the interpreter running glacgrid).
+    wait_timeout : float
+        Seconds to wait for the ``n_workers`` workers of a SLURMCluster (then the run goes on
         with those connected, an error if none is) or for the first worker of a gateway cluster.
     """
 
