@@ -27,6 +27,7 @@ import xarray as xr
 
 from ..atomic import atomic_path
 from ..exceptions import GridMismatchError, InputDataError, StoreError
+from ..glaciers import lookup
 from ..metadata import provenance, stamp
 from . import _calibration as _cal
 from ._calibration import STATUS, CalibrationRules
@@ -86,8 +87,7 @@ def calibrate_deltah(glacier_id: xr.DataArray, dem: xr.DataArray, dh: xr.DataArr
                              "Fill NaN with 0 and cast with .astype('int32').")
     gid, z, d = (np.asarray(a.values) for a in (glacier_id, dem, change))
     glaciers = np.unique(gid[gid > 0]).astype("int64")
-    pos = np.searchsorted(glaciers, gid).clip(0, max(glaciers.size - 1, 0))
-    pos = np.where(gid > 0, pos, -1)
+    pos = lookup(gid, glaciers).astype("int64")  # -1 off the glaciers
     out = _cal.calibrate_arrays(pos, z.astype("float64"), d.astype("float64"), glaciers.size, rules)
     return _to_dataset(out, glaciers, names, rules)
 
