@@ -473,16 +473,21 @@ def _glacier_windows(gdf: gpd.GeoDataFrame, grid: TargetGrid, buffer: float) -> 
 
 def _window_pairs(win: pd.DataFrame, glacier_index: np.ndarray, chunks: tuple[int, int],
                   nbx: int) -> np.ndarray:
-    """``(block, glacier)`` for every chunk that each glacier's pixel window touches."""
+    """``(block, glacier)`` for every chunk that each glacier's pixel window touches (no loop over glaciers:
+    each window's chunk rectangle is enumerated with ``np.repeat``)."""
     cy, cx = chunks
-    pairs = []
-    for g, j0, j1, i0, i1 in zip(glacier_index, win["j0"], win["j1"], win["i0"], win["i1"]):
-        if j1 <= j0 or i1 <= i0:
-            continue
-        by, bx = np.meshgrid(np.arange(j0 // cy, (j1 - 1) // cy + 1), np.arange(i0 // cx, (i1 - 1) // cx + 1),
-                             indexing="ij")
-        pairs.append(np.stack([(by * nbx + bx).ravel(), np.full(by.size, g)], axis=1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), int)
+    j0, j1, i0, i1 = (win[c].to_numpy(dtype=np.int64) for c in ("j0", "j1", "i0", "i1"))
+    keep = (j1 > j0) & (i1 > i0)
+    if not keep.any():
+        return np.zeros((0, 2), int)
+    by0, bx0 = j0[keep] // cy, i0[keep] // cx
+    nby, nbx_g = (j1[keep] - 1) // cy - by0 + 1, (i1[keep] - 1) // cx - bx0 + 1  # chunk rows, cols per glacier
+    count = nby * nbx_g
+    owner = np.repeat(np.arange(count.size), count)  # the glacier of each (glacier, chunk) pair
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)  # the pair's rank within its glacier
+    by = by0[owner] + k // nbx_g[owner]
+    bx = bx0[owner] + k % nbx_g[owner]
+    return np.stack([by * nbx + bx, np.asarray(glacier_index)[keep][owner]], axis=1)
 
 
 def tile_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, tile_size: int | tuple[int, int] = 2048,

@@ -27,12 +27,9 @@ def lookup(gid: np.ndarray, glaciers: np.ndarray) -> np.ndarray:
 
 
 def glacier_positions(ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each id in the sorted ``index`` (clipped into range) and whether it is there."""
-    n = index.size
-    if n == 0:
-        return np.zeros(np.shape(ids), "int64"), np.zeros(np.shape(ids), bool)
-    pos = np.minimum(np.searchsorted(index, ids), n - 1)
-    return pos, index[pos] == ids
+    """Position of each id in the sorted ``index`` (0 where absent) and whether it is there (:func:`lookup`)."""
+    pos = lookup(ids, index)
+    return np.maximum(pos, 0), pos >= 0
 
 
 def paint_lookup(ids: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -71,10 +71,6 @@ def glacier_problems(counts: Mapping[str, np.ndarray]) -> list[tuple[PixelCheck,
     return [(check, np.asarray(counts[check.name]) > 0) for check in PIXEL_CHECKS if check.name in counts]
 
 
-def _is_dask(ds: xr.Dataset) -> bool:
-    return any(v.chunks is not None for v in ds.data_vars.values())
-
-
 def glacier_checks(state: xr.Dataset, index: np.ndarray, *, need_thickness: bool,
                    has_thickness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per glacier of ``index``: the reason it cannot be computed ('' = fine) and its ice area (m2).
@@ -89,8 +85,7 @@ def glacier_checks(state: xr.Dataset, index: np.ndarray, *, need_thickness: bool
     terms = pixel_check_terms(gid, h, z, a, need_thickness=need_thickness)
     terms["ice_area"] = (a.where(ing & (h > 0), 0.0).astype("float64") if need_thickness
                          else a.where(ing, 0.0))
-    red = glacier_sums(xr.Dataset(terms), gid, index)
-    red = red.compute() if _is_dask(red) else red
+    red = glacier_sums(xr.Dataset(terms), gid, index).compute()  # (numpy-backed: no work)
     reason = np.full(np.asarray(index).size, "", dtype=object)
 
     def flag(mask, text):

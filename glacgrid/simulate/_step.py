@@ -36,10 +36,12 @@ def _is_dask(ds) -> bool:
     return any(v.chunks is not None for v in ds.data_vars.values())
 
 
-def _persisted(glaciers: GlacierGeometry) -> xr.Dataset:
-    """The pixel variables of ``glaciers`` as one Dataset, persisted when dask-backed (read once a year)."""
+def _persisted(glaciers: GlacierGeometry) -> GlacierGeometry:
+    """``glaciers`` with its rasters persisted together when dask-backed (read once a year)."""
     st = glaciers.as_dataset()
-    return st.persist() if _is_dask(st) else st
+    if not _is_dask(st):
+        return glaciers
+    return GlacierGeometry.from_dataset(st.persist(), glaciers.index, glaciers.grid)
 
 
 def _filled_surface(surface: xr.DataArray) -> xr.DataArray:
@@ -54,16 +56,15 @@ def _filled_surface(surface: xr.DataArray) -> xr.DataArray:
     return finite.fillna(local)
 
 
-def _smb(model, down, st, active, grid, index, *, year, features, downscale, hemisphere, fill=False,
+def _smb(model, down, g: GlacierGeometry, active, *, year, features, downscale, hemisphere, fill=False,
          constants=None):
     """``infer`` on the active pixels, and which glaciers got a NaN SMB on any active pixel."""
-    surface = _filled_surface(st["surface"]) if fill else st["surface"]
-    res = infer(model, down, GlacierGeometry(st["glacier_id"], surface, st["pixel_area"], index, grid), active=active,
+    res = infer(model, down, g.with_surface(_filled_surface(g.surface)) if fill else g, active=active,
                 features=features, downscale=downscale, start=int(year), end=int(year), hemisphere=hemisphere,
                 constants=constants)
     res = res.persist() if _is_dask(res) else res
     nan = res["smb"].isel(year=0).isnull().where(active, 0.0).astype("float64")
-    nan_frac = area_weighted_mean(nan, st["glacier_id"], active, st["pixel_area"], index)
+    nan_frac = area_weighted_mean(nan, g.glacier_id, active, g.pixel_area, g.index)
     (glacier_vars, nan_frac) = dask.compute({k: res[k] for k in res.data_vars if "glacier" in res[k].dims},
                                             nan_frac)
     nan_fail = np.nan_to_num(nan_frac.values) > 0
@@ -144,20 +145,21 @@ def annual_step(glaciers: GlacierGeometry, down: xr.Dataset, model, *, year: int
         ``year``.
     """
     index = np.asarray(glaciers.index)
-    st = _persisted(glaciers)
+    g = _persisted(glaciers)
+    st = g.as_dataset()
     gone = (np.zeros(index.size, dtype=bool) if disappeared is None
             else np.asarray(getattr(disappeared, "values", disappeared), dtype=bool))
     reason, ice_area = _evolution_checks(st, index, gone, has_thickness)
     ok = (reason == "") & ~gone
     active = paint_flags(st["glacier_id"], index, ok) & (st["thickness"] > 0)
-    res, gl, nan_fail = _smb(model, down, st, active, glaciers.grid, index, year=year, features=features,
-                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason))
+    res, gl, nan_fail = _smb(model, down, g, active, year=year, features=features, downscale=downscale,
+                             hemisphere=hemisphere, fill=_bad_surface(reason))
     reason[ok & nan_fail] = NAN_REASON
     ok &= ~nan_fail
     okpix = paint_flags(st["glacier_id"], index, ok)
     thickness, surface, report = _update(st, okpix, index[ok], gl["smb_glacier"][ok], ice_area[ok],
                                          geometry=geometry, curves=curves, deltah_factor=deltah_factor)
-    new = glaciers.with_thickness(thickness).with_surface(surface)
+    new = g.with_thickness(thickness).with_surface(surface)
     values = _evolved_values(new, st, okpix, index, ok, gone, gl["smb_glacier"], report)
     return new, _finish(year, index, reason, res["smb"].isel(year=0, drop=True), okpix, values)
 
@@ -239,7 +241,8 @@ class CheckedGeometry:
         """Check ``glaciers`` (one flox reduction, thickness not needed) and compute their area and mean
         elevation; with ``constants``, also their glacier constants (for a geometry used every year)."""
         index = np.asarray(glaciers.index)
-        st = _persisted(glaciers)
+        persisted = _persisted(glaciers)
+        st = persisted.as_dataset()
         reason, area_m2 = glacier_checks(st, index, need_thickness=False)
         okpix = paint_flags(st["glacier_id"], index, reason == "")
         zmean = area_weighted_mean(st["surface"], st["glacier_id"], okpix, st["pixel_area"], index)
@@ -248,7 +251,6 @@ class CheckedGeometry:
         if constants:  # a static geometry: its glacier constants are the same every year
             const = glacier_constants(st["glacier_id"], st["surface"], okpix, st["pixel_area"], index)
             const = const.compute() if _is_dask(const) else const
-        persisted = GlacierGeometry.from_dataset(st, index, glaciers.grid)
         return cls(persisted, reason, m2_to_km2(area_m2), zmean.values, const)
 
 
@@ -281,9 +283,8 @@ def reconstruct_step(glaciers: GlacierGeometry | CheckedGeometry, down: xr.Datas
     reason = checked.reason.copy()
     ok = reason == ""
     okpix = paint_flags(st["glacier_id"], index, ok)
-    res, gl, nan_fail = _smb(model, down, st, okpix, g.grid, index, year=year, features=features,
-                             downscale=downscale, hemisphere=hemisphere, fill=_bad_surface(reason),
-                             constants=checked.constants)
+    res, gl, nan_fail = _smb(model, down, g, okpix, year=year, features=features, downscale=downscale,
+                             hemisphere=hemisphere, fill=_bad_surface(reason), constants=checked.constants)
     reason[ok & nan_fail] = NAN_REASON
     ok &= ~nan_fail
     okpix = paint_flags(st["glacier_id"], index, ok)
