@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("masks", "mosaic"),
     ("downscale",),
     ("features",),
+    ("domain",),  # the packed glacier-pixel domain of a region (built from tiles or rasters, rasterised back)
     ("models",),
     ("inference",),
     ("geometry",),

@@ -1,0 +1,255 @@
+"""Build a glacier domain from per-glacier tiles (Farinotti et al. 2019) or from rasters on a grid.
+
+Both builders reduce their input to the glacier pixels of each glacier in packing order, with the
+surface at the pixel's four raster neighbours (edge-replicated at the raster edge), and hand that to
+the shared writer, which lays the glaciers out in groups and writes the store group by group.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dask.array as dsa
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..exceptions import InputDataError, MissingVariableError
+from ..grid import TargetGrid
+from ..mosaic import read_tile, scan_tiles
+from . import _kernels
+from ._writer import STRING, PackedSource, write_domain
+from .store import Domain, open_domain
+
+__all__ = ["domain_from_tiles", "domain_from_rasters", "DEFAULT_GROUP_PIXELS"]
+
+#: Default pixels per group (and Zarr chunk along ``pixel``): 2**18 = 262,144 (2 MiB per float64 array).
+DEFAULT_GROUP_PIXELS = 2**18
+
+
+# ---------------------------------------------------------------------------------------------- tiles
+def _read_glacier_tile(row: pd.Series) -> dict:
+    """The ice pixels (thickness > 0) of one tile: window rows/cols, thickness, surface, neighbour surfaces."""
+    h, z, area = read_tile(row)
+    h = np.where(np.isfinite(h), h, 0.0)
+    negative = int((h < 0).sum())
+    rows, cols = np.nonzero(h > 0)
+    return {"rows": rows.astype("int32"), "cols": cols.astype("int32"), "thickness": h[rows, cols],
+            "surface": z[rows, cols], "nb": _kernels.edge_neighbours(z, rows, cols), "area": float(area),
+            "negative": negative}
+
+
+def domain_from_tiles(thickness_dir: str | os.PathLike, dem_dir: str | os.PathLike, store: str | os.PathLike, *,
+                      numbers=None, group_pixels: int = DEFAULT_GROUP_PIXELS, overwrite: bool = False,
+                      progress: bool = False, workers: int | None = None) -> Domain:
+    """The domain of per-glacier thickness + DEM tiles (``RGIvv-rr.NNNNN_thickness.tif``, ``dem_NNNNN.asc.tif``).
+
+    Parameters
+    ----------
+    thickness_dir, dem_dir : path
+        The Farinotti thickness and surface DEM folders (see :func:`glacgrid.mosaic.scan_tiles`).
+    store : path
+        The domain Zarr store to write.
+    numbers : list of int, optional
+        Only these glacier numbers NNNNN (default: every tile).
+    group_pixels : int
+        Requested pixels per group (the chunk along ``pixel``; raised to the largest glacier).
+    overwrite : bool
+        Replace an existing store; otherwise a store with the same layout is resumed.
+    progress : bool
+        Print the time of each phase.
+    workers : int, optional
+        Threads reading tiles (default ``4 * cpu_count``, at most 32).
+
+    Returns
+    -------
+    Domain
+
+    Notes
+    -----
+    Glacier pixels are the tile's pixels with thickness > 0 (negative values count as 0). Where tiles
+    of one CRS on one pixel lattice overlap, a pixel belongs to the tile of the **lowest RGI number**
+    (the mosaic's rule, :mod:`glacgrid.mosaic`); the pixels given up are counted in the store
+    attribute ``overlap_pixels``. Ice pixels without a finite surface are then dropped and counted
+    (``ice_pixels_without_surface``, ``volume_dropped_m3``). Each glacier's window is its tile; its
+    slope and aspect come from the tile's own DEM (edge-replicated at the tile edge).
+    """
+    t0 = time.perf_counter()
+    tiles = scan_tiles(thickness_dir, dem_dir, read_values=False, numbers=numbers)
+    if numbers is not None:
+        missing = sorted(set(int(n) for n in numbers) - set(tiles.index))
+        if missing:
+            raise InputDataError(f"No tile for glacier numbers {missing[:10]} in {thickness_dir}; "
+                                 "pass numbers that have a RGIvv-rr.NNNNN_thickness.tif tile.")
+    tiles = tiles[~tiles.index.duplicated()]
+    t1 = time.perf_counter()
+    workers = workers or min(32, 4 * (os.cpu_count() or 1))
+    rows_list = [r for _, r in tiles.iterrows()]
+    with ThreadPoolExecutor(workers) as pool:  # file reading, one tile per glacier
+        parts = list(pool.map(_read_glacier_tile, rows_list))
+    t2 = time.perf_counter()
+    n = np.array([p["rows"].size for p in parts], dtype="int64")
+    glacier = np.repeat(np.arange(len(parts)), n)
+    cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in
+           ("rows", "cols", "thickness", "surface", "nb")}
+    tr = np.array(tiles["transform"].tolist(), dtype="float64")
+    res = tr[:, 0]
+    left, top = tr[:, 2], tr[:, 5]
+    ox, oy = np.round(np.mod(left, res), 6), np.round(np.mod(top, res), 6)
+    zone = pd.MultiIndex.from_arrays([tiles["epsg"].to_numpy(), res, ox, oy]).factorize()[0].astype("int64")
+    ix0 = np.round((left - ox) / res).astype("int64")
+    iy0 = np.round((oy - top) / res).astype("int64")
+    keep = _kernels.first_claims(zone[glacier], iy0[glacier] + cat["rows"], ix0[glacier] + cat["cols"])
+    overlap = int((~keep).sum())
+    no_surface = keep & ~np.isfinite(cat["surface"])
+    area = np.array([p["area"] for p in parts], dtype="float64")
+    dropped = float((cat["thickness"][no_surface] * area[glacier[no_surface]]).sum())
+    keep &= ~no_surface
+    glacier = glacier[keep]
+    cat = {k: v[keep] for k, v in cat.items()}
+    epsg = tiles["epsg"].to_numpy().astype("int32")
+    src = PackedSource(
+        rgi_id=tiles["rgi_id"].to_numpy().astype(STRING), name=np.full(len(tiles), "", dtype=STRING),
+        source_index=tiles.index.to_numpy().astype("int64"), epsg=epsg,
+        crs=np.array([f"EPSG:{e}" for e in epsg], dtype=object), geographic=np.zeros(len(tiles), bool),
+        transform=tr, window_shape=tiles[["ny", "nx"]].to_numpy().astype("int32"),
+        origin=np.c_[left, top, np.zeros((len(tiles), 2))], zone=zone, iy0=iy0, ix0=ix0,
+        glacier=glacier, row=cat["rows"], col=cat["cols"], surface=cat["surface"], thickness=cat["thickness"],
+        pixel_area=area[glacier], neighbour_surface=cat["nb"])
+    source = f"Farinotti et al. (2019) tiles: {Path(thickness_dir)} + {Path(dem_dir)}"
+    attrs = {"negative_pixels": int(sum(p["negative"] for p in parts)), "overlap_pixels": overlap,
+             "ice_pixels_without_surface": int(no_surface.sum()), "volume_dropped_m3": dropped,
+             "overlap_rule": "lowest RGI number wins where tiles of one lattice overlap"}
+    write_domain(src, store, group_pixels=group_pixels, source=source, overwrite=overwrite, attrs=attrs)
+    t3 = time.perf_counter()
+    if progress:
+        print(f"domain_from_tiles: scan {t1 - t0:.1f} s, read {len(tiles)} tiles {t2 - t1:.1f} s, "
+              f"pack+write {t3 - t2:.1f} s; {int(keep.sum())} pixels, {overlap} overlap pixels given up, "
+              f"{attrs['ice_pixels_without_surface']} ice pixels without surface dropped")
+    return open_domain(store)
+
+
+# ---------------------------------------------------------------------------------------------- rasters
+def _nonzero_block(ids: np.ndarray, block_info=None) -> np.ndarray:
+    """Flat raster positions and ids of the glacier pixels of one block (object array of one tuple)."""
+    (r0, _), (c0, _) = block_info[0]["array-location"]
+    nx = block_info[0]["shape"][1]
+    jj, ii = np.nonzero(ids > 0)
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = ((jj + r0).astype("int64") * nx + (ii + c0), ids[jj, ii].astype("int64"))
+    return out
+
+
+def _as_dask(da: xr.DataArray, grid: TargetGrid) -> dsa.Array:
+    data = da.data
+    return data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), chunks=grid.chunks)
+
+
+def _gather(da: xr.DataArray, grid: TargetGrid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Values of a (y, x) raster at the given pixels (dask: only the blocks holding them are read)."""
+    if isinstance(da.data, dsa.Array):
+        return np.asarray(da.data.vindex[rows, cols].compute())
+    return np.asarray(da.values)[rows, cols]
+
+
+def domain_from_rasters(static: xr.Dataset, grid: TargetGrid, table: pd.DataFrame, store: str | os.PathLike, *,
+                        group_pixels: int = DEFAULT_GROUP_PIXELS, overwrite: bool = False) -> Domain:
+    """The domain of glacier rasters on a grid (what the dense run's prepare stage builds).
+
+    Parameters
+    ----------
+    static : xarray.Dataset
+        ``glacier_id`` (int, 0 = none; values = ``table`` index), ``surface`` (m), ``thickness`` (m,
+        NaN where no data) and ``pixel_area`` (m2) on ``(y, x)`` of ``grid``, numpy or dask.
+    grid : TargetGrid
+        The grid of ``static``.
+    table : pandas.DataFrame
+        :func:`glacgrid.masks.glacier_table` output: index 1..N, columns ``rgi_id`` and ``name``.
+    store : path
+        The domain Zarr store to write.
+    group_pixels : int
+        Requested pixels per group.
+    overwrite : bool
+        Replace an existing store.
+
+    Returns
+    -------
+    Domain
+
+    Notes
+    -----
+    The glacier pixels are found block by block (the raster is never loaded whole). Each glacier's
+    window is the bounding box of its pixels on the grid; its ``source_index`` is its table index.
+    Slope and aspect use the surface at the four raster neighbours (edge-replicated at the raster
+    edge) and the dense path's pixel sizes, so they equal
+    :func:`glacgrid.features.topo_pixel_features` bit for bit.
+    """
+    for name in ("glacier_id", "surface", "thickness", "pixel_area"):
+        if name not in static:
+            raise MissingVariableError(f"static has no {name!r} (variables: {sorted(map(str, static.data_vars))}); "
+                                       "pass the dense prepare's static dataset.")
+        if static[name].dims != ("y", "x") or static[name].shape != grid.shape:
+            raise InputDataError(f"static[{name!r}] has dims {static[name].dims} and shape {static[name].shape}; "
+                                 f"expected ('y', 'x') and the grid's {grid.shape}.")
+    for col in ("rgi_id", "name"):
+        if col not in table:
+            raise InputDataError(f"table has no {col!r} column; pass glacgrid.masks.glacier_table output.")
+    index = table.index.to_numpy().astype("int64")
+    if not np.array_equal(index, np.arange(1, index.size + 1)):
+        raise InputDataError("table index must be 1..N (glacgrid.masks.glacier_table order).")
+    epsg = grid.pyproj_crs.to_epsg()
+    if epsg is None:
+        raise InputDataError(f"The grid CRS has no EPSG code ({grid.crs[:80]}...); reproject to an EPSG CRS.")
+    gid = _as_dask(static["glacier_id"], grid)
+    parts = dsa.map_blocks(_nonzero_block, gid, dtype=object,
+                           chunks=((1,) * gid.numblocks[0], (1,) * gid.numblocks[1])).compute()
+    flat = np.concatenate([p[0] for p in parts.ravel()])
+    ids = np.concatenate([p[1] for p in parts.ravel()])
+    bad = np.setdiff1d(np.unique(ids), index)
+    if bad.size:
+        raise InputDataError(f"glacier_id holds ids {bad[:10].tolist()} that are not in the table index "
+                             f"1..{index.size}; pass the glacier_table of the same outlines.")
+    order = np.lexsort((flat, ids))  # by glacier, row-major inside
+    flat, ids = flat[order], ids[order]
+    ny, nx = grid.shape
+    grow, gcol = flat // nx, flat % nx
+    z = static["surface"]
+    nb_r = np.clip(grow[:, None] + np.array([0, 0, -1, 1]), 0, ny - 1)
+    nb_c = np.clip(gcol[:, None] + np.array([-1, 1, 0, 0]), 0, nx - 1)
+    zz = _gather(z, grid, np.r_[grow, nb_r.ravel()], np.r_[gcol, nb_c.ravel()]).astype("float64")
+    surface, nb = zz[: flat.size], zz[flat.size:].reshape(-1, 4)
+    thickness = _gather(static["thickness"], grid, grow, gcol).astype("float64")
+    area = _gather(static["pixel_area"], grid, grow, gcol).astype("float64")
+    N = index.size
+    glacier = ids - 1
+    n_pix = np.bincount(glacier, minlength=N)
+    has = n_pix > 0
+    r0 = np.zeros(N, "int64")
+    c0 = np.zeros(N, "int64")
+    r1 = np.zeros(N, "int64")
+    c1 = np.zeros(N, "int64")
+    starts = np.r_[0, np.cumsum(n_pix)][:-1][has]
+    r0[has] = np.minimum.reduceat(grow, starts)
+    r1[has] = np.maximum.reduceat(grow, starts) + 1
+    c0[has] = np.minimum.reduceat(gcol, starts)
+    c1[has] = np.maximum.reduceat(gcol, starts) + 1
+    a, _, c, _, e, f = grid.transform
+    tr = np.zeros((N, 6))
+    tr[:, 0], tr[:, 4] = a, e
+    tr[:, 2], tr[:, 5] = c + a * c0, f + e * r0
+    src = PackedSource(
+        rgi_id=table["rgi_id"].astype(str).to_numpy().astype(STRING),
+        name=table["name"].fillna("").astype(str).to_numpy().astype(STRING),
+        source_index=index, epsg=np.full(N, epsg, "int32"), crs=np.full(N, grid.crs, dtype=object),
+        geographic=np.full(N, grid.is_geographic), transform=tr,
+        window_shape=np.c_[r1 - r0, c1 - c0].astype("int32"),
+        origin=np.c_[np.full(N, c), np.full(N, f), c0, r0].astype("float64"),
+        zone=np.zeros(N, "int64"), iy0=r0, ix0=c0,
+        glacier=glacier, row=(grow - r0[glacier]).astype("int32"), col=(gcol - c0[glacier]).astype("int32"),
+        surface=surface, thickness=thickness, pixel_area=area, neighbour_surface=nb)
+    source = static.attrs.get("source", "rasters on a grid") + f" (grid EPSG:{epsg}, shape {grid.shape})"
+    write_domain(src, store, group_pixels=group_pixels, source=source, overwrite=overwrite)
+    return open_domain(store)
