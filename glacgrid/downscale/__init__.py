@@ -6,6 +6,7 @@ Modules:
   :func:`solid_precipitation`
 - ``regrid``: coarse fields onto a :class:`~glacgrid.grid.TargetGrid` (bilinear or conservative, three
   engines)
+- ``pixels``: the same downscaling at the packed pixels of a glacier domain (weights once per pixel)
 - ``lapse``: monthly lapse rates fitted on the ERA5-Land cells around a grid
 - ``biascorrect``: empirical quantile mapping per calendar month
 - ``validation``: downscaled ERA5-Land against HISTALP, before and after bias correction
@@ -17,10 +18,13 @@ temperature to an evolving surface with the same lapse rate.
 from ..config import DownscaleParams
 from ._kernels import solid_fraction
 from .core import downscale, solid_precipitation
+from .pixels import PixelWeights, downscale_pixels, pixel_weights
 from .regrid import regrid
 
 __all__ = [
     "downscale", "DownscaleParams", "solid_precipitation", "regrid",
+    # the packed pixels of a glacier domain: weights once per pixel, applied to every month
+    "PixelWeights", "pixel_weights", "downscale_pixels",
     # numpy kernels for blockwise callers (the features stage's climate kernels)
     "solid_fraction",
 ]

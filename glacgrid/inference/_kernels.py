@@ -25,7 +25,7 @@ from ..glaciers import CLIMATE, CONSTANTS, DERIVED, PIXEL_TOPO, glacier_position
 from ..models.ann import PAD_ROWS
 
 __all__ = ["BlockSpec", "ROW_BATCH", "ALIGN_ROWS", "buildable", "infer_block", "block_features", "assemble",
-           "aligned_layout"]
+           "assemble_rows", "static_at", "infer_pixels", "aligned_layout"]
 
 #: Pixel-years per call of the numpy climate path (float64 climate or ablation-season predictors): bounds
 #: its float64 temporaries (~1 kB per row). The compiled path works in chunks of `_fused.CHUNK` pixels.
@@ -87,23 +87,36 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
                      ycoord: np.ndarray, xcoord: np.ndarray) -> dict[str, np.ndarray]:
     """Year-independent features (float32, one value per active pixel) that ``spec.features`` needs."""
     need = set(spec.features)
-    out: dict[str, np.ndarray] = {}
     rp, cp = r + 1, c + 1
     z = zpad[rp, cp].astype("float64")
     yy, xx = ycoord[r].astype("float64"), xcoord[c].astype("float64")
+    lon = lat = None
     if spec.geographic:
         lon, lat = xx, yy
     elif need & {"lat", "lon"}:
         lon, lat = _transformer(spec.crs).transform(xx, yy)
         lon, lat = np.asarray(lon, "float64"), np.asarray(lat, "float64")
+    sa = None
     if need & {"slope", "aspect_cos", "aspect_sin", "aspect"}:
         # central differences on the halo-padded block (row - 1 is north), as np.gradient computes them
         dx = spec.dx_scale * np.cos(np.deg2rad(lat)) if spec.geographic else spec.dx_scale
         sa = slope_aspect_at(zpad[rp, cp - 1], zpad[rp, cp + 1], zpad[rp - 1, cp], zpad[rp + 1, cp], dx, spec.dy)
+    return static_at(spec, z, gid_rows, lon, lat, sa)
+
+
+def static_at(spec: BlockSpec, z: np.ndarray, gid: np.ndarray, lon: np.ndarray | None, lat: np.ndarray | None,
+              sa: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Year-independent features (float32 per pixel) from each pixel's surface ``z`` (m), glacier index
+    ``gid``, longitude/latitude (float64 degrees) and slope/aspect ``sa`` ((n, 3) float32: slope, cos and
+    sin of the aspect, from :func:`glacgrid.features.slope_aspect_at`); ``lon``/``lat``/``sa`` may be None
+    when no feature needs them. Shared by the (y, x) blocks and the packed pixels of a glacier domain."""
+    need = set(spec.features)
+    out: dict[str, np.ndarray] = {}
+    if sa is not None:
         out["slope"], out["aspect_cos"], out["aspect_sin"] = sa[:, 0], sa[:, 1], sa[:, 2]
         if "aspect" in need:
             out["aspect"] = (np.arctan2(sa[:, 2], sa[:, 1]) % (2 * np.pi)).astype("float32")
-    elev = z.astype("float32")
+    elev = np.asarray(z, "float64").astype("float32")
     out["mean_elevation"] = elev
     if "lat" in need:
         out["lat"] = lat.astype("float32")
@@ -112,7 +125,7 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
     painted = [name for name in CONSTANTS if name in spec.constants and (
         name in need or (name in ("max_elevation", "min_elevation") and "elevation_norm" in need))]
     if painted:  # one search of the pixels' glacier ids for every constant
-        at, found = glacier_positions(gid_rows, spec.index)
+        at, found = glacier_positions(gid, spec.index)
         for name in painted:
             out[name] = np.where(found, spec.constants[name][at], np.nan).astype("float32")
     if "elevation_norm" in need:
@@ -170,7 +183,26 @@ def assemble(spec: BlockSpec, temp, prcp, days, ref, zpad, gid, r: np.ndarray, c
     Returns ``(X, ok)``: ``ok`` flags the rows (of ``length``) whose features are all finite; padding
     rows are flagged too.
     """
-    n, ny = r.size, temp.shape[0]
+    static = _static_features(spec, zpad, gid[r, c], r, c, ycoord, xcoord) if r.size else {}
+    # temperature moved from the reference elevation to the surface (dtypes as climate_pixel_features)
+    corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
+    shape3 = (temp.shape[0], 12, temp.shape[-2] * temp.shape[-1])
+    return assemble_rows(spec, temp.reshape(shape3), prcp.reshape(shape3), days, corr,
+                         r.astype("int64") * temp.shape[-1] + c, static, pos=pos, length=length, mean=mean, std=std,
+                         zero_bad=zero_bad)
+
+
+def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray,
+                  flat: np.ndarray, static: dict, pos: np.ndarray | None = None, length: int | None = None,
+                  mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                  zero_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The feature rows of pixels ``flat`` of ``(year, 12, cell)`` climate arrays (see :func:`assemble`).
+
+    ``corr`` (float32 per pixel) moves the temperature from its reference elevation to the surface;
+    ``static`` holds the year-independent features per pixel (:func:`static_at`). The (y, x) blocks pass
+    their raveled block, the packed pixels of a glacier domain ``(year, 12, pixel)`` arrays directly.
+    """
+    n, ny = flat.size, temp.shape[0]
     rows = ny * n if length is None else int(length)
     nf = len(spec.features)
     X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
@@ -181,13 +213,10 @@ def assemble(spec: BlockSpec, temp, prcp, days, ref, zpad, gid, r: np.ndarray, c
         pos = np.arange(ny * n, dtype="int64")
     mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
     std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
-    static = _static_features(spec, zpad, gid[r, c], r, c, ycoord, xcoord)
-    # temperature moved from the reference elevation to the surface (dtypes as climate_pixel_features)
-    corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
     fused = (temp.dtype == np.float32 and prcp.dtype == np.float32 and corr.dtype == np.float32
              and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
     if not fused:
-        raw = _numpy_rows(spec, temp, prcp, days, ref, zpad, r, c, static, corr)
+        raw = _numpy_rows(spec, temp, prcp, days, flat, static, corr)
         fin = np.isfinite(raw).all(axis=1)
         z = ((raw.astype("float64") - mean) / std).astype("float32")
         if zero_bad:
@@ -202,18 +231,18 @@ def assemble(spec: BlockSpec, temp, prcp, days, ref, zpad, gid, r: np.ndarray, c
         table[:, k] = static[spec.features[j]]
     ccols = np.array([spec.features.index(f) if f in spec.features else -1
                       for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
-    shape3 = (ny, 12, temp.shape[-2] * temp.shape[-1])
-    fill_rows(np.ascontiguousarray(temp).reshape(shape3), np.ascontiguousarray(prcp).reshape(shape3),
+    fill_rows(np.ascontiguousarray(temp), np.ascontiguousarray(prcp),
               np.ascontiguousarray(days, dtype="float64").reshape(ny, 12), corr,
-              (r.astype("int64") * temp.shape[-1] + c), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
+              np.ascontiguousarray(flat, dtype="int64"), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
               np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
               ccols, np.ascontiguousarray(pos, dtype="int64"), mean, std, bool(zero_bad), X, ok)
     return X, ok
 
 
-def _numpy_rows(spec, temp, prcp, days, ref, zpad, r, c, static, corr) -> np.ndarray:
-    """The feature rows in (year, pixel) order with numpy (any dtype, ablation-season predictors)."""
-    n, ny = r.size, temp.shape[0]
+def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
+    """The feature rows in (year, pixel) order with numpy (any dtype, ablation-season predictors);
+    ``temp``/``prcp`` are ``(year, 12, cell)`` and ``flat`` the pixels' cells."""
+    n, ny = flat.size, temp.shape[0]
     X = np.empty((ny * n, len(spec.features)), dtype="float32")
     clim_cols = [(j, CLIMATE.index(f)) for j, f in enumerate(spec.features) if f in CLIMATE]
     for j, f in enumerate(spec.features):
@@ -224,8 +253,8 @@ def _numpy_rows(spec, temp, prcp, days, ref, zpad, r, c, static, corr) -> np.nda
         for y in range(ny):
             for a in range(0, n, ROW_BATCH):
                 b = min(a + ROW_BATCH, n)
-                t = np.ascontiguousarray((temp[y][:, r[a:b], c[a:b]] + corr[a:b]).T)
-                p = np.ascontiguousarray(prcp[y][:, r[a:b], c[a:b]].T)
+                t = np.ascontiguousarray((temp[y][:, flat[a:b]] + corr[a:b]).T)
+                p = np.ascontiguousarray(prcp[y][:, flat[a:b]].T)
                 X[y * n + a:y * n + b, cols] = _climate(spec, t, p, days[y], kcols)
     return X
 
@@ -285,11 +314,47 @@ def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.nd
     norm = _standardising(models)
     X, ok = assemble(spec, temp, prcp, days, ref, zpad, gid, r, c, ycoord, xcoord, pos=pos, length=length,
                      mean=None if norm is None else norm[0], std=None if norm is None else norm[1], zero_bad=True)
+    for i, pred in enumerate(_predict(models, norm, X, ok, pos)):
+        out[i][:, r, c] = pred.reshape(ny, n)
+    return out
+
+
+def _predict(models, norm, X: np.ndarray, ok: np.ndarray, pos: np.ndarray):
+    """Each member's prediction (float32) of the rows at ``pos``; NaN where a feature was NaN."""
     bad = ~ok[pos]
-    for i, m in enumerate(models):
+    for m in models:
         full = m._predict_standardised(X) if norm is not None else m.predict(X)
         pred = np.asarray(full)[pos].astype("float32")
         if bad.any():
             pred[bad] = np.nan
-        out[i][:, r, c] = pred.reshape(ny, n)
+        yield pred
+
+
+def infer_pixels(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray, static: dict,
+                 spec: BlockSpec, model, key: np.ndarray | None = None) -> np.ndarray:
+    """SMB (m w.e., float32) of packed pixels: ``(n_members, year, n)``.
+
+    ``temp``, ``prcp``: ``(year, 12, n)`` monthly temperature (degC, at the reference elevation) and
+    precipitation (kg m-2); ``corr`` (float32, n) the lapse-rate correction to the surface; ``static`` the
+    year-independent features (:func:`static_at`). ``key``: a global index of each pixel (torch models
+    place each row by it, see :func:`aligned_layout`, so predictions do not depend on how the pixels are
+    grouped). Features and predictions are those of :func:`infer_block` at the same pixels, to the bit.
+    """
+    models = getattr(model, "members", None) or [model]
+    ny, n = temp.shape[0], temp.shape[-1]
+    out = np.full((len(models), ny, n), np.nan, dtype="float32")
+    if n == 0:
+        return out
+    if _position_sensitive(model):
+        key = np.arange(n, dtype="int64") if key is None else np.asarray(key, dtype="int64")
+        pos, length = aligned_layout(np.tile(key, ny))
+        length = -(-length // PAD_ROWS) * PAD_ROWS
+    else:
+        pos, length = np.arange(ny * n, dtype="int64"), ny * n
+    norm = _standardising(models)
+    X, ok = assemble_rows(spec, temp, prcp, days, corr, np.arange(n, dtype="int64"), static, pos=pos, length=length,
+                          mean=None if norm is None else norm[0], std=None if norm is None else norm[1],
+                          zero_bad=True)
+    for i, pred in enumerate(_predict(models, norm, X, ok, pos)):
+        out[i] = pred.reshape(ny, n)
     return out

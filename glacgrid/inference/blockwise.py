@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import product
 from typing import Sequence
 
@@ -34,7 +35,7 @@ from ..models.schema import read_model_json
 from . import _cache, _kernels
 from .predict import glacier_mean
 
-__all__ = ["infer", "block_spec"]
+__all__ = ["spec_of", "pixel_smb", "infer", "block_spec"]
 
 
 def _model_info(model) -> tuple[int, tuple[str, ...] | None]:
@@ -85,23 +86,47 @@ def block_spec(features: Sequence[str], constants: xr.Dataset, index: np.ndarray
         Feature names, climate parameters, grid geometry and the glacier constants as numpy lookup
         tables sorted by glacier index.
     """
-    names = tuple(str(f) for f in features)
-    const = {k: constants[k] for k in CONSTANTS if k in constants}
-    _require_buildable(names, const)
-    gl = np.asarray(constants["glacier"].values) if "glacier" in constants.coords else np.asarray(index)
-    order = np.argsort(gl, kind="stable")
-    tables = {k: np.asarray(v.transpose("glacier").values, dtype="float64")[order] for k, v in const.items()}
-    params = ClimateFeatureParams(HydroYear(hemisphere))
-    winter, summer = params.masks()
     dxr, dyr = grid.resolution
     if grid.is_geographic:
         dx_scale, dy = EARTH_RADIUS * np.deg2rad(dxr), EARTH_RADIUS * np.deg2rad(dyr)
     else:
         dx_scale, dy = dxr, dyr
+    return spec_of(features, constants, index, downscale, hemisphere, lapse_rate, crs=grid.crs,
+                   geographic=bool(grid.is_geographic), dx_scale=dx_scale, dy=dy)
+
+
+def spec_of(features: Sequence[str], constants, index: np.ndarray, downscale, hemisphere: str = "north",
+            lapse_rate: float | None = None, *, crs: str = "", geographic: bool = False, dx_scale: float = 1.0,
+            dy: float = 1.0) -> _kernels.BlockSpec:
+    """A :class:`BlockSpec` without a grid (the packed pixels of a glacier domain carry their own lon/lat and
+    slope); :func:`block_spec` adds the grid's CRS and pixel size. ``constants``: a Dataset or a mapping of
+    per-glacier vectors (aligned with ``index`` when it has no ``glacier`` coordinate)."""
+    names = tuple(str(f) for f in features)
+    const = {k: constants[k] for k in CONSTANTS if k in constants}
+    _require_buildable(names, const)
+    has_coord = isinstance(constants, xr.Dataset) and "glacier" in constants.coords
+    gl = np.asarray(constants["glacier"].values) if has_coord else np.asarray(index)
+    order = np.argsort(gl, kind="stable")
+    tables = {k: np.asarray(v.transpose("glacier").values if isinstance(v, xr.DataArray) else v,
+                            dtype="float64")[order] for k, v in const.items()}
+    params = ClimateFeatureParams(HydroYear(hemisphere))
+    winter, summer = params.masks()
     lapse = float(downscale.lapse_rate if lapse_rate is None else lapse_rate)
     return _kernels.BlockSpec(names, lapse, downscale.snow_threshold, downscale.rain_threshold, winter, summer,
-                              tuple(params.ablation), grid.crs, bool(grid.is_geographic), dx_scale, dy,
+                              tuple(params.ablation), crs, bool(geographic), float(dx_scale), float(dy),
                               gl[order], tables)
+
+
+def pixel_smb(model, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray, static: dict,
+              spec: _kernels.BlockSpec, key: np.ndarray | None = None) -> np.ndarray:
+    """SMB (m w.e., float32, ``(member, year, n)``) of packed pixels: numpy in, numpy out.
+
+    ``model`` is a fitted model or a :class:`~glacgrid.inference._cache.ModelRef`-able artifact directory
+    (loaded once per process); the arrays are those of :func:`glacgrid.inference.infer_pixels`.
+    """
+    if isinstance(model, (str, Path)):
+        model = _cache.model_ref(model)
+    return _kernels.infer_pixels(temp, prcp, days, corr, static, spec, _cache.resolve(model), key)
 
 
 def _block(temp, prcp, days, ref, zpad, gid, active, ycoord, xcoord, rows, cols, spec, model, ncols):

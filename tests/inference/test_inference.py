@@ -255,7 +255,9 @@ def test_compiled_rows_equal_the_numpy_rows(region, constants):
     args = (spec, temp, prcp, days.values, ref, zpad, gid, r, c, region.grid.y[32:64], region.grid.x[48:96])
     static = _kernels._static_features(spec, zpad, gid[r, c], r, c, args[-2], args[-1])
     corr = spec.lapse_rate * (zpad[r + 1, c + 1] - ref[r, c]).astype("float32")
-    raw = _kernels._numpy_rows(spec, temp, prcp, days.values, ref, zpad, r, c, static, corr)
+    shape3 = (temp.shape[0], 12, temp.shape[-2] * temp.shape[-1])
+    raw = _kernels._numpy_rows(spec, temp.reshape(shape3), prcp.reshape(shape3), days.values,
+                               r.astype("int64") * temp.shape[-1] + c, static, corr)
     X, ok = _kernels.assemble(*args)
     assert X.dtype == np.float32 and np.isnan(X).any()
     np.testing.assert_array_equal(X, raw)  # NaN where numpy has NaN, the same bits elsewhere
