@@ -37,6 +37,9 @@ __all__ = [
     "GeometryParams",
     "OutputConfig",
     "ClusterConfig",
+    "DomainConfig",
+    "domain_has_tiles",
+    "require_dense",
     "load_config",
     "config_from_dict",
     "TEMPLATE",
@@ -168,6 +171,26 @@ class GeometryParams:
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    """A run on a glacier domain (:mod:`glacgrid.domain`): every glacier pixel of the region packed along
+    one ``pixel`` dimension in groups of whole glaciers, each glacier on its own CRS and raster window.
+
+    ``thickness_tiles``/``dem_tiles``: folders of per-glacier tiles (Farinotti et al. 2019 layout) to build
+    the domain from; without them it is built from ``[grid] dem`` + ``[glaciers]`` outlines and
+    thickness. ``numbers``: only these tile numbers. ``store``: the domain store (default
+    ``<output>/work/domain.zarr``; kept when it exists). ``group_pixels``: pixels per group (a group is
+    one task and one Zarr chunk). ``year_batch``: reconstruct years computed together by a task.
+    """
+
+    store: Path | None = None
+    thickness_tiles: Path | None = None
+    dem_tiles: Path | None = None
+    numbers: tuple[int, ...] = ()
+    group_pixels: int = 262144
+    year_batch: int = 4
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     directory: Path = Path("glacgrid-output")
     plot: bool = True
@@ -255,11 +278,15 @@ def cluster_problems(c: ClusterConfig) -> list[str]:
 class RunConfig:
     """A whole run. ``mode`` is ``reconstruct`` (SMB on a static or inventory-interpolated geometry, see
     :class:`GeometryParams`) or ``evolve`` (annual loop: features -> SMB -> delta-h update, with optional
-    initial-thickness x delta-h-curve ensembles)."""
+    initial-thickness x delta-h-curve ensembles).
+
+    ``grid`` and ``glaciers`` are ``None`` only in a domain run built from per-glacier tiles
+    (``[domain] thickness_tiles`` and ``dem_tiles``), which needs neither a grid DEM nor outlines; the
+    stages on a grid check them with :func:`require_dense`."""
 
     climate: ClimateConfig
-    grid: GridConfig
-    glaciers: GlaciersConfig
+    grid: GridConfig | None
+    glaciers: GlaciersConfig | None
     period: PeriodConfig
     name: str = "glacgrid-run"
     mode: str = "reconstruct"
@@ -269,6 +296,7 @@ class RunConfig:
     geometry: GeometryParams = field(default_factory=GeometryParams)
     output: OutputConfig = field(default_factory=OutputConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    domain: DomainConfig | None = None
     source: Path | None = None
 
 
@@ -283,6 +311,7 @@ _SECTIONS: dict[str, type] = {
     "geometry": GeometryParams,
     "output": OutputConfig,
     "cluster": ClusterConfig,
+    "domain": DomainConfig,
 }
 _TOP_LEVEL = {"name": str, "mode": str}
 _CHOICES = {
@@ -315,6 +344,8 @@ def _suggest(key: str, valid: typing.Iterable[str]) -> str:
 def _coerce(value: Any, tp: Any, where: str, base: Path, errs: _Collector) -> Any:
     """Check ``value`` against the annotation ``tp``; resolve paths against ``base``."""
     origin = typing.get_origin(tp)
+    if tp == (Path | None):
+        tp = Path
     if tp is Path:
         if not isinstance(value, str):
             errs.add(f"{where}: expected a path string, got {value!r}.")
@@ -406,9 +437,15 @@ def config_from_dict(raw: dict[str, Any], base: str | Path = ".", source: Path |
         else:
             valid = list(_SECTIONS) + list(_TOP_LEVEL)
             errs.add(f"Unknown top-level key or section {key!r}.{_suggest(key, valid)} Valid: {', '.join(valid)}.")
+    tiles = _raw_domain_tiles(raw)
     for required in ("climate", "grid", "glaciers", "period"):
         if required not in raw:
-            errs.add(f"The section [{required}] is required.")
+            if required in ("grid", "glaciers") and tiles:
+                kwargs[required] = None  # a domain built from per-glacier tiles has its own grids and glaciers
+                continue
+            hint = (" (or build a glacier domain from per-glacier tiles instead: [domain] thickness_tiles and "
+                    "dem_tiles)" if required in ("grid", "glaciers") else "")
+            errs.add(f"The section [{required}] is required{hint}.")
     if not errs.problems:
         _check_semantics(kwargs, errs)
     if errs.problems:
@@ -429,19 +466,23 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     missing = {"t2m", "tp"} - set(climate.variables)
     if missing:
         errs.add(f"[climate] variables must include t2m and tp; missing {sorted(missing)}.")
-    if not kw["grid"].dem.exists():
-        errs.add(f"[grid] dem {kw['grid'].dem} does not exist.")
-    if kw["grid"].chunks < 16:
-        errs.add(f"[grid] chunks = {kw['grid'].chunks} is too small; use at least 16 (256-1024 is typical).")
-    glaciers: GlaciersConfig = kw["glaciers"]
-    for p in (glaciers.outlines, *glaciers.thickness):
+    grid: GridConfig | None = kw["grid"]
+    if grid is not None and not grid.dem.exists():
+        errs.add(f"[grid] dem {grid.dem} does not exist.")
+    if grid is not None and grid.chunks < 16:
+        errs.add(f"[grid] chunks = {grid.chunks} is too small; use at least 16 (256-1024 is typical).")
+    glaciers: GlaciersConfig | None = kw["glaciers"]
+    for p in (glaciers.outlines, *glaciers.thickness) if glaciers is not None else ():
         if not p.exists():
             errs.add(f"[glaciers] file {p} does not exist.")
     period: PeriodConfig = kw["period"]
     if period.end < period.start:
         errs.add(f"[period] end ({period.end}) is before start ({period.start}).")
-    if kw.get("mode", "reconstruct") == "evolve" and not glaciers.thickness:
-        errs.add("mode = 'evolve' needs an initial ice thickness: set [glaciers] thickness = [...].")
+    dom: DomainConfig | None = kw.get("domain")
+    tiles = dom is not None and dom.thickness_tiles is not None
+    if kw.get("mode", "reconstruct") == "evolve" and not tiles and not (glaciers is not None and glaciers.thickness):
+        errs.add("mode = 'evolve' needs an initial ice thickness: set [glaciers] thickness = [...] (or run on a "
+                 "glacier domain of per-glacier tiles: [domain] thickness_tiles and dem_tiles).")
     model: ModelConfig = kw.get("model", ModelConfig())
     bad = [f for f in model.features if f not in _FEATURES]
     if bad:
@@ -466,6 +507,60 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     if model.ensemble == 1 or model.ensemble < 0:
         errs.add(f"[model] ensemble = {model.ensemble}: use 0 for a single model or at least 2 members.")
     errs.problems.extend(cluster_problems(kw.get("cluster", ClusterConfig())))
+    if dom is not None:
+        if (dom.thickness_tiles is None) != (dom.dem_tiles is None):
+            errs.add("[domain] give both thickness_tiles and dem_tiles (per-glacier tile folders), or neither "
+                     "(the domain is then built from [grid] dem and [glaciers]).")
+        for p in (dom.thickness_tiles, dom.dem_tiles):
+            if p is not None and not p.is_dir():
+                errs.add(f"[domain] tile folder {p} does not exist.")
+        if dom.group_pixels < 4096:
+            errs.add(f"[domain] group_pixels = {dom.group_pixels} is too small; use at least 4096 (2**18 is typical).")
+        if dom.year_batch < 1:
+            errs.add(f"[domain] year_batch = {dom.year_batch} must be at least 1.")
+        bad_numbers = [n for n in dom.numbers if n < 1]
+        if bad_numbers:
+            errs.add(f"[domain] numbers {bad_numbers} are not glacier numbers; expected the positive NNNNN of the "
+                     "tile names (RGI60-11.NNNNN_thickness.tif), e.g. numbers = [897, 719].")
+        if len(set(dom.numbers)) != len(dom.numbers):
+            errs.add(f"[domain] numbers lists a glacier twice: {sorted(dom.numbers)}.")
+        if dom.numbers and not tiles:
+            errs.add("[domain] numbers selects per-glacier tiles; it needs thickness_tiles and dem_tiles.")
+
+
+def _raw_domain_tiles(raw: dict[str, Any]) -> bool:
+    """Whether the raw ``[domain]`` table names per-glacier tile folders (then [grid]/[glaciers] are optional)."""
+    dom = raw.get("domain")
+    return isinstance(dom, dict) and "thickness_tiles" in dom and "dem_tiles" in dom
+
+
+def domain_has_tiles(cfg: "RunConfig") -> bool:
+    """Whether ``cfg`` runs on a glacier domain built from per-glacier tiles (no grid DEM, no outlines)."""
+    return cfg.domain is not None and cfg.domain.thickness_tiles is not None
+
+
+def require_dense(cfg: "RunConfig", what: str) -> None:
+    """Raise :class:`~glacgrid.exceptions.ConfigError` unless ``cfg`` has ``[grid]`` and ``[glaciers]``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run.
+    what : str
+        The stage that needs the grid (named in the message).
+
+    Raises
+    ------
+    ConfigError
+        When ``cfg`` is a domain run of per-glacier tiles without ``[grid]`` or ``[glaciers]``.
+    """
+    missing = [name for name in ("grid", "glaciers") if getattr(cfg, name) is None]
+    if missing:
+        where = f" ({cfg.source})" if cfg.source else ""
+        raise ConfigError(f"{what} works on a grid and needs the section(s) {', '.join(f'[{m}]' for m in missing)}, "
+                          f"which this configuration{where} leaves out: it runs on a glacier domain of per-glacier "
+                          "tiles ([domain] thickness_tiles, dem_tiles). Run it with `glacgrid run CONFIG`, or add "
+                          "[grid] dem and [glaciers] outlines for the gridded stages.")
 
 
 def _check_geometry(geom: GeometryParams, mode: str, errs: _Collector) -> None:
@@ -586,6 +681,13 @@ job_script_prologue = []         # shell lines run before each worker, e.g. ["mo
 log_directory = ""               # worker job logs (empty: the submission directory)
 python = ""                      # worker python (empty: the one running glacgrid)
 wait_timeout = 600.0             # s to wait for the workers (then go on with those connected)
+
+# [domain]                       # every glacier as packed pixels, in groups (one task / Slurm array task each)
+# thickness_tiles = "farinotti_thickness"   # per-glacier tiles (Farinotti et al. 2019): with both tile
+# dem_tiles = "farinotti_dem"               # folders, [grid] and [glaciers] may be left out
+# numbers = []                   # only these glacier numbers NNNNN (empty: every tile)
+# group_pixels = 262144          # pixels per group (a group is one task and one Zarr chunk)
+# year_batch = 4                 # reconstruct years computed together by a task
 '''
 
 

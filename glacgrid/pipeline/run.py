@@ -4,7 +4,6 @@ inference -> geometry -> outputs. ``glacgrid run`` and ``glacgrid demo`` call :f
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,51 +11,15 @@ import pandas as pd
 from .. import cube as cube_mod
 from .. import simulate
 from ..config import RunConfig
-from ..models import CVResult
-from ..outputs import RunFiles, write_outputs
+from ..outputs import write_outputs
 from .model import fit_model
+from .domain import run_domain
 from .prepare import prepare
+from .result import RunResult
 from .steps import Steps
 from .training import read_observed, training_table
 
 __all__ = ["RunResult", "run"]
-
-
-@dataclass(frozen=True, eq=False)
-class RunResult:
-    """What a run wrote and reports.
-
-    Attributes
-    ----------
-    config : RunConfig
-        The run.
-    output : Path
-        The output folder (``[output] directory``).
-    glacier_years : pandas.DataFrame
-        One row per glacier and year (``glacier_years.csv``).
-    validation : pandas.DataFrame
-        Modelled against observed balance of each observation unit and year (``validation.csv``).
-    cv : CVResult
-        The cross-validation of the model stage.
-    timings : dict of str to float
-        Seconds per stage, and ``total``.
-    notes : tuple of str
-        What the stages reported (repaired outlines, unmatched observations, isolated glacier-years).
-    files : RunFiles
-        The paths of the written files.
-    """
-
-    config: RunConfig
-    output: Path
-    glacier_years: pd.DataFrame
-    validation: pd.DataFrame
-    cv: CVResult
-    timings: dict[str, float]
-    notes: tuple[str, ...]
-    files: RunFiles
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "notes", tuple(self.notes))
 
 
 def _isolated_note(log_path: Path) -> tuple[str, ...]:
@@ -74,6 +37,8 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
     The observations are read and linked once (:func:`~glacgrid.pipeline.read_observed`) and handed to
     the training table and the outputs; the notes of every stage are collected into the result.
     """
+    if cfg.domain is not None:  # every glacier as packed pixels (glacgrid.pipeline.domain)
+        return run_domain(cfg, progress=progress)
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
     work = out / "work"

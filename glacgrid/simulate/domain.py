@@ -1,0 +1,560 @@
+"""Reconstruction and evolution runs on a glacier domain: every glacier of a region, group by group.
+
+A glacier domain (:mod:`glacgrid.domain`) packs the glacier pixels of a region along one ``pixel``
+dimension in fixed-size groups of whole glaciers. Glaciers never interact, so each group is one task
+that runs every year of the run on its own pixels: the climate of the cube window its pixels touch is
+read once, the bilinear weights are computed once per pixel (:func:`glacgrid.downscale.pixel_weights`),
+and every year is downscaling at the pixels -> features and SMB (:func:`glacgrid.inference.pixel_smb`)
+-> per-glacier means -> (evolve) the delta-h update (:func:`glacgrid.geometry.deltah_update`), then one
+region write of the group's chunk of the results store and a done mark. Groups write disjoint Zarr chunks,
+so tasks run in parallel on any dask scheduler (threads, a distributed cluster, or one Slurm array task
+per range of groups) and a killed run resumes at the first unfinished (group, year).
+
+The science is that of :func:`glacgrid.simulate.reconstruct_step` / :func:`~glacgrid.simulate.annual_step`
+on a raster: same checks and failure reasons (a failing glacier is isolated: its values are NaN and
+``failed`` is 1), same kernels, same dtypes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dask
+import dask.array as dsa
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import cube as cube_mod
+from ..atomic import atomic_path, locked
+from ..config import DownscaleParams, GeometryParams
+from ..domain import Domain, GroupArrays, open_domain
+from ..exceptions import InputDataError
+from ..features import HydroYear, hydrological_years, slope_aspect_at
+from ..geometry import deltah_update, perturbed_curves
+from ..glaciers import CONSTANTS, PIXEL_CHECKS, SURFACE_REASON, glacier_checks
+from ..inference import assemble_rows, pixel_smb, spec_of, static_at
+from ..downscale import downscale_pixels, pixel_weights
+from ..metadata import stamp
+from ..units import M2_PER_KM2, M3_PER_KM3
+from ._step import NAN_REASON
+
+__all__ = ["DomainRun", "simulate_domain", "domain_results_template", "domain_log", "REASONS",
+           "domain_glacier_features"]
+
+#: The failure reasons of the ``failure`` code (position = code; 0 = fine).
+REASONS = ("", "no pixel on the grid", "no initial ice thickness", *(c.reason for c in PIXEL_CHECKS), NAN_REASON)
+_CODE = {r: i for i, r in enumerate(REASONS)}
+
+
+@dataclass(frozen=True, eq=False)
+class DomainRun:
+    """What every group task of a domain run shares (small, picklable).
+
+    Attributes
+    ----------
+    mode : {"reconstruct", "evolve"}
+    years : numpy.ndarray
+        The hydrological years.
+    features : tuple of str
+        The model's features in column order.
+    downscale : DownscaleParams
+    hemisphere : {"north", "south"}
+    geometry : GeometryParams
+        Densities and delta-h settings (evolve).
+    members : tuple of (float, float)
+        ``(thickness_factor, deltah_factor)`` of each evolve member; one ``(1, 1)`` in reconstruct mode.
+    year_batch : int
+        Reconstruct mode: hydrological years computed (and written) together by a task.
+    curves : xarray.Dataset or None
+        Glacier-specific delta-h curves on the domain's ``glacier`` coordinate (evolve).
+    """
+
+    mode: str
+    years: np.ndarray
+    features: tuple[str, ...]
+    downscale: DownscaleParams = field(default_factory=DownscaleParams)
+    hemisphere: str = "north"
+    geometry: GeometryParams = field(default_factory=GeometryParams)
+    members: tuple = ((1.0, 1.0),)
+    year_batch: int = 4
+    curves: xr.Dataset | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("reconstruct", "evolve"):
+            raise InputDataError(f"mode must be 'reconstruct' or 'evolve'; got {self.mode!r}.")
+        object.__setattr__(self, "years", np.asarray(self.years, dtype="int64"))
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "members", tuple(tuple(float(v) for v in m) for m in self.members))
+
+    @property
+    def multi(self) -> bool:
+        return len(self.members) > 1
+
+
+# --------------------------------------------------------------------------- the results store
+def domain_results_template(domain: Domain, run: DomainRun, fingerprint: str, *, spread: bool = False) -> xr.Dataset:
+    """The (lazy, all-zero) template of a domain results store: ``(year, [member,] pixel)`` and
+    ``(year, [member,] glacier)``, one Zarr chunk per group along ``pixel`` and ``glacier``."""
+    ny, npx, ngl = run.years.size, domain.pixels.sizes["pixel"], domain.glaciers.sizes["glacier"]
+    C, G = domain.group_pixels, domain.group_glaciers
+    lead, lead_chunks, lead_dims = (ny,), (1,), ("year",)
+    coords = {"year": run.years, "glacier": domain.glaciers["glacier"].values}
+    if run.multi:
+        lead, lead_chunks, lead_dims = (ny, len(run.members)), (1, 1), ("year", "member")
+        coords["member"] = np.arange(len(run.members))
+        coords["thickness_factor"] = ("member", np.array([m[0] for m in run.members]))
+        coords["deltah_factor"] = ("member", np.array([m[1] for m in run.members]))
+
+    def arr(dtype, dim, size, chunk, dims=lead_dims, shape=lead, chunks=lead_chunks):
+        return xr.DataArray(dsa.zeros((*shape, size), chunks=(*chunks, chunk), dtype=dtype), dims=(*dims, dim))
+
+    data = {"smb": arr("float32", "pixel", npx, C)}
+    if run.mode == "evolve":  # the state a resumed run starts from (float64: mass conserved across years)
+        data["thickness"] = arr("float64", "pixel", npx, C)
+        data["surface"] = arr("float64", "pixel", npx, C)
+    for name in ("smb_glacier", "glacier_area", "volume", "mean_elevation"):
+        data[name] = arr("float64", "glacier", ngl, G)
+    data["disappeared"] = arr("int8", "glacier", ngl, G)
+    data["failed"] = arr("int8", "glacier", ngl, G)
+    data["failure"] = arr("int8", "glacier", ngl, G)
+    if spread:
+        data["smb_spread"] = arr("float32", "pixel", npx, C, ("year",), (ny,), (1,))
+        data["smb_glacier_spread"] = arr("float64", "glacier", ngl, G, ("year",), (ny,), (1,))
+    ds = xr.Dataset({k: stamp(v, k) if k != "failure" else v for k, v in data.items()}, coords=coords)
+    ds["failure"].attrs.update(long_name="Why the glacier was isolated (index into failure_reasons; 0 = fine)",
+                               units="1")
+    ds.attrs.update(glacgrid_fingerprint=fingerprint, glacgrid_domain=str(domain.path), mode=run.mode,
+                    failure_reasons=json.dumps(REASONS), group_pixels=C, group_glaciers=G)
+    return ds
+
+
+def _key(k: int, i0: int, i1: int) -> str:
+    return f"group[{k}]:year[{i0}:{i1}]"
+
+
+def _open_store(domain: Domain, run: DomainRun, store: Path, fingerprint: str, spread: bool) -> None:
+    """Create the template (or keep it when it holds the same run), under a lock: array tasks start at once."""
+    template = domain_results_template(domain, run, fingerprint, spread=spread)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with locked(store.parent / f".{store.name}.lock"):
+        overwrite = False
+        if store.exists():
+            try:
+                overwrite = cube_mod.open_store(store, chunks=None).attrs.get("glacgrid_fingerprint") != fingerprint
+            except Exception:  # noqa: BLE001 - a damaged store is rewritten
+                overwrite = True
+        cube_mod.create_template(template, store, overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- one group
+@dataclass(frozen=True, eq=False)
+class _Climate:
+    """The cube window of a group: hydrological-year months of every year, and the orography."""
+
+    t2m: np.ndarray   # (year, 12, lat, lon)
+    tp: np.ndarray
+    orog: np.ndarray  # (lat, lon)
+    days: np.ndarray  # (year, 12)
+
+
+def _climate(cube: xr.Dataset, weights, run: DomainRun) -> _Climate:
+    win = cube[["t2m", "tp"]].isel(lat=weights.lat_window, lon=weights.lon_window)
+    hy, days = hydrological_years(win, int(run.years[0]), int(run.years[-1]), hydro=HydroYear(run.hemisphere))
+    hy = hy.transpose("year", "month", "lat", "lon").compute()
+    orog = cube["orog"].isel(lat=weights.lat_window, lon=weights.lon_window).values
+    return _Climate(np.asarray(hy["t2m"].values, dtype="float32"), np.asarray(hy["tp"].values, dtype="float32"),
+                    np.asarray(orog, dtype="float32"), np.asarray(days.values, dtype="float64"))
+
+
+def _segments(g: GroupArrays, n: int):
+    """Local glacier position (0..G-1) of each real pixel."""
+    return (g.glacier_id[:n].astype("int64") - int(g.glacier[0]))
+
+
+def _sums(pos: np.ndarray, values: np.ndarray, G: int) -> np.ndarray:
+    return np.bincount(pos, weights=values, minlength=G)[:G]
+
+
+def _weighted_mean(pos, values, area, mask, G):
+    """Area-weighted mean of ``values`` over ``mask`` per glacier (NaN values do not count; NaN when none)."""
+    ok = mask & np.isfinite(values)
+    w = np.where(ok, area, 0.0)
+    s = _sums(pos, np.where(ok, values, 0.0).astype("float64") * w, G)
+    a = _sums(pos, w, G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a > 0, s / a, np.nan)
+
+
+def _extreme(pos, values, mask, G, fn, fill):
+    out = np.full(G, fill)
+    sel = mask & np.isfinite(values)
+    fn.at(out, pos[sel], values[sel])
+    return out
+
+
+def _constants(g: GroupArrays, pos, z, active, features, slope=None):
+    """Glacier constants of the group's glaciers over the active pixels (area km2, max/min elevation)."""
+    G = g.glacier.size
+    need = set(features)
+    if not need & (set(CONSTANTS) | {"elevation_norm"}):
+        return {}
+    n = pos.size
+    a = g.pixel_area[:n]
+    const = {"area": _sums(pos, np.where(active, a, 0.0), G) / M2_PER_KM2,
+             "max_elevation": _extreme(pos, z, active, G, np.fmax, np.nan),
+             "min_elevation": _extreme(pos, z, active, G, np.fmin, np.nan)}
+    if "slope_lower20" in need and slope is not None:
+        zmin, zmax = const["min_elevation"], const["max_elevation"]
+        thr = (zmin + 0.2 * (zmax - zmin))[pos]
+        const["slope_lower20"] = _weighted_mean(pos, slope.astype("float64"), a, active & (z <= thr), G)
+    return const
+
+
+def _slope_aspect(g: GroupArrays, n: int, surface: np.ndarray, evolve: bool) -> np.ndarray:
+    """(n, 3) slope/aspect: the stored values (static surface), else from the current surface and the
+    stored neighbours (the same neighbours the dense halo gives)."""
+    if not evolve:
+        return np.stack([g.slope[:n], g.aspect_cos[:n], g.aspect_sin[:n]], axis=1).astype("float32")
+    nb = g.neighbours[:n]
+    zn = np.where(nb >= 0, surface[np.clip(nb, 0, None)], g.neighbour_surface[:n])
+    return slope_aspect_at(zn[:, 0], zn[:, 1], zn[:, 2], zn[:, 3], g.dx[:n], g.dy[:n])
+
+
+def _smb(model, run: DomainRun, g: GroupArrays, n: int, pos, clim: _Climate, weights, ysel: slice,
+         surface: np.ndarray, active: np.ndarray, evolve: bool, ref: np.ndarray):
+    """Pixel SMB ``(member_of_model, year, n)`` of the years ``ysel`` on the surface (NaN off ``active``)."""
+    t2m, tp = clim.t2m[ysel], clim.tp[ysel]
+    ny = t2m.shape[0]
+    temp, prcp = downscale_pixels(t2m.reshape(ny * 12, *t2m.shape[2:]), tp.reshape(ny * 12, *tp.shape[2:]),
+                                  clim.orog, weights, ref, run.downscale)
+    sa = _slope_aspect(g, n, surface, evolve)
+    const = _constants(g, pos, surface, active, run.features, sa[:, 0])
+    spec = spec_of(run.features, const, g.glacier, run.downscale, run.hemisphere)
+    static = static_at(spec, surface, g.glacier_id[:n], g.lon[:n], g.lat[:n], sa)
+    corr = spec.lapse_rate * (surface - ref).astype("float32")
+    key = g.k * g.glacier_id.size + np.arange(n, dtype="int64")  # the global pixel position
+    each = pixel_smb(model, temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n), clim.days[ysel], corr, static, spec,
+                     key=key)
+    each[..., ~active] = np.nan
+    return each
+
+
+def _checks(g: GroupArrays, n: int, thickness, surface, need_thickness: bool, has_thickness=None):
+    """The dense checks (:func:`glacgrid.glaciers.glacier_checks`) on the group's pixels: reasons, ice area."""
+    st = xr.Dataset({"glacier_id": ("pixel", g.glacier_id[:n]), "thickness": ("pixel", thickness),
+                     "surface": ("pixel", surface), "pixel_area": ("pixel", g.pixel_area[:n])})
+    reason, ice_area = glacier_checks(st, g.glacier, need_thickness=need_thickness, has_thickness=has_thickness)
+    return np.asarray(reason, dtype=object), ice_area
+
+
+def _codes(reason: np.ndarray) -> np.ndarray:
+    return np.array([_CODE.get(r, len(REASONS) - 1) for r in reason], dtype="int8")
+
+
+@dataclass(frozen=True, eq=False)
+class _Task:
+    """One group's work: everything a worker needs to run it (picklable)."""
+
+    domain: str
+    cube: str
+    store: str
+    model: object
+    run: DomainRun
+    done: frozenset
+
+
+def _write(task: _Task, k: int, i0: int, i1: int, pixel: dict, glacier: dict, domain: Domain) -> None:
+    run = task.run
+    lead = ("year", "member") if run.multi else ("year",)
+    pix = xr.Dataset({name: (lead[: v.ndim - 1] + ("pixel",), v) for name, v in pixel.items()})
+    gl = xr.Dataset({name: (lead[: v.ndim - 1] + ("glacier",), v) for name, v in glacier.items()})
+    cube_mod.write_region(pix, task.store, region_dim="year", index=slice(i0, i1),
+                          region={"pixel": domain.pixel_slice(k)})
+    cube_mod.write_region(gl, task.store, region_dim="year", index=slice(i0, i1),
+                          region={"glacier": domain.glacier_slice(k)})
+    cube_mod.mark_done(task.store, _key(k, i0, i1))
+
+
+def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
+    out = np.full(values.shape[:-1] + (size,), fill, dtype=values.dtype)
+    out[..., : values.shape[-1]] = values
+    return out
+
+
+def _run_group(task: _Task, k: int) -> dict:
+    """Every year of group ``k`` (resuming after its last done year); returns a small summary."""
+    domain = open_domain(task.domain)
+    run = task.run
+    g = domain.group(k)
+    n = g.n_real_pixels
+    if n == 0:
+        return {"group": k, "pixels": 0, "years": 0}
+    cube = cube_mod.open_store(task.cube)
+    weights = pixel_weights(cube["lat"].values, cube["lon"].values, g.lat[:n], g.lon[:n])
+    clim = _climate(cube, weights, run)
+    if run.mode == "evolve":
+        years = _evolve_group(task, domain, g, n, clim, weights)
+    else:
+        years = _reconstruct_group(task, domain, g, n, clim, weights)
+    return {"group": k, "pixels": n, "years": years}
+
+
+def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Climate, weights) -> int:
+    run = task.run
+    C, G = domain.group_pixels, domain.group_glaciers
+    pos = _segments(g, n)
+    z = g.surface[:n].astype("float64")
+    h = np.nan_to_num(g.thickness[:n].astype("float64"))
+    a = g.pixel_area[:n]
+    reason, area_m2 = _checks(g, n, h, z, need_thickness=False)
+    ok = reason == ""
+    okpix = ok[pos]
+    zmean = _weighted_mean(pos, z, a, okpix, G)
+    allpix = np.ones(n, dtype=bool)
+    volume = np.where(g.has_thickness, _sums(pos, h * a, G) / M3_PER_KM3, np.nan)
+    volume[g.n_pixels == 0] = np.nan
+    ref = z.astype("float32")
+    done_years = 0
+    for i0 in range(0, run.years.size, run.year_batch):
+        i1 = min(i0 + run.year_batch, run.years.size)
+        if _key(g.k, i0, i1) in task.done:
+            continue
+        each = _smb(task.model, run, g, n, pos, clim, weights, slice(i0, i1), z, okpix, False, ref)
+        ny = i1 - i0
+        smb = each.mean(axis=0) if each.shape[0] > 1 else each[0]
+        rs = np.tile(reason, (ny, 1))
+        gl_each = np.stack([[_weighted_mean(pos, each[m, y], a, okpix, G) for y in range(ny)]
+                            for m in range(each.shape[0])])  # (member, year, G)
+        nan_fail = ((np.isnan(smb) & okpix).astype("int64"))
+        for y in range(ny):
+            bad = _sums(pos, nan_fail[y].astype("float64"), G) > 0
+            rs[y][ok & bad] = NAN_REASON
+        failed = rs != ""
+        smb_gl = gl_each.mean(axis=0) if each.shape[0] > 1 else gl_each[0]
+        pixel = {"smb": _pad(np.where((~failed[:, pos]) & allpix, smb, np.nan).astype("float32"), C, np.float32(np.nan))}
+        glacier = {"smb_glacier": np.where(failed, np.nan, smb_gl),
+                   "glacier_area": np.where(failed, np.nan, np.tile(area_m2 / M2_PER_KM2, (ny, 1))),
+                   "volume": np.where(failed, np.nan, np.tile(volume, (ny, 1))),
+                   "mean_elevation": np.where(failed, np.nan, np.tile(zmean, (ny, 1))),
+                   "disappeared": np.zeros((ny, G), dtype="int8"),
+                   "failed": failed.astype("int8"),
+                   "failure": np.stack([_codes(r) for r in rs])}
+        if each.shape[0] > 1:
+            pixel["smb_spread"] = _pad(np.where(~failed[:, pos], each.std(axis=0), np.nan).astype("float32"), C,
+                                       np.float32(np.nan))
+            glacier["smb_glacier_spread"] = np.where(failed, np.nan, gl_each.std(axis=0))
+        _write(task, g.k, i0, i1, pixel, glacier, domain)
+        done_years += ny
+    return done_years
+
+
+def _evolve_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Climate, weights) -> int:
+    run = task.run
+    C, G = domain.group_pixels, domain.group_glaciers
+    pos = _segments(g, n)
+    a = g.pixel_area[:n]
+    z0 = g.surface[:n].astype("float64")
+    h0 = np.nan_to_num(g.thickness[:n].astype("float64"))
+    ref = z0.astype("float32")
+    states = [(h0 * tf, z0.copy(), np.zeros(G, dtype=bool)) for tf, _ in run.members]
+    keys = [_key(g.k, i, i + 1) for i in range(run.years.size)]
+    first = 0
+    while first < len(keys) and keys[first] in task.done:
+        first += 1
+    if first:  # resume: the state at the end of the last done year, read back from the store
+        states = _stored_group_states(task, domain, g.k, first - 1, n)
+    for i in range(first, run.years.size):
+        parts = []
+        for (h, z, gone), (_, df) in zip(states, run.members):
+            parts.append(_evolve_year(task, g, n, pos, a, clim, weights, i, h, z, gone, df, ref))
+        states = [(p["h"], p["z"], p["gone"]) for p in parts]
+        stack = (lambda f: np.stack([f(p) for p in parts])[None]) if run.multi else (lambda f: f(parts[0])[None])
+        pixel = {"smb": stack(lambda p: _pad(p["smb"], C, np.float32(np.nan))),
+                 "thickness": stack(lambda p: _pad(p["h"], C, 0.0)),
+                 "surface": stack(lambda p: _pad(p["z"], C, np.nan))}
+        glacier = {name: stack(lambda p, name=name: p["glacier"][name]) for name in parts[0]["glacier"]}
+        _write(task, g.k, i, i + 1, pixel, glacier, domain)
+    return run.years.size - first
+
+
+def _evolve_year(task, g, n, pos, a, clim, weights, i, h, z, gone, deltah_factor, ref) -> dict:
+    """One evolution year of one member on the group (the science of :func:`annual_step`)."""
+    run = task.run
+    G = g.glacier.size
+    ids = g.glacier
+    reason, ice_area = _checks(g, n, h, z, need_thickness=True, has_thickness=g.has_thickness)
+    reason[gone] = ""
+    ok = (reason == "") & ~gone
+    active = ok[pos] & (h > 0)
+    each = _smb(task.model, run, g, n, pos, clim, weights, slice(i, i + 1), z, active, True, ref)
+    smb_pix = each.mean(axis=0)[0] if each.shape[0] > 1 else each[0, 0]
+    smb_gl = _weighted_mean(pos, smb_pix.astype("float64"), a, active, G)
+    nan_fail = _sums(pos, (np.isnan(smb_pix) & active).astype("float64"), G) > 0
+    reason[ok & nan_fail] = NAN_REASON
+    ok &= ~nan_fail
+    okpix = ok[pos]
+    listed = ids[ok]
+    h_new, z_new = h.copy(), z.copy()
+    area, volume, gone_now = np.zeros(G), np.zeros(G), gone.copy()
+    if listed.size:
+        sel = np.flatnonzero(okpix)
+        state = xr.Dataset({"glacier_id": (("y", "x"), g.glacier_id[:n][sel][None]),
+                            "thickness": (("y", "x"), h[sel][None]), "surface": (("y", "x"), z[sel][None]),
+                            "pixel_area": (("y", "x"), a[sel][None])})
+        smb_vec = xr.DataArray(np.nan_to_num(smb_gl[ok]), dims="glacier", coords={"glacier": listed},
+                               attrs={"units": "m"})
+        curves = perturbed_curves(ice_area[ok], listed, deltah_factor, run.curves)
+        new, report = deltah_update(state, smb_vec, rho_ice=run.geometry.rho_ice, rho_water=run.geometry.rho_water,
+                                    curves=curves)
+        h_new[sel] = new["thickness"].values[0]
+        z_new[sel] = new["surface"].values[0]
+        area[ok] = report["glacier_area"].values
+        volume[ok] = report["volume"].values
+        gone_now[ok] = report["disappeared"].values.astype(bool)
+    zmean = _weighted_mean(pos, z_new, a, okpix & (h_new > 0), G)
+    failed = reason != ""
+    smb_out = np.where(okpix, smb_pix, np.nan).astype("float32")
+    glacier = {"smb_glacier": np.where(failed | gone, np.nan, smb_gl),
+               "glacier_area": np.where(failed, np.nan, area), "volume": np.where(failed, np.nan, volume),
+               "mean_elevation": np.where(failed, np.nan, zmean), "disappeared": gone_now.astype("int8"),
+               "failed": failed.astype("int8"), "failure": _codes(reason)}
+    return {"h": h_new, "z": z_new, "gone": gone_now, "smb": smb_out, "glacier": glacier}
+
+
+def _stored_group_states(task: _Task, domain: Domain, k: int, i: int, n: int):
+    res = cube_mod.open_store(task.store, chunks=None).isel(year=i)
+    ps, gs = domain.pixel_slice(k), domain.glacier_slice(k)
+    out = []
+    for m in range(len(task.run.members)):
+        r = res.isel(member=m) if task.run.multi else res
+        h = np.asarray(r["thickness"][ps].values, dtype="float64")[:n]
+        z = np.asarray(r["surface"][ps].values, dtype="float64")[:n]
+        gone = np.asarray(r["disappeared"][gs].values).astype(bool)
+        out.append((h, z, gone))
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+def simulate_domain(domain: Domain | str | Path, cube: str | Path, model, store: str | Path, run: DomainRun, *,
+                    fingerprint: str = "", groups: Sequence[int] | None = None, spread: bool | None = None,
+                    progress: Callable[[dict], None] = lambda summary: None) -> Path:
+    """Run ``run`` on every glacier of ``domain`` (or of the ``groups`` given) into ``store``.
+
+    Parameters
+    ----------
+    domain : Domain or path
+        The glacier domain (:func:`glacgrid.domain.open_domain`).
+    cube : path
+        The climate cube store (``t2m`` K, ``tp`` kg m-2 per month on ``(time, lat, lon)``, ``orog`` m).
+    model : fitted model or artifact directory
+        A directory is loaded once per worker process.
+    store : path
+        The results store: created from :func:`domain_results_template`, or resumed when it holds the
+        same run (same ``fingerprint``).
+    run : DomainRun
+    fingerprint : str
+        A hash of what determines the results; a store with another one is rewritten.
+    groups : sequence of int, optional
+        Only these groups (a Slurm array task); default all.
+    spread : bool, optional
+        Write the spread of an ensemble model's members (reconstruct); default: when the model has members.
+    progress : callable
+        Called with each finished group's summary.
+
+    Returns
+    -------
+    Path
+        ``store``.
+    """
+    dom = domain if isinstance(domain, Domain) else open_domain(domain)
+    store = Path(store)
+    if spread is None:
+        spread = run.mode == "reconstruct" and bool(getattr(model, "members", None))
+    _open_store(dom, run, store, fingerprint, spread)
+    done = frozenset(cube_mod.completed_regions(store))
+    todo = list(range(dom.n_groups)) if groups is None else [int(k) for k in groups]
+    bad = [k for k in todo if not 0 <= k < dom.n_groups]
+    if bad:
+        raise InputDataError(f"Groups {bad} are not in the domain (0..{dom.n_groups - 1}).")
+    task = _Task(str(dom.path), str(Path(cube)), str(store), model, run, done)
+    tasks = [dask.delayed(_run_group, pure=False)(task, k, dask_key_name=f"domain-group-{k}-{store.name}")
+             for k in todo]
+    for summary in dask.compute(*tasks):
+        progress(summary)
+    return store
+
+
+def domain_log(store: str | Path, domain: Domain, path: str | Path) -> pd.DataFrame:
+    """``glacier_log.csv`` of a domain run: one row per isolated glacier, year (and member), with its reason."""
+    res = cube_mod.open_store(store, chunks=None)
+    reasons = json.loads(res.attrs.get("failure_reasons", json.dumps(REASONS)))
+    codes = res["failure"]
+    table = domain.table
+    df = codes.to_dataframe(name="code").reset_index()
+    df = df[df["code"] > 0]
+    df = df[df["glacier"].isin(table.index)]
+    out = pd.DataFrame({"glacier": df["glacier"].to_numpy(),
+                        "rgi_id": table.loc[df["glacier"].to_numpy(), "rgi_id"].astype(str).to_numpy(),
+                        "year": df["year"].to_numpy(),
+                        "member": df["member"].to_numpy() if "member" in df else 0,
+                        "reason": [reasons[c] for c in df["code"].to_numpy()]})
+    with atomic_path(Path(path)) as tmp:
+        out.to_csv(tmp, index=False)
+    return out
+
+
+def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray, run: DomainRun,
+                            years: Sequence[int]) -> xr.Dataset:
+    """Area-weighted features of observation units (sets of the domain's glaciers) and years: a training table.
+
+    ``units``: per domain glacier slot (aligned with ``domain.glaciers["glacier"]``), the unit it belongs to
+    (1..U; 0 = none). The pixels of the units' glaciers are gathered from their groups, their features
+    built with the inference kernels (the same values as the model sees at those pixels), and averaged per
+    unit and year with the pixel areas as weights. Returns ``(glacier, year)`` features with ``glacier``
+    the unit number 1..U.
+    """
+    units = np.asarray(units, dtype="int64")
+    U = int(units.max()) if units.size else 0
+    slots = np.flatnonzero(units > 0)
+    first = domain.glaciers["first_pixel"].values[slots]
+    count = domain.glaciers["n_pixels"].values[slots]
+    idx = np.concatenate([np.arange(f, f + c) for f, c in zip(first, count)]) if slots.size else np.zeros(0, int)
+    px = domain.pixels.isel(pixel=idx).compute()
+    n = idx.size
+    gid = px["glacier_id"].values.astype("int64")
+    unit_of_pixel = units[gid - 1]
+    z = px["surface"].values.astype("float64")
+    a = px["pixel_area"].values.astype("float64")
+    sa = np.stack([px["slope"].values, px["aspect_cos"].values, px["aspect_sin"].values], axis=1).astype("float32")
+    upos = unit_of_pixel - 1
+    active = np.ones(n, dtype=bool)
+    const = {"area": _sums(upos, a, U) / M2_PER_KM2,
+             "max_elevation": _extreme(upos, z, active, U, np.fmax, np.nan),
+             "min_elevation": _extreme(upos, z, active, U, np.fmin, np.nan)}
+    if "slope_lower20" in run.features:
+        thr = (const["min_elevation"] + 0.2 * (const["max_elevation"] - const["min_elevation"]))[upos]
+        const["slope_lower20"] = _weighted_mean(upos, sa[:, 0].astype("float64"), a, z <= thr, U)
+    uidx = np.arange(1, U + 1)
+    spec = spec_of(run.features, const, uidx, run.downscale, run.hemisphere)
+    static = static_at(spec, z, unit_of_pixel, px["lon"].values, px["lat"].values, sa)
+    weights = pixel_weights(cube["lat"].values, cube["lon"].values, px["lat"].values, px["lon"].values)
+    sub = DomainRun(run.mode, np.asarray(sorted(years)), run.features, run.downscale, run.hemisphere)
+    clim = _climate(cube, weights, sub)
+    ny = sub.years.size
+    temp, prcp = downscale_pixels(clim.t2m.reshape(ny * 12, *clim.t2m.shape[2:]),
+                                  clim.tp.reshape(ny * 12, *clim.tp.shape[2:]), clim.orog, weights,
+                                  z.astype("float32"), run.downscale)
+    corr = spec.lapse_rate * (z - z.astype("float32")).astype("float32")
+    X, _ = assemble_rows(spec, temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n), clim.days, corr,
+                 np.arange(n, dtype="int64"), static)
+    X = X.reshape(ny, n, len(run.features))
+    out = {}
+    for j, name in enumerate(run.features):
+        out[name] = (("glacier", "year"),
+                     np.stack([_weighted_mean(upos, X[y, :, j].astype("float64"), a, active, U) for y in range(ny)],
+                              axis=1))
+    return xr.Dataset(out, coords={"glacier": uidx, "year": sub.years})
