@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glacgrid-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test docs hef clean
+.PHONY: install demo test docs hef alps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "glacgrid needs Python >= 3.11")'
@@ -32,6 +32,13 @@ docs: install
 
 hef: install
 	$(BIN)/glacgrid run examples/hef.toml
+
+# alps: all 3,927 Alps glaciers as one glacier domain on a synthetic climate (a scale demonstration)
+alps: install
+	$(BIN)/python -c 'import tomllib; from glacgrid.testing import write_alps_climate; \
+		p = tomllib.load(open("examples/alps.toml", "rb"))["period"]; \
+		write_alps_climate("alps-output/climate", p["start"], p["end"])'
+	$(BIN)/glacgrid run examples/alps.toml
 
 clean:
 	rm -rf $(VENV) demo-output hef-output .pytest_cache

@@ -463,6 +463,9 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
         tile: Optional[int] = typer.Option(None, "--tile", help="run only this region tile into the shared results "
                                            "store (after `glacgrid tiles prepare`; one Slurm array task per tile)"),
+        groups: Optional[str] = typer.Option(None, "--groups", help="domain run: only groups a..b-1 (a:b) into the "
+                                             "shared results store, after `glacgrid domain-groups` (one Slurm "
+                                             "array task per range: jobs/submit_domain.sh)"),
         template: bool = typer.Option(False, "--template", help="print a commented config template and exit"),
         progress: bool = typer.Option(True, help="show a progress display")):
     """Run the whole pipeline described by a config file.
@@ -482,7 +485,11 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         cfg = load_config(config)
         with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
             typer.echo(f"dask: {describe_client(client)}")
-            if tile is not None:
+            if groups is not None:
+                from .pipeline.domain_jobs import run_domain_groups
+
+                done = run_domain_groups(cfg, groups)
+            elif tile is not None:
                 from .pipeline import run_tile
 
                 report = run_tile(cfg, tile)
@@ -490,6 +497,11 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
                 result = run_pipeline(cfg, progress=progress)
     except GlacgridError as err:
         _fail(err)
+    if groups is not None:
+        g = done["groups"]
+        typer.echo(f"groups {g[0]}:{g[-1] + 1}: {done['pixels']} pixels, {done['years']} group-years computed, "
+                   f"{done['resumed_years']} found done, {done['seconds']:.1f} s")
+        return
     if tile is not None:
         state = ("already done, skipped" if report["skipped"] else
                  f"{report['resumed_years']} years resumed, written in {report['seconds']:.1f} s")
@@ -556,6 +568,76 @@ def tiles_missing(config: Path = typer.Argument(..., help="run configuration (TO
     except GlacgridError as err:
         _fail(err)
     typer.echo(",".join(map(str, missing)))
+
+
+@app.command("domain-groups")
+def domain_groups(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
+    """Run the shared stages of a domain run once (ingest, domain, training, model, results template).
+
+    Prints the number of groups (stage times on stderr). Example: glacgrid domain-groups examples/alps.toml
+    """
+    from .config import load_config
+    from .pipeline.domain_jobs import prepare_domain
+
+    try:
+        jobs = prepare_domain(load_config(config))
+    except GlacgridError as err:
+        _fail(err)
+    for name, sec in jobs.timings:
+        typer.echo(f"# {name}: {sec:.1f} s", err=True)
+    typer.echo(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels", err=True)
+    typer.echo(jobs.n_groups)
+
+
+@app.command("domain-missing")
+def domain_missing(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
+    """Print the groups of a domain run not done yet, comma-separated.
+
+    Example: glacgrid domain-missing examples/alps.toml
+    """
+    from .config import load_config
+    from .pipeline.domain_jobs import missing_groups
+
+    try:
+        missing = missing_groups(load_config(config))
+    except GlacgridError as err:
+        _fail(err)
+    typer.echo(",".join(map(str, missing)))
+
+
+@app.command("domain-finish")
+def domain_finish(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
+    """Write the glacier log, tables and validation of a domain run once every group is done.
+
+    Example: glacgrid domain-finish examples/alps.toml
+    """
+    from .config import load_config
+    from .pipeline.domain_jobs import finish_domain
+
+    try:
+        result = finish_domain(load_config(config))
+    except GlacgridError as err:
+        _fail(err)
+    _print_summary(result)
+
+
+@app.command("export")
+def export_domain(results: Path = typer.Argument(..., help="results store of a domain run (results.zarr)"),
+                  domain: Path = typer.Argument(..., help="its domain store (<output>/work/domain.zarr)"),
+                  out: Path = typer.Argument(..., help="output folder"),
+                  by: str = typer.Option("glacier", "--by", help="glacier (one GeoTIFF per glacier window) or "
+                                         "zone (one per CRS zone)")):
+    """Write the packed fields of a domain run (smb, thickness) as GeoTIFFs, bands = years.
+
+    Example: glacgrid export alps-output/results.zarr alps-output/work/domain.zarr alps-tifs --by zone
+    """
+    from .pipeline.domain_jobs import export_results
+
+    try:
+        files = export_results(results, domain, out, by=by)
+    except GlacgridError as err:
+        _fail(err)
+    typer.echo(f"wrote {len(files)} GeoTIFF(s) into {out}")
 
 
 @app.command()

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import cube as cube_mod
 from ..config import RunConfig
 from ..domain import Domain, domain_from_rasters, domain_from_tiles, open_domain
-from ..exceptions import ModelError, StoreError
+from ..exceptions import ConfigError, ModelError, StoreError
 from ..ingest import ingest
 from ..observations import ObservedUnits, observed_units
 from ..outputs import write_outputs
@@ -96,6 +96,10 @@ class _Named:
 
 def run_domain(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     """Run ``cfg`` (which has a ``[domain]`` section) on its glacier domain; the result of :func:`run`."""
+    if cfg.geometry.surfaces:
+        raise ConfigError("[geometry] surfaces (dated DEMs interpolated in time) are not run on a glacier domain "
+                          f"yet; got {len(cfg.geometry.surfaces)} surface file(s) and a [domain] section. Remove "
+                          "[domain] to run them on the grid, or remove [geometry] surfaces for a static geometry.")
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
     work = out / "work"

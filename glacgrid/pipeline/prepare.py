@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..config import RunConfig
+from ..config import RunConfig, require_dense
 from ..downscale import downscale
 from ..features import HYDRO_START
 from ..glaciers import GlacierGeometry, area_weighted_mean
@@ -164,6 +164,7 @@ def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepar
     Prepared
         With the notes of the preparation.
     """
+    require_dense(cfg, "The gridded pipeline (prepare: grid and masks)")
     steps = steps or Steps(False)
     notes: list[str] = []
     with steps.stage("ingest"):

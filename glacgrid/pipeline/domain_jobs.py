@@ -1,0 +1,415 @@
+"""A glacier-domain run split into Slurm array tasks: prepare once, one task per range of groups, finish once.
+
+1. :func:`prepare_domain` (``glacgrid domain-groups CONFIG``) runs the shared stages once (ingest, the
+   domain, the training table, the model and its cross-validation), creates the template of the results
+   store ``<output>/results.zarr`` and writes ``<output>/domain_jobs.json``; returns the number of groups.
+2. :func:`run_domain_groups` (``glacgrid run CONFIG --groups a:b``, one array task each) runs groups
+   ``a .. b-1`` with :func:`glacgrid.simulate.simulate_domain` and the model artifact of step 1. Groups
+   write disjoint Zarr chunks, so tasks run at the same time; each (group, year batch) is marked done,
+   so a killed task resubmitted resumes at its first unfinished year.
+3. :func:`finish_domain` (``glacgrid domain-finish CONFIG``) writes the glacier log, the tables and the
+   validation from the complete store with the model and cross-validation of step 1 (nothing refitted);
+   groups not done yet are an error that names them.
+
+``jobs/submit_domain.sh`` chains the three on Slurm. :func:`main` is the command line of these steps
+(``python -m glacgrid.pipeline.domain_jobs``) until ``glacgrid`` itself has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import cube as cube_mod
+from ..atomic import atomic_path
+from ..config import RunConfig, config_digest, load_config
+from ..domain import Domain, export, open_domain
+from ..exceptions import ConfigError, GlacgridError, InputDataError, StoreError
+from ..ingest import ingest
+from ..observations import observed_units
+from ..outputs import write_outputs
+from ..simulate import domain_log, results_fingerprint, simulate_domain
+from .domain import _Named, _slot_table, _training_table, build_domain, domain_run_spec
+from .model import fit_model
+from .run import RunResult
+from .tiles import _load_cv
+
+__all__ = ["DomainJobs", "prepare_domain", "read_jobs", "run_domain_groups", "missing_groups", "finish_domain",
+           "parse_groups", "export_results", "main"]
+
+JOBS_FILE = "domain_jobs.json"
+_DONE = re.compile(r"group\[(\d+)\]:year\[(\d+):(\d+)\]")
+
+
+@dataclass(frozen=True)
+class DomainJobs:
+    """What :func:`prepare_domain` hands the array tasks and the finishing job.
+
+    Attributes
+    ----------
+    n_groups : int
+        Groups of the domain (array tasks own ranges of them).
+    domain, cube, store, model : Path
+        The domain store, the climate cube, the results store and the model artifact.
+    fingerprint : str
+        The results fingerprint (model + config) the store was created with.
+    config : str
+        The digest of the config sections the preparation depends on.
+    n_glaciers, n_pixels : int
+        Glaciers (with pixels) and glacier pixels of the domain.
+    notes : tuple of str
+        Notes of the shared stages (unmatched observations, glaciers without pixels).
+    timings : tuple of (str, float)
+        Seconds of each shared stage (empty when the preparation was found done).
+    """
+
+    n_groups: int
+    domain: Path
+    cube: Path
+    store: Path
+    model: Path
+    fingerprint: str
+    config: str
+    n_glaciers: int = 0
+    n_pixels: int = 0
+    notes: tuple[str, ...] = ()
+    timings: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"n_groups": self.n_groups, "domain": str(self.domain), "cube": str(self.cube),
+                "store": str(self.store), "model": str(self.model), "fingerprint": self.fingerprint,
+                "config": self.config, "n_glaciers": self.n_glaciers, "n_pixels": self.n_pixels,
+                "notes": list(self.notes), "timings": [list(t) for t in self.timings]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DomainJobs":
+        return cls(int(d["n_groups"]), Path(d["domain"]), Path(d["cube"]), Path(d["store"]), Path(d["model"]),
+                   str(d["fingerprint"]), str(d["config"]), int(d.get("n_glaciers", 0)), int(d.get("n_pixels", 0)),
+                   tuple(d.get("notes", ())), tuple((str(k), float(v)) for k, v in d.get("timings", ())))
+
+
+def _config_hash(cfg: RunConfig) -> str:
+    return config_digest(cfg, ("climate", "grid", "glaciers", "period", "downscale", "model", "observations",
+                               "geometry", "mode", "domain"))
+
+
+def _need_domain(cfg: RunConfig) -> None:
+    if cfg.domain is None:
+        where = f" {cfg.source}" if cfg.source else ""
+        raise ConfigError(f"The configuration{where} has no [domain] section; groups and array tasks are those of a "
+                          "glacier-domain run. Add [domain] (e.g. thickness_tiles and dem_tiles), or split a "
+                          "gridded run into tiles with `glacgrid tiles prepare`.")
+
+
+def _observed(cfg: RunConfig, domain: Domain):
+    o = cfg.observations
+    return observed_units(o.files, _slot_table(domain)["rgi_id"].tolist(), fmt=o.format, id_column=o.id_column,
+                          links=o.links)
+
+
+def prepare_domain(cfg: RunConfig) -> DomainJobs:
+    """Run the shared stages of a domain run once; create the results template; write ``domain_jobs.json``.
+
+    Idempotent: when ``<output>/domain_jobs.json`` was written for the same configuration and its stores
+    exist, nothing is recomputed (a resubmitted array starts at once) and finished groups are kept.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A run with a ``[domain]`` section.
+
+    Returns
+    -------
+    DomainJobs
+        The number of groups, the paths the tasks use and the timings of the shared stages.
+    """
+    _need_domain(cfg)
+    out = Path(cfg.output.directory)
+    path = out / JOBS_FILE
+    chash = _config_hash(cfg)
+    if path.exists():
+        try:
+            jobs = DomainJobs.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError):
+            jobs = None
+        if jobs is not None and jobs.config == chash and all(p.exists() for p in (jobs.domain, jobs.cube, jobs.store,
+                                                                                   jobs.model, out / "cv.json")):
+            return DomainJobs(**{**jobs.__dict__, "timings": ()})
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    timings: list[tuple[str, float]] = []
+    notes: list[str] = []
+    t = time.perf_counter()
+    cube_path = Path(ingest(list(cfg.climate.files), work / "cube.zarr", invariant=cfg.climate.invariant,
+                            variables=list(cfg.climate.variables)))
+    timings.append(("ingest", time.perf_counter() - t))
+    t = time.perf_counter()
+    domain = build_domain(cfg, work, notes)
+    timings.append(("domain", time.perf_counter() - t))
+    t = time.perf_counter()
+    spec = domain_run_spec(cfg)
+    observed = _observed(cfg, domain)
+    train, train_notes = _training_table(cfg, domain, cube_mod.open_store(cube_path), observed, spec)
+    train.to_csv(out / "training_features.csv", index=False)
+    timings.append(("features", time.perf_counter() - t))
+    t = time.perf_counter()
+    model, _ = fit_model(cfg, train, out)
+    timings.append(("model", time.perf_counter() - t))
+    fingerprint = results_fingerprint(cfg, model)
+    store = out / "results.zarr"
+    simulate_domain(domain, cube_path, model, store, spec, fingerprint=fingerprint, groups=[])  # the template
+    table = domain.table
+    jobs = DomainJobs(domain.n_groups, Path(domain.path), cube_path, store, out / "model", fingerprint, chash,
+                      int((table["n_pixels"] > 0).sum()), int(table["n_pixels"].sum()),
+                      tuple(notes) + tuple(train_notes), tuple(timings))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(jobs.to_dict(), indent=1), encoding="utf-8")
+    return jobs
+
+
+def read_jobs(cfg: RunConfig) -> DomainJobs:
+    """The :class:`DomainJobs` that :func:`prepare_domain` wrote for ``cfg`` (an error when absent or stale)."""
+    _need_domain(cfg)
+    path = Path(cfg.output.directory) / JOBS_FILE
+    if not path.exists():
+        raise StoreError(f"No prepared domain run at {path}. Run `glacgrid domain-groups CONFIG` first "
+                         "(jobs/submit_domain.sh does).")
+    jobs = DomainJobs.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    if jobs.config != _config_hash(cfg):
+        raise StoreError(f"{path} was prepared for another configuration (the config changed since). Run "
+                         "`glacgrid domain-groups CONFIG` again.")
+    return jobs
+
+
+def parse_groups(text: str, n_groups: int) -> range:
+    """The groups of ``"a:b"`` (``a .. b-1``; ``b`` is clipped to ``n_groups``; ``"a"`` alone is one group).
+
+    Raises
+    ------
+    InputDataError
+        When ``text`` is not ``a:b`` with ``0 <= a < b`` and ``a < n_groups``.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*(?::\s*(\d+)\s*)?", text)
+    if m is None:
+        raise InputDataError(f"--groups {text!r}: expected a:b (groups a..b-1, e.g. 0:4) or one group number.")
+    a = int(m.group(1))
+    b = int(m.group(2)) if m.group(2) is not None else a + 1
+    if b <= a:
+        raise InputDataError(f"--groups {text!r}: the end {b} must exceed the start {a} (a:b runs groups a..b-1).")
+    if a >= n_groups:
+        raise InputDataError(f"--groups {text!r}: the domain has groups 0..{n_groups - 1} only; `glacgrid "
+                             "domain-groups CONFIG` prints their number.")
+    return range(a, min(b, n_groups))
+
+
+def _done_years(store: Path, n_groups: int, n_years: int) -> np.ndarray:
+    """Per group, the number of its years marked done in ``store``."""
+    done = np.zeros(n_groups, dtype="int64")
+    for key in cube_mod.completed_regions(store):
+        m = _DONE.fullmatch(key)
+        if m and int(m.group(1)) < n_groups:
+            done[int(m.group(1))] += int(m.group(3)) - int(m.group(2))
+    return np.minimum(done, n_years)
+
+
+def _empty_groups(domain: Domain) -> np.ndarray:
+    """Groups without a pixel (nothing to run, never marked)."""
+    npx = domain.glaciers["n_pixels"].values
+    return np.array([npx[domain.glacier_slice(k)].sum() == 0 for k in range(domain.n_groups)], dtype=bool)
+
+
+def missing_groups(cfg: RunConfig) -> list[int]:
+    """The groups with pixels whose years are not all done in the results store."""
+    jobs = read_jobs(cfg)
+    years = cfg.period.end - cfg.period.start + 1
+    done = _done_years(jobs.store, jobs.n_groups, years)
+    empty = _empty_groups(open_domain(jobs.domain))
+    return [int(k) for k in np.flatnonzero((done < years) & ~empty)]
+
+
+def run_domain_groups(cfg: RunConfig, groups: str | range) -> dict:
+    """Run groups ``a .. b-1`` (``"a:b"`` or a range) of a prepared domain run into its results store.
+
+    Groups already done are skipped and a group killed mid-run resumes at its first unfinished year.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run (prepared by :func:`prepare_domain`).
+    groups : str or range
+        ``"a:b"`` (``b`` clipped to the number of groups: the last array task may ask for more) or a range.
+
+    Returns
+    -------
+    dict
+        ``groups`` (list), ``resumed_years`` (years found done before the task, summed over its groups),
+        ``years`` (years computed now), ``pixels``, ``seconds``.
+    """
+    t0 = time.perf_counter()
+    jobs = read_jobs(cfg)
+    todo = parse_groups(groups, jobs.n_groups) if isinstance(groups, str) else groups
+    stored = cube_mod.open_store(jobs.store, chunks=None).attrs.get("glacgrid_fingerprint")
+    if stored != jobs.fingerprint:
+        raise StoreError(f"The results store {jobs.store} belongs to another run (fingerprint {stored}, expected "
+                         f"{jobs.fingerprint}). Run `glacgrid domain-groups CONFIG` again.")
+    n_years = cfg.period.end - cfg.period.start + 1
+    before = _done_years(jobs.store, jobs.n_groups, n_years)[list(todo)].sum()
+    summaries: list[dict] = []
+    simulate_domain(jobs.domain, jobs.cube, jobs.model, jobs.store, domain_run_spec(cfg),
+                    fingerprint=jobs.fingerprint, groups=list(todo), progress=summaries.append)
+    return {"groups": list(todo), "resumed_years": int(before), "years": int(sum(s["years"] for s in summaries)),
+            "pixels": int(sum(s["pixels"] for s in summaries)), "seconds": time.perf_counter() - t0}
+
+
+def _ranges(groups: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0:3, 5:6"`` (the ``--groups`` arguments that run them)."""
+    out, start = [], None
+    for i, k in enumerate(groups):
+        if start is None:
+            start = k
+        if i + 1 == len(groups) or groups[i + 1] != k + 1:
+            out.append(f"{start}:{k + 1}")
+            start = None
+    return ", ".join(out)
+
+
+def finish_domain(cfg: RunConfig) -> RunResult:
+    """Write the glacier log, tables and validation of a domain run once every group is done.
+
+    Uses the model and cross-validation of :func:`prepare_domain` (nothing is refitted or recomputed).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    StoreError
+        When groups are not done yet; the message names them and the ``--groups`` ranges that run them.
+    """
+    t0 = time.perf_counter()
+    jobs = read_jobs(cfg)
+    missing = missing_groups(cfg)
+    if missing:
+        raise StoreError(f"{len(missing)} of {jobs.n_groups} groups are not done in {jobs.store}: groups {missing}. "
+                         f"Run them (`glacgrid run CONFIG --groups a:b` for {_ranges(missing)}), or resubmit "
+                         "jobs/submit_domain.sh CONFIG: done groups and years are kept.")
+    out = Path(cfg.output.directory)
+    domain = open_domain(jobs.domain)
+    table = domain.table
+    log = domain_log(jobs.store, domain, out / "glacier_log.csv")
+    observed = _observed(cfg, domain)
+    cv = _load_cv(out / "cv.json")
+    results = cube_mod.open_store(jobs.store).sel(glacier=table.index.to_numpy())
+    plain = cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
+                             "output": type(cfg.output)(cfg.output.directory, False)})
+    written = write_outputs(plain, _Named(table), results, cv, observed, out)
+    notes = list(jobs.notes) + [f"domain run: {jobs.n_groups} groups in {jobs.store}"]
+    if len(log):
+        notes.append(f"{len(log)} glacier-year(s) of {log['glacier'].nunique()} glacier(s) isolated (values NaN, "
+                     f"failed = 1): see {out / 'glacier_log.csv'}")
+    return RunResult(cfg, out, written.glacier_years, written.validation, cv,
+                     {"outputs": time.perf_counter() - t0}, tuple(notes), written.files)
+
+
+def export_results(results: str | Path, domain: str | Path, out: str | Path, *, by: str = "glacier",
+                   variables=None, years=None) -> list[Path]:
+    """GeoTIFFs of a domain run's packed fields (:func:`glacgrid.domain.export`) from the store paths.
+
+    Parameters
+    ----------
+    results, domain : path
+        The results store (``results.zarr``) and the domain store it is packed on.
+    out : path
+        Output folder.
+    by : {"glacier", "zone"}
+        One file per glacier window, or per CRS zone.
+    variables : sequence of str, optional
+        Default: those of ``smb`` and ``thickness`` the store has.
+    years : sequence of int, optional
+        Default: every year.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    res = cube_mod.open_store(results)
+    if variables is None:
+        variables = [v for v in ("smb", "thickness") if v in res]
+    return export(res, open_domain(domain), out, variables=tuple(variables), by=by, years=years)
+
+
+# --------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    """``python -m glacgrid.pipeline.domain_jobs {domain-groups,run,domain-finish,domain-missing,export} ...``.
+
+    The same arguments as the ``glacgrid`` verbs: ``domain-groups CONFIG`` (prints the number of groups),
+    ``run CONFIG --groups a:b [--cluster threads|sync]``, ``domain-finish CONFIG``, ``domain-missing CONFIG``
+    (the missing groups, comma-separated) and ``export RESULTS DOMAIN OUT --by glacier|zone``. Returns the exit status.
+    """
+    p = argparse.ArgumentParser(prog="python -m glacgrid.pipeline.domain_jobs")
+    sub = p.add_subparsers(dest="verb", required=True)
+    sub.add_parser("domain-groups").add_argument("config", type=Path)
+    r = sub.add_parser("run")
+    r.add_argument("config", type=Path)
+    r.add_argument("--groups", required=True)
+    r.add_argument("--cluster", default="threads", choices=("threads", "sync"),
+                   help="dask's threaded scheduler (with the task's cores) or one thread")
+    r.add_argument("--no-progress", action="store_true", help="accepted for the glacgrid verb's sake")
+    sub.add_parser("domain-finish").add_argument("config", type=Path)
+    sub.add_parser("domain-missing").add_argument("config", type=Path)
+    e = sub.add_parser("export")
+    for name in ("results", "domain", "out"):
+        e.add_argument(name, type=Path)
+    e.add_argument("--by", default="glacier", choices=("glacier", "zone"))
+    a = p.parse_args(argv)
+    try:
+        if a.verb == "export":
+            files = export_results(a.results, a.domain, a.out, by=a.by)
+            print(f"wrote {len(files)} GeoTIFF(s) into {a.out}")
+            return 0
+        cfg = load_config(a.config)
+        if a.verb == "domain-groups":
+            jobs = prepare_domain(cfg)
+            for name, sec in jobs.timings:
+                print(f"# {name}: {sec:.1f} s", file=sys.stderr)
+            print(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels", file=sys.stderr)
+            print(jobs.n_groups)
+        elif a.verb == "run":
+            import os
+
+            import dask
+
+            workers = int(os.environ.get("SLURM_CPUS_PER_TASK", cfg.cluster.n_workers * cfg.cluster.threads_per_worker))
+            with dask.config.set(scheduler="threads" if a.cluster == "threads" else "sync", num_workers=workers):
+                rep = run_domain_groups(cfg, a.groups)
+            g = rep["groups"]
+            print(f"groups {g[0]}:{g[-1] + 1}: {rep['pixels']} pixels, {rep['years']} group-years computed, "
+                  f"{rep['resumed_years']} found done, {rep['seconds']:.1f} s")
+        elif a.verb == "domain-missing":
+            print(",".join(map(str, missing_groups(cfg))))
+        else:
+            result = finish_domain(cfg)
+            print(f"wrote {len(result.glacier_years)} glacier-years into {result.output}")
+            for note in result.notes:
+                print(f"note: {note}")
+    except GlacgridError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
