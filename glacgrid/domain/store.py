@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,19 +114,34 @@ class Domain:
     def group(self, k: int) -> GroupArrays:
         """The numpy arrays of group ``k`` (one chunk of each per-pixel variable)."""
         ps, gs = self.pixel_slice(k), self.glacier_slice(k)
-        pix = self.pixels[list(_PIXEL)].isel(pixel=ps).compute()
+        import zarr
+
+        grp = zarr.open_group(str(self.path), mode="r")  # one chunk per variable, read without a dask graph
+        pix = {name: grp[name][ps] for name in _PIXEL}
         gl = self.glaciers.isel(glacier=gs)
         first = gl["first_pixel"].values
         first = np.where(first >= 0, first - ps.start, -1)
         return GroupArrays(
-            k=int(k), **{name: pix[name].values for name in _PIXEL},
+            k=int(k), **pix,
             glacier=gl["glacier"].values, rgi_id=gl["rgi_id"].values.astype(object),
             n_pixels=gl["n_pixels"].values, first_pixel=first, has_thickness=gl["has_thickness"].values,
             epsg=gl["epsg"].values)
 
 
+_OPENED: dict = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a store is rewritten: the modification times of its metadata files."""
+    return tuple(os.stat(p).st_mtime_ns if p.exists() else 0 for p in (path / "zarr.json", path / cube_mod.DONE_FILE))
+
+
 def open_domain(store: str | os.PathLike) -> Domain:
     """Open a domain store lazily (nothing is computed; the small per-glacier variables are read).
+
+    The opened domain is kept per process (a domain store is written once and then only read): the group
+    tasks of a run open it once per worker, not once per task. A store rewritten since is opened again.
 
     Raises
     ------
@@ -133,6 +149,20 @@ def open_domain(store: str | os.PathLike) -> Domain:
         If the store is missing, incomplete (an interrupted build), or not a domain store.
     """
     path = Path(store)
+    key = (str(path.resolve()), _stamp(path)) if path.exists() else None
+    with _OPENED_LOCK:
+        hit = _OPENED.get(key) if key else None
+    if hit is not None:
+        return hit
+    dom = _open_domain(path)
+    with _OPENED_LOCK:
+        _OPENED[key] = dom
+        while len(_OPENED) > 8:
+            _OPENED.pop(next(iter(_OPENED)))
+    return dom
+
+
+def _open_domain(path: Path) -> Domain:
     ds = cube_mod.open_store(path, chunks={}, require_complete=True)
     if ds.attrs.get("glacgrid_domain") != 1:
         raise StoreError(f"{path} is a Zarr store but not a glacier domain (no attribute glacgrid_domain=1); "

@@ -16,15 +16,15 @@ temperature to an evolving surface with the same lapse rate.
 """
 
 from ..config import DownscaleParams
-from ._kernels import solid_fraction
+from ._kernels import bilinear_at, bilinear_at4, solid_fraction
 from .core import downscale, solid_precipitation
-from .pixels import PixelWeights, downscale_pixels, pixel_weights
+from .pixels import PixelClimate, PixelWeights, downscale_pixels, pixel_climate, pixel_weights
 from .regrid import regrid
 
 __all__ = [
     "downscale", "DownscaleParams", "solid_precipitation", "regrid",
     # the packed pixels of a glacier domain: weights once per pixel, applied to every month
-    "PixelWeights", "pixel_weights", "downscale_pixels",
+    "PixelWeights", "PixelClimate", "pixel_weights", "pixel_climate", "downscale_pixels",
     # numpy kernels for blockwise callers (the features stage's climate kernels)
-    "solid_fraction",
+    "solid_fraction", "bilinear_at", "bilinear_at4",
 ]

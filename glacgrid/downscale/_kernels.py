@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..units import T0
 
-__all__ = ["bilinear_weights", "bilinear_apply", "lapse_rate_correction", "solid_fraction"]
+__all__ = ["bilinear_weights", "bilinear_apply", "lapse_rate_correction", "solid_fraction", "bilinear_lapse_pixels",
+           "bilinear_at", "bilinear_at4", "orography_terms", "pixel_fields"]
 
 
 def bilinear_weights(src: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,3 +143,92 @@ def conservative_weights(src: np.ndarray, target: np.ndarray, half_width: np.nda
     h = np.maximum(np.asarray(half_width, dtype="float64"), 1e-12)
     w = np.clip((target + h - edges[k]) / (2 * h), 0.0, 1.0)
     return k, w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def bilinear_at(f, jj, ii, wy, wx):  # pragma: no cover - compiled
+    """:func:`bilinear_apply` of the 2-D field ``f`` at one point (float32 field and weights: the same
+    operations in the same order, the same value to the bit). For compiled callers."""
+    top = f[jj, ii]
+    top = top + wx * (f[jj, ii + 1] - top)
+    bot = f[jj + 1, ii]
+    bot = bot + wx * (f[jj + 1, ii + 1] - bot)
+    return top + wy * (bot - top)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def bilinear_at4(f, y, m, jj, ii, wy, wx):  # pragma: no cover - compiled
+    """:func:`bilinear_at` of the plane ``f[y, m]`` of a 4-D field, indexed in place (no view is made)."""
+    top = f[y, m, jj, ii]
+    top = top + wx * (f[y, m, jj, ii + 1] - top)
+    bot = f[y, m, jj + 1, ii]
+    bot = bot + wx * (f[y, m, jj + 1, ii + 1] - bot)
+    return top + wy * (bot - top)
+
+
+@njit(cache=True, nogil=True)
+def _orography_terms(orog, j, wy, i, wx, z, gradient, factor, dz, scale):  # pragma: no cover - compiled
+    for p in range(j.size):
+        zc = bilinear_at(orog, j[p], i[p], wy[p], wx[p])
+        dz[p] = np.float32(np.float64(z[p]) - np.float64(zc))
+        s = 1.0 + gradient * (np.float64(z[p]) - np.float64(zc))
+        if s < 0.0:  # (NaN stays NaN, as np.maximum keeps it)
+            s = 0.0
+        scale[p] = np.float32(s * factor)
+
+
+@njit(cache=True, nogil=True)
+def _pixels(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, temp, prcp):  # pragma: no cover - compiled
+    nt = t2m.shape[0]
+    n = j.size
+    zero = np.float32(0.0)
+    for a in range(0, n, 512):
+        b = min(a + 512, n)
+        for m in range(nt):  # month by month: each month's window stays in cache, writes are contiguous
+            f = t2m[m]
+            g = tp[m]
+            gm = gamma[m]
+            for p in range(a, b):
+                temp[m, p] = (bilinear_at(f, j[p], i[p], wy[p], wx[p]) - t0) + gm * dz[p]
+                pc = bilinear_at(g, j[p], i[p], wy[p], wx[p]) * scale[p]
+                prcp[m, p] = zero if pc < zero else pc
+
+
+def pixel_fields(t2m, tp, j, wy, i, wx, dz, scale, gamma, temp, prcp) -> None:
+    """Fill ``temp`` and ``prcp`` ``(time, n)`` at the points from ``(time, lat, lon)`` windows and the points'
+    :func:`orography_terms` (the values of :func:`bilinear_lapse_pixels`)."""
+    _pixels(np.ascontiguousarray(t2m, dtype="float32"), np.ascontiguousarray(tp, dtype="float32"),
+            np.ascontiguousarray(j, dtype="int64"), np.ascontiguousarray(wy, dtype="float32"),
+            np.ascontiguousarray(i, dtype="int64"), np.ascontiguousarray(wx, dtype="float32"),
+            np.ascontiguousarray(dz, dtype="float32"), np.ascontiguousarray(scale, dtype="float32"),
+            np.ascontiguousarray(gamma, dtype="float32"), np.float32(T0), temp, prcp)
+
+
+def orography_terms(orog: np.ndarray, j, wy, i, wx, z: np.ndarray, factor: float, gradient: float):
+    """Per point the float32 elevation difference to the interpolated climate orography (the lapse-rate
+    term of :func:`lapse_rate_correction_c`) and the precipitation scale of :func:`precip_correction`."""
+    n = np.size(j)
+    dz, scale = np.empty(n, dtype="float32"), np.empty(n, dtype="float32")
+    _orography_terms(np.ascontiguousarray(orog, dtype="float32"), np.ascontiguousarray(j, dtype="int64"),
+                     np.ascontiguousarray(wy, dtype="float32"), np.ascontiguousarray(i, dtype="int64"),
+                     np.ascontiguousarray(wx, dtype="float32"), np.ascontiguousarray(z, dtype="float32"),
+                     float(gradient), float(factor), dz, scale)
+    return dz, scale
+
+
+def bilinear_lapse_pixels(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, j: np.ndarray, wy: np.ndarray,
+                          i: np.ndarray, wx: np.ndarray, z: np.ndarray, gamma: np.ndarray, factor: float,
+                          gradient: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bilinear_apply` + :func:`lapse_rate_correction_c` + :func:`precip_correction` at points, in one
+    compiled pass (the same float32/float64 operations in the same order: the same values to the bit).
+
+    ``t2m``, ``tp``: ``(time, lat, lon)`` float32; ``orog``: ``(lat, lon)`` float32; ``j, wy, i, wx``: the
+    points' bilinear indices and float32 weights; ``z``: float32 elevation of the points; ``gamma``: float32
+    lapse rate per time step. Returns temperature (degC) and precipitation, ``(time, n)`` float32.
+    """
+    nt, n = t2m.shape[0], np.size(j)
+    dz, scale = orography_terms(orog, j, wy, i, wx, z, factor, gradient)
+    temp = np.empty((nt, n), dtype="float32")
+    prcp = np.empty((nt, n), dtype="float32")
+    pixel_fields(t2m, tp, j, wy, i, wx, dz, scale, gamma, temp, prcp)
+    return temp, prcp

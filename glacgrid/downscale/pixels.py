@@ -20,7 +20,7 @@ from ..config import DownscaleParams
 from ..exceptions import GridMismatchError
 from . import _kernels
 
-__all__ = ["PixelWeights", "pixel_weights", "downscale_pixels"]
+__all__ = ["PixelWeights", "PixelClimate", "pixel_weights", "pixel_climate", "downscale_pixels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,10 +96,56 @@ def downscale_pixels(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, weights:
     -------
     temp, prcp : (time, n) float32
     """
-    z = np.asarray(reference).astype("float32")
-    z_era = weights.apply(orog)
     gamma = np.full(np.shape(t2m)[0], params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate)
-    gamma = gamma.astype("float32")[:, None]
-    temp = _kernels.lapse_rate_correction_c(weights.apply(t2m), z_era, z, gamma)
-    prcp = _kernels.precip_correction(weights.apply(tp), z_era, z, params.precip_factor, params.precip_gradient)
-    return temp, prcp
+    return _kernels.bilinear_lapse_pixels(t2m, tp, orog, weights.lat_index, weights.lat_weight, weights.lon_index,
+                                          weights.lon_weight, np.asarray(reference).astype("float32"),
+                                          gamma.astype("float32"), params.precip_factor, params.precip_gradient)
+
+
+@dataclass(frozen=True, eq=False)
+class PixelClimate:
+    """The monthly climate of points, kept as the coarse window and the per-point terms (not materialised).
+
+    ``t2m``, ``tp``: ``(year, 12, lat, lon)`` float32 windows of the cube (K; kg m-2); ``weights`` their
+    bilinear weights; ``dz`` (float32) the elevation of each point above the interpolated climate orography
+    and ``scale`` (float32) its precipitation factor; ``gamma``: ``(year, 12)`` float32 lapse rates.
+    A compiled consumer (the feature rows of :mod:`glacgrid.inference`) interpolates each pixel-month where
+    it is used; :meth:`materialise` gives the ``(year, 12, n)`` arrays of :func:`downscale_pixels`.
+    """
+
+    t2m: np.ndarray
+    tp: np.ndarray
+    weights: PixelWeights
+    dz: np.ndarray
+    scale: np.ndarray
+    gamma: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(year, 12, n)``."""
+        return (self.t2m.shape[0], 12, self.weights.size)
+
+    def materialise(self) -> tuple[np.ndarray, np.ndarray]:
+        """Temperature (degC, at the reference elevation) and precipitation, ``(year, 12, n)`` float32 each."""
+        ny, _, n = self.shape
+        w = self.weights
+        temp, prcp = np.empty((ny * 12, n), "float32"), np.empty((ny * 12, n), "float32")
+        _kernels.pixel_fields(self.t2m.reshape(ny * 12, *self.t2m.shape[2:]), self.tp.reshape(ny * 12, *self.tp.shape[2:]),
+                              w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, self.dz, self.scale,
+                              self.gamma.reshape(-1), temp, prcp)
+        return temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n)
+
+
+def pixel_climate(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, weights: PixelWeights, reference: np.ndarray,
+                  params: DownscaleParams = DownscaleParams(), lapse_rate: np.ndarray | None = None) -> PixelClimate:
+    """The :class:`PixelClimate` of points: ``t2m``, ``tp`` ``(year, 12, lat, lon)`` windows, ``orog``
+    ``(lat, lon)``, the reference elevation of the points (m) and the downscaling parameters (the same values
+    as :func:`downscale_pixels`, to the bit, wherever they are computed)."""
+    w = weights
+    dz, scale = _kernels.orography_terms(orog, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight,
+                                         np.asarray(reference).astype("float32"), params.precip_factor,
+                                         params.precip_gradient)
+    ny = np.shape(t2m)[0]
+    gamma = (np.full((ny, 12), params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate).reshape(ny, 12))
+    return PixelClimate(np.ascontiguousarray(t2m, dtype="float32"), np.ascontiguousarray(tp, dtype="float32"), w,
+                        dz, scale, np.ascontiguousarray(gamma, dtype="float32"))

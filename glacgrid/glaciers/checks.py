@@ -19,7 +19,7 @@ import xarray as xr
 from .names import STATE_VARS
 from .reduce import glacier_sums
 
-__all__ = ["glacier_checks", "SURFACE_REASON", "PixelCheck", "PIXEL_CHECKS", "pixel_check_terms",
+__all__ = ["glacier_checks", "check_reasons", "SURFACE_REASON", "PixelCheck", "PIXEL_CHECKS", "pixel_check_terms",
            "glacier_problems"]
 
 #: The reason given for a glacier whose surface elevation is not finite on its pixels.
@@ -86,15 +86,26 @@ def glacier_checks(state: xr.Dataset, index: np.ndarray, *, need_thickness: bool
     terms["ice_area"] = (a.where(ing & (h > 0), 0.0).astype("float64") if need_thickness
                          else a.where(ing, 0.0))
     red = glacier_sums(xr.Dataset(terms), gid, index).compute()  # (numpy-backed: no work)
-    reason = np.full(np.asarray(index).size, "", dtype=object)
+    counts = {k: red[k].values for k in red.data_vars}
+    return check_reasons(counts, need_thickness=need_thickness, has_thickness=has_thickness), \
+        np.nan_to_num(counts["ice_area"])
+
+
+def check_reasons(counts: Mapping[str, np.ndarray], *, need_thickness: bool,
+                  has_thickness: np.ndarray | None = None) -> np.ndarray:
+    """Per glacier the reason it cannot be computed ('' = fine) from the per-glacier sums of
+    :func:`pixel_check_terms` (``pixels`` and the checks): the first failing check of "no pixel on the
+    grid", "no initial ice thickness" (``need_thickness`` and ``has_thickness`` False) and
+    :data:`PIXEL_CHECKS`. Shared by :func:`glacier_checks` and the packed pixels of a glacier domain."""
+    reason = np.full(np.asarray(counts["pixels"]).size, "", dtype=object)
 
     def flag(mask, text):
         sel = mask & (reason == "")
         reason[sel] = text
 
-    flag(~(red["pixels"].values > 0), "no pixel on the grid")
+    flag(~(np.asarray(counts["pixels"]) > 0), "no pixel on the grid")
     if need_thickness and has_thickness is not None:
         flag(~np.asarray(has_thickness, dtype=bool), "no initial ice thickness")
-    for check, bad in glacier_problems({k: red[k].values for k in red.data_vars}):
+    for check, bad in glacier_problems(counts):
         flag(bad, check.reason)
-    return reason, np.nan_to_num(red["ice_area"].values)
+    return reason

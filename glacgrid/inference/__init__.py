@@ -12,7 +12,7 @@ Glacier-wide SMB is the area-weighted mean of the gridded SMB. The model of a ru
 artifact directory: each worker process then loads it once (a per-process cache).
 """
 
-from ._kernels import BlockSpec, assemble_rows, block_features, infer_pixels, static_at
+from ._kernels import BlockSpec, assemble_climate, assemble_rows, block_features, infer_pixels, static_at
 from .blockwise import block_spec, infer, pixel_smb, spec_of
 from .predict import glacier_mean, predict_pixels
 
@@ -21,5 +21,5 @@ __all__ = [
     # numpy kernels for blockwise callers (the features of one block, as infer builds them)
     "BlockSpec", "block_features",
     # the packed pixels of a glacier domain: the same features and predictions, pixel by pixel
-    "spec_of", "pixel_smb", "infer_pixels", "static_at", "assemble_rows",
+    "spec_of", "pixel_smb", "infer_pixels", "static_at", "assemble_rows", "assemble_climate",
 ]

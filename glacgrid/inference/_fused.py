@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fill_rows", "aligned_positions", "CHUNK"]
+from ..downscale import bilinear_at4
+
+__all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "CHUNK"]
 
 #: Pixels per inner chunk: their monthly terms (12 x 16 bytes each) stay in the L1/L2 cache.
 CHUNK = 512
@@ -61,8 +63,8 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     """
     ny = temp.shape[0]
     n = flat.size
-    k = scols.size
-    nf = X.shape[1]
+    no_coef = np.zeros(0, np.float64)  # (no model in this pass)
+    no_pred = np.zeros(0, np.float64)
     pdd = np.zeros((CHUNK, 12), np.float64)
     sw = np.zeros((CHUNK, 12), np.float32)
     ss = np.zeros((CHUNK, 12), np.float32)
@@ -82,8 +84,8 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
                     p = flat[i]
                     t = temp[y, m, p] + corr[i]  # float32, as the numpy path
                     if want_c:
-                        tp = t if (t > zero or t != t) else zero  # np.maximum(t, 0.0), NaN kept
-                        pdd[i - a, m] = np.float64(tp) * d
+                        tpos = t if (t > zero or t != t) else zero  # np.maximum(t, 0.0), NaN kept
+                        pdd[i - a, m] = np.float64(tpos) * d
                     if want_snow:
                         f = (rain_thr - t) / band
                         if f < zero:
@@ -93,26 +95,103 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
                         s = prcp[y, m, p] * f
                         sw[i - a, m] = s if win else zero
                         ss[i - a, m] = s if summ else zero
-            for i in range(a, b):
-                row = pos[y * n + i]
-                for j in range(k):
-                    X[row, scols[j]] = static[i, j]
-                if want_c:
-                    X[row, ccols[0]] = np.float32(_sum12(pdd[i - a]))
-                if ccols[1] >= 0:
-                    X[row, ccols[1]] = _sum12(sw[i - a])
-                if ccols[2] >= 0:
-                    X[row, ccols[2]] = _sum12(ss[i - a])
-                good = True
-                for j in range(nf):
-                    v = X[row, j]
-                    if not np.isfinite(v):
-                        good = False
-                    X[row, j] = np.float32((np.float64(v) - mean[j]) / std[j])
-                ok[row] = good
-                if zero_bad and not good:
-                    for j in range(nf):
-                        X[row, j] = zero
+            _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok,
+                    no_coef, 0.0, no_pred)
+
+
+@njit(cache=True, nogil=True)
+def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, winter, summer, rain_thr, band, static,
+                   scols, ccols, pos, mean, std, zero_bad, X, ok, coef, intercept, pred):  # pragma: no cover
+
+    """:func:`fill_rows` with each pixel's monthly climate interpolated in place from the coarse window.
+
+    ``t2m``, ``tp``: ``(year, 12, lat, lon)`` float32 windows of the cube; ``j, wy, i, wx``: the pixels'
+    bilinear indices and float32 weights; ``dz``, ``scale``: the float32 elevation difference to the
+    climate orography and precipitation scale of each pixel; ``gamma``: ``(year, 12)`` float32 lapse
+    rates; ``t0``: float32 0 degC in K. The temperature at the reference elevation is
+    ``(bilinear(t2m) - t0) + gamma * dz`` and the precipitation ``max(bilinear(tp) * scale, 0)``, as
+    :func:`glacgrid.downscale.downscale_pixels` computes them (to the bit), so the rows are those
+    :func:`fill_rows` writes from the materialised climate; the monthly fields of the pixels never exist.
+
+    With ``coef`` (float64, one per feature; empty: off) a linear model is applied in the same pass: each
+    row's prediction ``((intercept + x0 c0) + x1 c1) + ...`` (float64, the order of
+    :func:`glacgrid.models._kernels.linear_predict`: the same value to the bit) is written to ``pred[row]``
+    and ``X`` is only a ``(CHUNK, n_features)`` scratch buffer: the feature matrix never exists either.
+    """
+    ny = t2m.shape[0]
+    n = j.size
+    pdd = np.zeros((CHUNK, 12), np.float64)
+    sw = np.zeros((CHUNK, 12), np.float32)
+    ss = np.zeros((CHUNK, 12), np.float32)
+    want_c = ccols[0] >= 0
+    want_snow = ccols[1] >= 0 or ccols[2] >= 0
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for y in range(ny):
+        for a in range(0, n, CHUNK):
+            b = min(a + CHUNK, n)
+            for r in range(a, b):  # pixel by pixel: its 12 months from the (cached) window, terms in registers
+                jj, ii, wxr, wyr = j[r], i[r], wx[r], wy[r]
+                dzr, scr, cr = dz[r], scale[r], corr[r]
+                for m in range(12):
+                    tc = bilinear_at4(t2m, y, m, jj, ii, wyr, wxr)
+                    t = ((tc - t0) + gamma[y, m] * dzr) + cr
+                    pc = bilinear_at4(tp, y, m, jj, ii, wyr, wxr) * scr
+                    pr = zero if pc < zero else pc
+                    d, win, summ = days[y, m], winter[m], summer[m]
+                    if want_c:
+                        tpos = t if (t > zero or t != t) else zero  # np.maximum(t, 0.0), NaN kept
+                        pdd[r - a, m] = np.float64(tpos) * d
+                    if want_snow:
+                        f = (rain_thr - t) / band
+                        if f < zero:
+                            f = zero
+                        elif f > one:
+                            f = one
+                        s = pr * f
+                        sw[r - a, m] = s if win else zero
+                        ss[r - a, m] = s if summ else zero
+            _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok, coef,
+                    intercept, pred)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok, coef, intercept,
+            pred):  # pragma: no cover - compiled
+    """Write the rows of pixels ``a:b`` of year ``y`` from their monthly terms (shared by both kernels);
+    with ``coef`` the row goes to the scratch line ``i - a`` and its linear prediction to ``pred[row]``."""
+    k = scols.size
+    nf = X.shape[1]
+    zero = np.float32(0.0)
+    linear = coef.size > 0
+    for i in range(a, b):
+        row = pos[y * n + i]
+        r = i - a if linear else row
+        for j in range(k):
+            X[r, scols[j]] = static[i, j]
+        if want_c:
+            X[r, ccols[0]] = np.float32(_sum12(pdd[i - a]))
+        if ccols[1] >= 0:
+            X[r, ccols[1]] = _sum12(sw[i - a])
+        if ccols[2] >= 0:
+            X[r, ccols[2]] = _sum12(ss[i - a])
+        good = True
+        for j in range(nf):
+            v = X[r, j]
+            if not np.isfinite(v):
+                good = False
+            if mean[j] != 0.0 or std[j] != 1.0:  # (0 and 1: float32((float64(v) - 0) / 1) is v itself)
+                X[r, j] = np.float32((np.float64(v) - mean[j]) / std[j])
+        ok[row] = good
+        if linear:
+            acc = intercept
+            for j in range(nf):
+                acc += np.float64(X[r, j]) * coef[j]
+            pred[row] = acc
+        elif zero_bad and not good:
+            for j in range(nf):
+                X[r, j] = zero
+
 
 
 @njit(cache=True)

@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..downscale import PixelClimate
 from ..features import annual_climate, slope_aspect_at
 from ..glaciers import CLIMATE, CONSTANTS, DERIVED, PIXEL_TOPO, glacier_positions
+from ..models import LinearModel, linear_predict
 from ..models.ann import PAD_ROWS
+from ..units import T0
 
 __all__ = ["BlockSpec", "ROW_BATCH", "ALIGN_ROWS", "buildable", "infer_block", "block_features", "assemble",
-           "assemble_rows", "static_at", "infer_pixels", "aligned_layout"]
+           "assemble_rows", "assemble_climate", "static_at", "infer_pixels", "aligned_layout"]
 
 #: Pixel-years per call of the numpy climate path (float64 climate or ablation-season predictors): bounds
 #: its float64 temporaries (~1 kB per row). The compiled path works in chunks of `_fused.CHUNK` pixels.
@@ -330,18 +333,82 @@ def _predict(models, norm, X: np.ndarray, ok: np.ndarray, pos: np.ndarray):
         yield pred
 
 
-def infer_pixels(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray, static: dict,
-                 spec: BlockSpec, model, key: np.ndarray | None = None) -> np.ndarray:
+def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarray, static: dict,
+                     pos: np.ndarray | None = None, length: int | None = None, mean: np.ndarray | None = None,
+                     std: np.ndarray | None = None, zero_bad: bool = False, linear: tuple | None = None):
+    """:func:`assemble_rows` of packed pixels whose climate is a :class:`glacgrid.downscale.PixelClimate`
+    (each pixel-month interpolated where it is used: one compiled pass, the same rows to the bit) or a
+    ``(temp, prcp)`` pair of ``(year, 12, n)`` arrays.
+
+    With ``linear = (coef, intercept)`` (a :class:`~glacgrid.models.LinearModel`'s) the same pass applies the
+    model and returns ``(None, ok, prediction)``: the prediction of each row (float64, that of
+    ``LinearModel.predict`` to the bit) without the feature matrix.
+    """
+    if linear is not None and (not isinstance(climate, PixelClimate) or corr.dtype != np.float32
+                               or any(f in ("cpdd_ablation", "ablation_months") for f in spec.features)):
+        X, ok = assemble_climate(spec, climate, days, corr, static, pos=pos, length=length)
+        return None, ok, linear_predict(X, linear[0], linear[1])
+    if not isinstance(climate, PixelClimate):
+        temp, prcp = climate
+        return assemble_rows(spec, temp, prcp, days, corr, np.arange(temp.shape[-1], dtype="int64"), static, pos=pos,
+                             length=length, mean=mean, std=std, zero_bad=zero_bad)
+    ny, _, n = climate.shape
+    if corr.dtype != np.float32 or any(f in ("cpdd_ablation", "ablation_months") for f in spec.features):
+        temp, prcp = climate.materialise()
+        return assemble_rows(spec, temp, prcp, days, corr, np.arange(n, dtype="int64"), static, pos=pos,
+                             length=length, mean=mean, std=std, zero_bad=zero_bad)
+    rows = ny * n if length is None else int(length)
+    nf = len(spec.features)
+    from ._fused import CHUNK, fill_rows_cube
+
+    if linear is not None:
+        X = np.empty((CHUNK, nf), dtype="float32")  # a scratch line per pixel of a chunk
+        coef, intercept = np.ascontiguousarray(linear[0], dtype="float64"), float(linear[1])
+        pred = np.full(rows, np.nan)
+    else:
+        X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
+        coef, intercept, pred = np.zeros(0), 0.0, np.zeros(0)
+    ok = np.ones(rows, dtype=bool)
+    if n == 0:
+        return (None, ok, pred) if linear is not None else (X, ok)
+    pos = np.arange(ny * n, dtype="int64") if pos is None else np.ascontiguousarray(pos, dtype="int64")
+    mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
+    std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
+    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
+    table = np.empty((n, scols.size), dtype="float32")
+    for k, j in enumerate(scols):
+        table[:, k] = static[spec.features[j]]
+    ccols = np.array([spec.features.index(f) if f in spec.features else -1
+                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
+    w = climate.weights
+    fill_rows_cube(climate.t2m, climate.tp, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, climate.dz,
+                   climate.scale, climate.gamma, np.float32(T0), np.ascontiguousarray(days, dtype="float64").reshape(ny, 12),
+                   np.ascontiguousarray(corr), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
+                   np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
+                   ccols, pos, mean, std, bool(zero_bad), X, ok, coef, intercept, pred)
+    return (None, ok, pred) if linear is not None else (X, ok)
+
+
+def _linear(models):
+    """``(coef, intercept)`` of a single linear model (applied in the feature pass), else None."""
+    if len(models) != 1 or not isinstance(models[0], LinearModel) or getattr(models[0], "coef_", None) is None:
+        return None
+    return np.asarray(models[0].coef_, dtype="float64"), float(models[0].intercept_)
+
+
+def infer_pixels(climate, days: np.ndarray, corr: np.ndarray, static: dict, spec: BlockSpec, model,
+                 key: np.ndarray | None = None) -> np.ndarray:
     """SMB (m w.e., float32) of packed pixels: ``(n_members, year, n)``.
 
-    ``temp``, ``prcp``: ``(year, 12, n)`` monthly temperature (degC, at the reference elevation) and
-    precipitation (kg m-2); ``corr`` (float32, n) the lapse-rate correction to the surface; ``static`` the
-    year-independent features (:func:`static_at`). ``key``: a global index of each pixel (torch models
-    place each row by it, see :func:`aligned_layout`, so predictions do not depend on how the pixels are
-    grouped). Features and predictions are those of :func:`infer_block` at the same pixels, to the bit.
+    ``climate``: a :class:`glacgrid.downscale.PixelClimate` or a ``(temp, prcp)`` pair of ``(year, 12, n)``
+    monthly temperature (degC, at the reference elevation) and precipitation (kg m-2); ``corr`` (float32,
+    n) the lapse-rate correction to the surface; ``static`` the year-independent features
+    (:func:`static_at`). ``key``: a global index of each pixel (torch models place each row by it, see
+    :func:`aligned_layout`, so predictions do not depend on how the pixels are grouped). Features and
+    predictions are those of :func:`infer_block` at the same pixels, to the bit.
     """
     models = getattr(model, "members", None) or [model]
-    ny, n = temp.shape[0], temp.shape[-1]
+    ny, _, n = climate.shape if isinstance(climate, PixelClimate) else climate[0].shape
     out = np.full((len(models), ny, n), np.nan, dtype="float32")
     if n == 0:
         return out
@@ -351,10 +418,17 @@ def infer_pixels(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.
         length = -(-length // PAD_ROWS) * PAD_ROWS
     else:
         pos, length = np.arange(ny * n, dtype="int64"), ny * n
+    linear = _linear(models)
+    if linear is not None:  # the model in the feature pass: no feature matrix
+        _, ok, full = assemble_climate(spec, climate, days, corr, static, pos=pos, length=length, linear=linear)
+        pred = full[pos].astype("float32")
+        pred[~ok[pos]] = np.nan
+        out[0] = pred.reshape(ny, n)
+        return out
     norm = _standardising(models)
-    X, ok = assemble_rows(spec, temp, prcp, days, corr, np.arange(n, dtype="int64"), static, pos=pos, length=length,
-                          mean=None if norm is None else norm[0], std=None if norm is None else norm[1],
-                          zero_bad=True)
+    X, ok = assemble_climate(spec, climate, days, corr, static, pos=pos, length=length,
+                             mean=None if norm is None else norm[0], std=None if norm is None else norm[1],
+                             zero_bad=True)
     for i, pred in enumerate(_predict(models, norm, X, ok, pos)):
         out[i] = pred.reshape(ny, n)
     return out

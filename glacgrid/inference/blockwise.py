@@ -117,16 +117,17 @@ def spec_of(features: Sequence[str], constants, index: np.ndarray, downscale, he
                               gl[order], tables)
 
 
-def pixel_smb(model, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray, static: dict,
-              spec: _kernels.BlockSpec, key: np.ndarray | None = None) -> np.ndarray:
+def pixel_smb(model, climate, days: np.ndarray, corr: np.ndarray, static: dict, spec: _kernels.BlockSpec,
+              key: np.ndarray | None = None) -> np.ndarray:
     """SMB (m w.e., float32, ``(member, year, n)``) of packed pixels: numpy in, numpy out.
 
-    ``model`` is a fitted model or a :class:`~glacgrid.inference._cache.ModelRef`-able artifact directory
-    (loaded once per process); the arrays are those of :func:`glacgrid.inference.infer_pixels`.
+    ``model`` is a fitted model or an artifact directory (loaded once per process); the other arguments are
+    those of :func:`glacgrid.inference.infer_pixels` (``climate``: a :class:`glacgrid.downscale.PixelClimate`
+    or a ``(temp, prcp)`` pair).
     """
     if isinstance(model, (str, Path)):
         model = _cache.model_ref(model)
-    return _kernels.infer_pixels(temp, prcp, days, corr, static, spec, _cache.resolve(model), key)
+    return _kernels.infer_pixels(climate, days, corr, static, spec, _cache.resolve(model), key)
 
 
 def _block(temp, prcp, days, ref, zpad, gid, active, ycoord, xcoord, rows, cols, spec, model, ncols):

@@ -25,6 +25,7 @@ from .cv import SCHEMES, CVResult, cross_validate
 from .ensemble import ENSEMBLE_METHODS, EnsembleModel
 from .factory import load_model, make_model
 from .kinds import MODEL_KINDS
+from ._kernels import linear_predict
 from .linear import LinearModel
 from .presets import ANN_PRESETS
 from .schema import FeatureSchema, SMBModel, predict_frame
@@ -46,6 +47,7 @@ __all__ = [
     "CVResult",
     "FeatureSchema",
     "LinearModel",
+    "linear_predict",  # the numpy kernel of LinearModel.predict (fused callers reproduce its order)
     "SMBModel",
     "cross_validate",
     "load_model",

@@ -18,6 +18,8 @@ on a raster: same checks and failure reasons (a failing glacier is isolated: its
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,9 +37,9 @@ from ..domain import Domain, GroupArrays, open_domain
 from ..exceptions import InputDataError
 from ..features import HydroYear, hydrological_years, slope_aspect_at
 from ..geometry import deltah_update, perturbed_curves
-from ..glaciers import CONSTANTS, PIXEL_CHECKS, SURFACE_REASON, glacier_checks
-from ..inference import assemble_rows, pixel_smb, spec_of, static_at
-from ..downscale import downscale_pixels, pixel_weights
+from ..glaciers import CONSTANTS, PIXEL_CHECKS, check_reasons, pixel_check_terms
+from ..inference import assemble_climate, pixel_smb, spec_of, static_at
+from ..downscale import pixel_climate, pixel_weights
 from ..metadata import stamp
 from ..units import M2_PER_KM2, M3_PER_KM3
 from ._step import NAN_REASON
@@ -162,12 +164,42 @@ class _Climate:
 
 
 def _climate(cube: xr.Dataset, weights, run: DomainRun) -> _Climate:
-    win = cube[["t2m", "tp"]].isel(lat=weights.lat_window, lon=weights.lon_window)
-    hy, days = hydrological_years(win, int(run.years[0]), int(run.years[-1]), hydro=HydroYear(run.hemisphere))
+    """The hydrological years of the run in the window of ``weights`` (read from the cube)."""
+    win = cube[["t2m", "tp", "orog"]].isel(lat=weights.lat_window, lon=weights.lon_window)
+    return _hydro_years(win, run)
+
+
+def _hydro_years(cube: xr.Dataset, run: DomainRun) -> _Climate:
+    hy, days = hydrological_years(cube[["t2m", "tp"]], int(run.years[0]), int(run.years[-1]),
+                                  hydro=HydroYear(run.hemisphere))
     hy = hy.transpose("year", "month", "lat", "lon").compute()
-    orog = cube["orog"].isel(lat=weights.lat_window, lon=weights.lon_window).values
     return _Climate(np.asarray(hy["t2m"].values, dtype="float32"), np.asarray(hy["tp"].values, dtype="float32"),
-                    np.asarray(orog, dtype="float32"), np.asarray(days.values, dtype="float64"))
+                    np.asarray(cube["orog"].values, dtype="float32"), np.asarray(days.values, dtype="float64"))
+
+
+#: Cubes up to this size (bytes of the run's months) are read once per process and shared by its group tasks.
+CUBE_CACHE_BYTES = 512 * 2**20
+_CUBES: dict = {}
+_CUBES_LOCK = threading.Lock()
+
+
+def _group_climate(cube_path: str, cube: xr.Dataset, weights, run: DomainRun) -> _Climate:
+    """The window of a group: sliced from the whole cube read once per process when it is small (a region's
+    cube), else read from the store for this group only (a global cube)."""
+    months = 12 * run.years.size * cube.sizes["lat"] * cube.sizes["lon"] * 8
+    if months > CUBE_CACHE_BYTES:
+        return _climate(cube, weights, run)
+    stamp_ = tuple(os.stat(p).st_mtime_ns for p in (Path(cube_path) / "zarr.json",) if p.exists())
+    key = (str(Path(cube_path).resolve()), stamp_, int(run.years[0]), int(run.years[-1]), run.hemisphere)
+    with _CUBES_LOCK:
+        whole = _CUBES.get(key)
+        if whole is None:
+            whole = _CUBES[key] = _hydro_years(cube[["t2m", "tp", "orog"]], run)
+            while len(_CUBES) > 2:
+                _CUBES.pop(next(iter(_CUBES)))
+    la, lo = weights.lat_window, weights.lon_window
+    return _Climate(np.ascontiguousarray(whole.t2m[:, :, la, lo]), np.ascontiguousarray(whole.tp[:, :, la, lo]),
+                    np.ascontiguousarray(whole.orog[la, lo]), whole.days)
 
 
 def _segments(g: GroupArrays, n: int):
@@ -224,31 +256,43 @@ def _slope_aspect(g: GroupArrays, n: int, surface: np.ndarray, evolve: bool) -> 
     return slope_aspect_at(zn[:, 0], zn[:, 1], zn[:, 2], zn[:, 3], g.dx[:n], g.dy[:n])
 
 
-def _smb(model, run: DomainRun, g: GroupArrays, n: int, pos, clim: _Climate, weights, ysel: slice,
-         surface: np.ndarray, active: np.ndarray, evolve: bool, ref: np.ndarray):
-    """Pixel SMB ``(member_of_model, year, n)`` of the years ``ysel`` on the surface (NaN off ``active``)."""
-    t2m, tp = clim.t2m[ysel], clim.tp[ysel]
-    ny = t2m.shape[0]
-    temp, prcp = downscale_pixels(t2m.reshape(ny * 12, *t2m.shape[2:]), tp.reshape(ny * 12, *tp.shape[2:]),
-                                  clim.orog, weights, ref, run.downscale)
+def _downscaled(run: DomainRun, clim: _Climate, weights, ysel: slice, ref: np.ndarray):
+    """The climate of the years ``ysel`` at the pixels (:class:`~glacgrid.downscale.PixelClimate`: the cube
+    window and the per-pixel terms; each pixel-month is interpolated where the features use it)."""
+    return pixel_climate(clim.t2m[ysel], clim.tp[ysel], clim.orog, weights, ref, run.downscale)
+
+
+def _static(run: DomainRun, g: GroupArrays, n: int, pos, surface: np.ndarray, active: np.ndarray, evolve: bool,
+            ref: np.ndarray):
+    """What the features need besides the climate on ``surface``: the spec, the static features and the
+    lapse-rate correction from ``ref`` to the surface."""
     sa = _slope_aspect(g, n, surface, evolve)
     const = _constants(g, pos, surface, active, run.features, sa[:, 0])
     spec = spec_of(run.features, const, g.glacier, run.downscale, run.hemisphere)
     static = static_at(spec, surface, g.glacier_id[:n], g.lon[:n], g.lat[:n], sa)
-    corr = spec.lapse_rate * (surface - ref).astype("float32")
+    return spec, static, spec.lapse_rate * (surface - ref).astype("float32")
+
+
+def _smb(model, g: GroupArrays, n: int, climate, days, part, active: np.ndarray) -> np.ndarray:
+    """Pixel SMB ``(member_of_model, year, n)`` (NaN off ``active``)."""
+    spec, static, corr = part
     key = g.k * g.glacier_id.size + np.arange(n, dtype="int64")  # the global pixel position
-    each = pixel_smb(model, temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n), clim.days[ysel], corr, static, spec,
-                     key=key)
+    each = pixel_smb(model, climate, days, corr, static, spec, key=key)
     each[..., ~active] = np.nan
     return each
 
 
-def _checks(g: GroupArrays, n: int, thickness, surface, need_thickness: bool, has_thickness=None):
-    """The dense checks (:func:`glacgrid.glaciers.glacier_checks`) on the group's pixels: reasons, ice area."""
-    st = xr.Dataset({"glacier_id": ("pixel", g.glacier_id[:n]), "thickness": ("pixel", thickness),
-                     "surface": ("pixel", surface), "pixel_area": ("pixel", g.pixel_area[:n])})
-    reason, ice_area = glacier_checks(st, g.glacier, need_thickness=need_thickness, has_thickness=has_thickness)
-    return np.asarray(reason, dtype=object), ice_area
+def _checks(g: GroupArrays, n: int, pos: np.ndarray, thickness, surface, need_thickness: bool, has_thickness=None):
+    """The dense checks (:func:`glacgrid.glaciers.glacier_checks`: the same pixel terms and reasons) on the
+    group's packed pixels, summed with bincount: reasons per glacier slot and ice area (m2)."""
+    G = g.glacier.size
+    gid = g.glacier_id[:n]
+    a = g.pixel_area[:n]
+    terms = pixel_check_terms(gid, thickness, surface, a, need_thickness=need_thickness)
+    counts = {k: _sums(pos, np.asarray(v, dtype="float64"), G) for k, v in terms.items()}
+    ice = a * (thickness > 0) if need_thickness else a
+    reason = check_reasons(counts, need_thickness=need_thickness, has_thickness=has_thickness)
+    return reason, _sums(pos, np.asarray(ice, dtype="float64"), G)
 
 
 def _codes(reason: np.ndarray) -> np.ndarray:
@@ -268,14 +312,15 @@ class _Task:
 
 
 def _write(task: _Task, k: int, i0: int, i1: int, pixel: dict, glacier: dict, domain: Domain) -> None:
-    run = task.run
-    lead = ("year", "member") if run.multi else ("year",)
-    pix = xr.Dataset({name: (lead[: v.ndim - 1] + ("pixel",), v) for name, v in pixel.items()})
-    gl = xr.Dataset({name: (lead[: v.ndim - 1] + ("glacier",), v) for name, v in glacier.items()})
-    cube_mod.write_region(pix, task.store, region_dim="year", index=slice(i0, i1),
-                          region={"pixel": domain.pixel_slice(k)})
-    cube_mod.write_region(gl, task.store, region_dim="year", index=slice(i0, i1),
-                          region={"glacier": domain.glacier_slice(k)})
+    """Years ``i0:i1`` of group ``k``: its own chunks of the template (zarr, no dask graph), then the mark."""
+    import zarr
+
+    grp = zarr.open_group(task.store, mode="r+")
+    ps, gs = domain.pixel_slice(k), domain.glacier_slice(k)
+    for names, where in ((pixel, ps), (glacier, gs)):
+        for name, values in names.items():
+            arr = grp[name]
+            arr[i0:i1, ..., where] = np.asarray(values, dtype=arr.dtype)
     cube_mod.mark_done(task.store, _key(k, i0, i1))
 
 
@@ -295,7 +340,7 @@ def _run_group(task: _Task, k: int) -> dict:
         return {"group": k, "pixels": 0, "years": 0}
     cube = cube_mod.open_store(task.cube)
     weights = pixel_weights(cube["lat"].values, cube["lon"].values, g.lat[:n], g.lon[:n])
-    clim = _climate(cube, weights, run)
+    clim = _group_climate(task.cube, cube, weights, run)
     if run.mode == "evolve":
         years = _evolve_group(task, domain, g, n, clim, weights)
     else:
@@ -310,7 +355,7 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
     z = g.surface[:n].astype("float64")
     h = np.nan_to_num(g.thickness[:n].astype("float64"))
     a = g.pixel_area[:n]
-    reason, area_m2 = _checks(g, n, h, z, need_thickness=False)
+    reason, area_m2 = _checks(g, n, pos, h, z, need_thickness=False)
     ok = reason == ""
     okpix = ok[pos]
     zmean = _weighted_mean(pos, z, a, okpix, G)
@@ -318,12 +363,16 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
     volume = np.where(g.has_thickness, _sums(pos, h * a, G) / M3_PER_KM3, np.nan)
     volume[g.n_pixels == 0] = np.nan
     ref = z.astype("float32")
+    real = g.rgi_id != ""  # (padding slots are not glaciers: never "failed")
+    part = None
     done_years = 0
     for i0 in range(0, run.years.size, run.year_batch):
         i1 = min(i0 + run.year_batch, run.years.size)
         if _key(g.k, i0, i1) in task.done:
             continue
-        each = _smb(task.model, run, g, n, pos, clim, weights, slice(i0, i1), z, okpix, False, ref)
+        part = part or _static(run, g, n, pos, z, okpix, False, ref)  # a static geometry: once
+        each = _smb(task.model, g, n, _downscaled(run, clim, weights, slice(i0, i1), ref), clim.days[i0:i1], part,
+                    okpix)
         ny = i1 - i0
         smb = each.mean(axis=0) if each.shape[0] > 1 else each[0]
         rs = np.tile(reason, (ny, 1))
@@ -333,7 +382,7 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
         for y in range(ny):
             bad = _sums(pos, nan_fail[y].astype("float64"), G) > 0
             rs[y][ok & bad] = NAN_REASON
-        failed = rs != ""
+        failed = (rs != "") & real
         smb_gl = gl_each.mean(axis=0) if each.shape[0] > 1 else gl_each[0]
         pixel = {"smb": _pad(np.where((~failed[:, pos]) & allpix, smb, np.nan).astype("float32"), C, np.float32(np.nan))}
         glacier = {"smb_glacier": np.where(failed, np.nan, smb_gl),
@@ -342,7 +391,7 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
                    "mean_elevation": np.where(failed, np.nan, np.tile(zmean, (ny, 1))),
                    "disappeared": np.zeros((ny, G), dtype="int8"),
                    "failed": failed.astype("int8"),
-                   "failure": np.stack([_codes(r) for r in rs])}
+                   "failure": np.stack([_codes(r) * real for r in rs])}
         if each.shape[0] > 1:
             pixel["smb_spread"] = _pad(np.where(~failed[:, pos], each.std(axis=0), np.nan).astype("float32"), C,
                                        np.float32(np.nan))
@@ -368,9 +417,10 @@ def _evolve_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Cl
     if first:  # resume: the state at the end of the last done year, read back from the store
         states = _stored_group_states(task, domain, g.k, first - 1, n)
     for i in range(first, run.years.size):
+        climate = _downscaled(run, clim, weights, slice(i, i + 1), ref)  # the same for every member
         parts = []
         for (h, z, gone), (_, df) in zip(states, run.members):
-            parts.append(_evolve_year(task, g, n, pos, a, clim, weights, i, h, z, gone, df, ref))
+            parts.append(_evolve_year(task, g, n, pos, a, climate, clim.days[i:i + 1], h, z, gone, df, ref))
         states = [(p["h"], p["z"], p["gone"]) for p in parts]
         stack = (lambda f: np.stack([f(p) for p in parts])[None]) if run.multi else (lambda f: f(parts[0])[None])
         pixel = {"smb": stack(lambda p: _pad(p["smb"], C, np.float32(np.nan))),
@@ -381,16 +431,16 @@ def _evolve_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Cl
     return run.years.size - first
 
 
-def _evolve_year(task, g, n, pos, a, clim, weights, i, h, z, gone, deltah_factor, ref) -> dict:
+def _evolve_year(task, g, n, pos, a, climate, days, h, z, gone, deltah_factor, ref) -> dict:
     """One evolution year of one member on the group (the science of :func:`annual_step`)."""
     run = task.run
     G = g.glacier.size
     ids = g.glacier
-    reason, ice_area = _checks(g, n, h, z, need_thickness=True, has_thickness=g.has_thickness)
+    reason, ice_area = _checks(g, n, pos, h, z, need_thickness=True, has_thickness=g.has_thickness)
     reason[gone] = ""
     ok = (reason == "") & ~gone
     active = ok[pos] & (h > 0)
-    each = _smb(task.model, run, g, n, pos, clim, weights, slice(i, i + 1), z, active, True, ref)
+    each = _smb(task.model, g, n, climate, days, _static(run, g, n, pos, z, active, True, ref), active)
     smb_pix = each.mean(axis=0)[0] if each.shape[0] > 1 else each[0, 0]
     smb_gl = _weighted_mean(pos, smb_pix.astype("float64"), a, active, G)
     nan_fail = _sums(pos, (np.isnan(smb_pix) & active).astype("float64"), G) > 0
@@ -416,12 +466,13 @@ def _evolve_year(task, g, n, pos, a, clim, weights, i, h, z, gone, deltah_factor
         volume[ok] = report["volume"].values
         gone_now[ok] = report["disappeared"].values.astype(bool)
     zmean = _weighted_mean(pos, z_new, a, okpix & (h_new > 0), G)
-    failed = reason != ""
+    real = g.rgi_id != ""  # (padding slots are not glaciers: never "failed")
+    failed = (reason != "") & real
     smb_out = np.where(okpix, smb_pix, np.nan).astype("float32")
     glacier = {"smb_glacier": np.where(failed | gone, np.nan, smb_gl),
                "glacier_area": np.where(failed, np.nan, area), "volume": np.where(failed, np.nan, volume),
                "mean_elevation": np.where(failed, np.nan, zmean), "disappeared": gone_now.astype("int8"),
-               "failed": failed.astype("int8"), "failure": _codes(reason)}
+               "failed": failed.astype("int8"), "failure": _codes(reason) * real}
     return {"h": h_new, "z": z_new, "gone": gone_now, "smb": smb_out, "glacier": glacier}
 
 
@@ -545,12 +596,9 @@ def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray,
     sub = DomainRun(run.mode, np.asarray(sorted(years)), run.features, run.downscale, run.hemisphere)
     clim = _climate(cube, weights, sub)
     ny = sub.years.size
-    temp, prcp = downscale_pixels(clim.t2m.reshape(ny * 12, *clim.t2m.shape[2:]),
-                                  clim.tp.reshape(ny * 12, *clim.tp.shape[2:]), clim.orog, weights,
-                                  z.astype("float32"), run.downscale)
     corr = spec.lapse_rate * (z - z.astype("float32")).astype("float32")
-    X, _ = assemble_rows(spec, temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n), clim.days, corr,
-                 np.arange(n, dtype="int64"), static)
+    X, _ = assemble_climate(spec, pixel_climate(clim.t2m, clim.tp, clim.orog, weights, z.astype("float32"),
+                                                run.downscale), clim.days, corr, static)
     X = X.reshape(ny, n, len(run.features))
     out = {}
     for j, name in enumerate(run.features):
