@@ -46,6 +46,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 ALPS = REPO.parent / "shared" / "data" / "alps"
 MOSAIC = Path("/tmp/glacgrid-shared/alps")
 SMALL = (32630, 32634)
@@ -82,9 +83,9 @@ def grid_of(ds, chunk: int, ys: slice | None = None, xs: slice | None = None):
 
 def climate_cube(grids, seed: int = 0):
     """Synthetic ERA5-Land-like monthly cube for hydrological year YEAR over the grids (t2m K, tp kg m-2, orog m)."""
-    import pandas as pd
-    import xarray as xr
     from pyproj import Transformer
+
+    from domain_floor import box, synthetic_cube
 
     lons, lats = [], []
     for g in grids:  # the outer ring of every grid, in lon/lat
@@ -93,24 +94,7 @@ def climate_cube(grids, seed: int = 0):
         lo, la = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform(ring_x, ring_y)
         lons.append(lo)
         lats.append(la)
-    lons, lats = np.concatenate(lons), np.concatenate(lats)
-    lon0, lon1 = np.floor(lons.min() * 10) / 10 - 0.2, np.ceil(lons.max() * 10) / 10 + 0.2
-    lat0, lat1 = np.floor(lats.min() * 10) / 10 - 0.2, np.ceil(lats.max() * 10) / 10 + 0.2
-    lon = np.round(np.arange(lon0, lon1 + 1e-9, 0.1), 4)
-    lat = np.round(np.arange(lat0, lat1 + 1e-9, 0.1), 4)
-    time_ = pd.date_range(f"{YEAR - 1}-10-01", periods=12, freq="MS")
-    rng = np.random.default_rng(seed)
-    la, lo = np.meshgrid(lat, lon, indexing="ij")
-    orog = 1100.0 + 700.0 * np.sin(lo * 0.9) * np.cos(la * 1.3) + rng.normal(0, 80, la.shape)
-    month = time_.month.to_numpy()
-    t_sl = 12.5 + 10.5 * np.cos(2 * np.pi * (month - 7) / 12) + 3.0  # degC at sea level (a warm year)
-    t2m = (t_sl[:, None, None] - 0.6 * (la - 45.0) - 0.0065 * orog + rng.normal(0, 0.7, (12, *la.shape))
-           + 273.15)
-    tp = rng.gamma(4.0, 30.0, (12, *la.shape)) * (1.0 + orog / 3000.0)
-    return xr.Dataset({"t2m": (("time", "lat", "lon"), t2m.astype("float32"), {"units": "K"}),
-                       "tp": (("time", "lat", "lon"), tp.astype("float32"), {"units": "kg m-2"}),
-                       "orog": (("lat", "lon"), orog.astype("float32"), {"units": "m"})},
-                      coords={"time": time_, "lat": lat, "lon": lon})
+    return synthetic_cube(box(np.concatenate(lons), np.concatenate(lats)), YEAR, 1, seed)
 
 
 def fit_model(seed: int = 0):
@@ -281,12 +265,186 @@ def engines(ds, chunk: int, deltah_update) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- the glacier domain
+class PartTimer:
+    """Seconds spent in named functions of a module (summed over the threads that call them)."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.seconds: Counter = Counter()
+        self.calls: Counter = Counter()
+
+    def wrap(self, owner, name: str, label: str | None = None) -> None:
+        original = getattr(owner, name)
+        label = label or name
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.seconds[label] += time.perf_counter() - t0
+                    self.calls[label] += 1
+
+        setattr(owner, name, timed)
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def instrument_domain_engine() -> PartTimer:
+    """Time the parts of a domain group task (functions of glacgrid.simulate.domain, patched in place)."""
+    from glacgrid.domain import Domain
+    from glacgrid.simulate import domain as engine
+
+    timer = PartTimer()
+    timer.wrap(engine, "open_domain", "open domain")
+    timer.wrap(Domain, "group", "read group arrays")
+    timer.wrap(engine, "pixel_weights", "bilinear weights")
+    timer.wrap(engine, "_group_climate", "read climate window")
+    timer.wrap(engine, "_checks", "glacier checks")
+    timer.wrap(engine, "pixel_climate", "downscaling terms (orography, weights applied in the feature pass)")
+    timer.wrap(engine, "_slope_aspect", "slope/aspect")
+    timer.wrap(engine, "_constants", "glacier constants")
+    timer.wrap(engine, "spec_of", "spec")
+    timer.wrap(engine, "static_at", "static features")
+    timer.wrap(engine, "pixel_smb", "downscaling + features + model (pixel_smb, one compiled pass + predict)")
+    timer.wrap(engine, "perturbed_curves", "delta-h curves")
+    timer.wrap(engine, "deltah_update", "delta-h update")
+    timer.wrap(engine, "_write", "store writes + done mark")
+    timer.wrap(engine, "_run_group", "group task (total)")
+    return timer
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_domain_child(domain_path: Path, cube_path: Path, threads: int, tmp: Path) -> dict:
+    """One annual evolve step of every glacier of the domain with simulate_domain (timed after a warm-up)."""
+    import dask
+
+    from glacgrid.config import GeometryParams
+    from glacgrid.domain import open_domain
+    from glacgrid.simulate import REASONS, DomainRun, simulate_domain
+
+    dask.config.set(scheduler="threads", num_workers=threads)
+    timer = instrument_domain_engine()
+    dom = open_domain(domain_path)
+    model = fit_model()
+    run = DomainRun("evolve", np.array([YEAR]), FEATURES)
+    # warm-up on the last group (imports done on first use, numba kernels loaded from their cache)
+    simulate_domain(dom, cube_path, model, tmp / "warm.zarr", run, groups=[dom.n_groups - 1])
+    timer.reset()
+    rss0 = _status_mb("VmRSS")
+    store = tmp / "results.zarr"
+    t0 = time.perf_counter()
+    simulate_domain(dom, cube_path, model, store, run)
+    step_s = time.perf_counter() - t0
+    peak = _status_mb("VmHWM")
+    parts = dict(timer.seconds)
+    # the same run over three years: what each year after the first costs (the domain and the climate
+    # windows are read, and the weights computed, once per group task)
+    run3 = DomainRun("evolve", np.arange(YEAR, YEAR + 3), FEATURES)
+    t0 = time.perf_counter()
+    simulate_domain(dom, cube_path, model, tmp / "results-3.zarr", run3)
+    further_s = (time.perf_counter() - t0 - step_s) / 2
+    res = {"step_s": step_s, "further_year_s": further_s, "peak_rss_mb": peak, "rss_before_mb": rss0,
+           "parts_s": parts, "groups": dom.n_groups, "group_pixels": dom.group_pixels}
+    res.update(domain_summary(dom, store, GeometryParams(), REASONS))
+    np.save(tmp / "domain-smb-glacier.npy", res.pop("_smb_glacier"))
+    return res
+
+
+def domain_summary(dom, store: Path, geometry, reasons) -> dict:
+    """Pixels, glaciers, isolated glaciers and reasons, and the mass closure of one evolve year (not timed)."""
+    from glacgrid.cube import open_store
+
+    r = open_store(store, chunks=None).isel(year=0)
+    px = dom.pixels[["glacier_id", "thickness", "pixel_area"]].compute()
+    gid = px["glacier_id"].values.astype("int64")
+    real = gid > 0
+    h0 = np.nan_to_num(px["thickness"].values)[real]
+    a = px["pixel_area"].values[real]
+    h1 = np.asarray(r["thickness"].values)[real]
+    g = gid[real]
+    slots = dom.glaciers["glacier"].values
+    G = slots.max() + 1
+    dv = np.bincount(g, weights=(h1 - h0) * a, minlength=G)[slots]
+    area0 = np.bincount(g, weights=np.where(h0 > 0, a, 0.0), minlength=G)[slots]
+    failed = r["failed"].values.astype(bool)
+    gone = r["disappeared"].values.astype(bool)
+    smb = r["smb_glacier"].values
+    present = dom.glaciers["rgi_id"].values.astype(object) != ""
+    ok = present & ~failed
+    keep = ok & ~gone & np.isfinite(smb)
+    target = smb * area0 * geometry.rho_water / geometry.rho_ice
+    codes = r["failure"].values[present & failed]
+    return {"glacier_pixels": int(real.sum()), "glaciers": int(present.sum()), "failed": int((present & failed).sum()),
+            "failure_reasons": dict(Counter(reasons[c] for c in codes)), "disappeared": int((ok & gone).sum()),
+            "dV_m3": float(dv[keep].sum()), "target_m3": float(target[keep].sum()),
+            "dV_disappeared_m3": float(dv[ok & gone].sum()),
+            "mean_smb": float(np.nansum(smb[keep] * area0[keep]) / area0[keep].sum()),
+            "_smb_glacier": np.where(ok, smb, np.nan)}
+
+
+def run_floor_child(domain_path: Path, cube_path: Path, tmp: Path, repeats: int = 3) -> dict:
+    """The floor: the same science as plain numba/numpy on in-memory arrays of every pixel (2 threads)."""
+    import xarray as xr
+
+    import domain_floor as floor
+    from glacgrid.config import DownscaleParams, GeometryParams
+    from glacgrid.domain import open_domain
+
+    dom = open_domain(domain_path)
+    packed = floor.load_packed(dom)
+    clim = floor.floor_climate(xr.open_zarr(cube_path).isel(time=slice(0, 12)))  # the step's one year
+    model = fit_model()
+    coef, icpt = np.asarray(model.coef_, dtype="float64"), float(model.intercept_)
+    args = (packed, packed.thickness, packed.surface, clim, coef, icpt, DownscaleParams(), GeometryParams())
+    floor.floor_year(*args)  # compile / load the kernels
+    rss0 = _status_mb("VmRSS")
+    times, parts = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = floor.floor_year(*args)
+        times.append(time.perf_counter() - t0)
+        parts.append((out["smb_s"], out["deltah_s"]))
+    rep = out["report"]
+    best = int(np.argsort(times)[len(times) // 2])
+    G = dom.glaciers.sizes["glacier"]
+    smb = np.full(G, np.nan)
+    smb[packed.glacier - 1] = out["smb_glacier"]
+    np.save(tmp / "floor-smb-glacier.npy", smb)
+    target = float(np.nansum(rep["volume_change_target"].values))
+    unmet = float(np.nansum(rep["volume_change_unmet"].values))
+    dv = float(((out["h"] - packed.thickness) * packed.area).sum())
+    return {"step_s": float(np.median(times)), "times_s": times, "smb_s": parts[best][0], "deltah_s": parts[best][1],
+            "glacier_pixels": packed.n, "glaciers": int(packed.glacier.size), "peak_rss_mb": _status_mb("VmHWM"),
+            "rss_before_mb": rss0, "dV_m3": dv, "target_m3": target, "unmet_m3": unmet,
+            "disappeared": int(rep["disappeared"].values.sum())}
+
+
 # --------------------------------------------------------------------------- driver
-def child(which: str, zones, mosaic: Path, chunk: int, tmp: Path) -> dict:
-    out = tmp / f"{which}-{'-'.join(map(str, zones))}.json"
+def child(which: str, zones, mosaic: Path, chunk: int, tmp: Path, threads: int = 2, domain: Path | None = None,
+          cube: Path | None = None, tag: str = "") -> dict:
+    import os
+
+    out = tmp / f"{which}-{tag or '-'.join(map(str, zones))}.json"
     cmd = [sys.executable, __file__, "--child", which, "--zones", ",".join(map(str, zones)), "--mosaic", str(mosaic),
-           "--chunk", str(chunk), "--out", str(out)]
-    subprocess.run(cmd, check=True)
+           "--chunk", str(chunk), "--out", str(out), "--threads", str(threads)]
+    if domain is not None:
+        cmd += ["--domain", str(domain), "--cube", str(cube)]
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    subprocess.run(cmd, check=True, env=env)
     return json.loads(out.read_text())
 
 
@@ -297,29 +455,10 @@ def totals(r: dict) -> dict:
     return {k: sum(z[k] for z in zs) for k in keys}
 
 
-def main() -> None:
+def print_windows(dense, small, full) -> None:
     from glacgrid.units import m3_to_km3
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="only the small zones (EPSG 32630 and 32634)")
-    p.add_argument("--mosaic", type=Path, default=MOSAIC)
-    p.add_argument("--chunk", type=int, default=512, help="block size (pixels) of the dask states and windows")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--zones", help=argparse.SUPPRESS)
-    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.child:
-        zones = tuple(int(z) for z in a.zones.split(","))
-        a.out.write_text(json.dumps(run_child(a.child, zones, a.mosaic, a.chunk)))
-        return
-    ensure_mosaic(a.mosaic)
-    t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="evolve-bench-") as tmp:
-        tmp = Path(tmp)
-        dense = child("dense", SMALL, a.mosaic, a.chunk, tmp)
-        small = child("tiled", SMALL, a.mosaic, a.chunk, tmp)
-        full = None if a.quick else child("tiled", ALL, a.mosaic, a.chunk, tmp)
-    rows = [("dense, small zones", dense), ("tiled, small zones", small)]
+    rows = ([("dense, small zones", dense)] if dense else []) + ([("tiled, small zones", small)] if small else [])
     rows += [("tiled, whole Alps", full)] if full else []
     print(f"{'run':22s} {'windows':>7s} {'pixels':>9s} {'glacier px':>10s} {'glaciers':>8s} {'failed':>6s} "
           f"{'step s':>8s} {'delta-h s':>9s} {'rest s':>7s} {'layout s':>8s} {'peak MB':>8s}")
@@ -328,17 +467,18 @@ def main() -> None:
         print(f"{name:22s} {t['windows']:7d} {t['window_pixels'] / 1e6:8.1f}M {t['glacier_pixels']:10d} "
               f"{t['glaciers']:8d} {t['failed']:6d} {t['step_s']:8.2f} {t['deltah_s']:9.2f} "
               f"{t['features_smb_rest_s']:7.2f} {t['layout_s']:8.2f} {r['peak_rss_mb']:8.0f}")
-    td, ts = totals(dense), totals(small)
-    print(f"dense / tiled step time on the small zones : {td['step_s'] / ts['step_s']:6.2f} x "
-          f"(peak memory {dense['peak_rss_mb'] / small['peak_rss_mb']:.2f} x)")
-    for epsg, z in dense["zones"].items():
-        print(f"delta-h alone, whole zone {epsg} as one dask state: fused {z['deltah_fused_s']:.2f} s, flox "
-              f"{z['deltah_flox_s']:.2f} s ({z['deltah_flox_s'] / z['deltah_fused_s']:.1f} x), max |dh| difference "
-              f"{z['deltah_engines_max_abs_diff_m']:.1e} m")
+    if dense and small:
+        td, ts = totals(dense), totals(small)
+        print(f"dense / tiled step time on the small zones : {td['step_s'] / ts['step_s']:6.2f} x "
+              f"(peak memory {dense['peak_rss_mb'] / small['peak_rss_mb']:.2f} x)")
+        for epsg, z in dense["zones"].items():
+            print(f"delta-h alone, whole zone {epsg} as one dask state: fused {z['deltah_fused_s']:.2f} s, flox "
+                  f"{z['deltah_flox_s']:.2f} s ({z['deltah_flox_s'] / z['deltah_fused_s']:.1f} x), max |dh| "
+                  f"difference {z['deltah_engines_max_abs_diff_m']:.1e} m")
     if full:
         t = totals(full)
         mean_smb = t["smb_area_sum"] / t["area_km2"] if t["area_km2"] else float("nan")
-        print(f"whole Alps: {t['step_s']:.1f} s per annual step ({t['deltah_s']:.1f} s delta-h, "
+        print(f"windows, whole Alps: {t['step_s']:.1f} s per annual step ({t['deltah_s']:.1f} s delta-h, "
               f"{t['features_smb_rest_s']:.1f} s checks + downscaling + features + SMB + new geometry, "
               f"{t['layout_s']:.1f} s window layout), peak {full['peak_rss_mb'] / 1024:.2f} GiB, "
               f"{t['glaciers']} glaciers ({t['failed']} isolated: {full['failure_reasons']}), "
@@ -347,6 +487,114 @@ def main() -> None:
               f"(SMB x area x rho_w / rho_i - unmet: {m3_to_km3(t['target_m3'] - t['unmet_m3']):.4f} km3, relative "
               f"closure error {abs(t['dV_m3'] - (t['target_m3'] - t['unmet_m3'])) / abs(t['target_m3']):.1e}); "
               f"setup {full['setup_s']:.1f} s")
+
+
+def print_domain(floor: dict | None, doms: dict, full: dict | None, tmp: Path) -> None:
+    from glacgrid.units import m3_to_km3
+
+    print("\nOne annual evolve step of the whole Alps (2 threads; seconds per Alps year)")
+    print(f"{'contender':24s} {'s / Alps year':>13s} {'x floor':>8s} {'windows/this':>12s} {'peak MiB':>9s} "
+          f"{'glacier px':>11s}")
+    win_s = totals(full)["step_s"] if full else float("nan")
+    fl = floor["step_s"] if floor else float("nan")
+    rows = ([("floor (numba, in memory)", floor, 1)] if floor else [])
+    rows += [(f"domain x{k}" if k > 1 else "domain", r, k) for k, r in sorted(doms.items())]
+    for name, r, k in rows:
+        per_year = r["step_s"] / k
+        print(f"{name:24s} {per_year:13.2f} {per_year / fl:8.1f} {win_s / per_year:12.1f} {r['peak_rss_mb']:9.0f} "
+              f"{r['glacier_pixels']:11,d}")
+    if 1 in doms and "further_year_s" in doms[1]:
+        per_year = doms[1]["further_year_s"]
+        print(f"{'domain, each further yr':24s} {per_year:13.2f} {per_year / fl:8.1f} {win_s / per_year:12.1f} "
+              f"{'':>9s} {doms[1]['glacier_pixels']:11,d}")
+    if full:
+        t = totals(full)
+        print(f"{'windows (tiled)':24s} {t['step_s']:13.2f} {t['step_s'] / fl:8.1f} {1.0:12.1f} "
+              f"{full['peak_rss_mb']:9.0f} {t['glacier_pixels']:11,d}")
+    if 1 in doms:
+        d = doms[1]
+        print(f"domain: {d['groups']} groups of {d['group_pixels']:,} pixels, {d['glaciers']} glaciers, "
+              f"{d['failed']} isolated {d['failure_reasons']}, {d['disappeared']} disappeared; area-weighted mean "
+              f"SMB {d['mean_smb']:.3f} m w.e.; volume change of the glaciers left {m3_to_km3(d['dV_m3']):.5f} km3 vs "
+              f"SMB x area x rho_w / rho_i {m3_to_km3(d['target_m3']):.5f} km3 (relative closure error "
+              f"{abs(d['dV_m3'] - d['target_m3']) / abs(d['target_m3']):.1e}); RSS before the step "
+              f"{d['rss_before_mb']:.0f} MiB")
+        wall = d["step_s"]
+        print(f"domain step, time per part (thread-seconds over {d['groups']} group tasks on 2 threads; wall "
+              f"{wall:.2f} s):")
+        for name, sec in sorted(d["parts_s"].items(), key=lambda kv: -kv[1]):
+            print(f"  {name:32s} {sec:7.2f}")
+    if floor:
+        print(f"floor: median of {len(floor['times_s'])} = {floor['step_s']:.3f} s ({floor['smb_s']:.3f} s pixel SMB + "
+              f"glacier sums, {floor['deltah_s']:.3f} s delta-h); volume change {m3_to_km3(floor['dV_m3']):.5f} km3 vs "
+              f"target - unmet {m3_to_km3(floor['target_m3'] - floor['unmet_m3']):.5f} km3")
+        a, b = tmp / "domain-smb-glacier.npy", tmp / "floor-smb-glacier.npy"
+        if a.exists() and b.exists():
+            ds_, fs_ = np.load(a), np.load(b)
+            both = np.isfinite(ds_) & np.isfinite(fs_)
+            print(f"same science? glacier SMB domain vs floor on {both.sum()} glaciers: max |diff| "
+                  f"{np.abs(ds_[both] - fs_[both]).max():.2e} m w.e., mean diff {np.mean(ds_[both] - fs_[both]):.1e}")
+    if len(doms) > 1:
+        ks = sorted(doms)
+        print("memory vs region size (domain contender): " + ", ".join(
+            f"x{k}: {doms[k]['glacier_pixels'] / 1e6:.1f} M px, {doms[k]['step_s']:.1f} s, peak {doms[k]['peak_rss_mb']:.0f}"
+            f" MiB (RSS before {doms[k]['rss_before_mb']:.0f})" for k in ks))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="windows only on the small zones (EPSG 32630 and 32634), with the dense baseline")
+    p.add_argument("--no-windows", action="store_true", help="skip the windows contender (about 2 min)")
+    p.add_argument("--dense", action="store_true", help="also the dense baseline on the small zones")
+    p.add_argument("--scales", default="1,2,4", help="region sizes of the domain contender (replicated domains)")
+    p.add_argument("--mosaic", type=Path, default=MOSAIC)
+    p.add_argument("--chunk", type=int, default=512, help="block size (pixels) of the dask states and windows")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--zones", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--domain", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--cube", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        if a.child == "domain":
+            res = run_domain_child(a.domain, a.cube, a.threads, a.out.parent / a.out.stem)
+        elif a.child == "floor":
+            res = run_floor_child(a.domain, a.cube, a.out.parent)
+        else:
+            zones = tuple(int(z) for z in a.zones.split(","))
+            res = run_child(a.child, zones, a.mosaic, a.chunk)
+        a.out.write_text(json.dumps(res))
+        return
+    import domain_floor
+
+    t_all = time.perf_counter()
+    dom = domain_floor.ensure_domain()
+    cube = domain_floor.ensure_cube(dom, YEAR, 3)  # (the first year is the step; three for the further years)
+    scales = [int(k) for k in a.scales.split(",") if k]
+    stores = {k: domain_floor.replicate(dom, k) for k in scales}
+    with tempfile.TemporaryDirectory(prefix="evolve-bench-", dir="/tmp") as tmp:
+        tmp = Path(tmp)
+        floor = child("floor", (), a.mosaic, a.chunk, tmp, a.threads, Path(dom.path), cube, "floor")
+        doms = {}
+        for k, store in stores.items():
+            (tmp / f"domain-x{k}").mkdir()
+            doms[k] = child("domain", (), a.mosaic, a.chunk, tmp, a.threads, store, cube, f"x{k}")
+            if k == 1:
+                for f in ("domain-smb-glacier.npy",):
+                    (tmp / f"domain-x{k}" / f).rename(tmp / f)
+            print(f"  [domain x{k}] {doms[k]['step_s']:.2f} s, peak {doms[k]['peak_rss_mb']:.0f} MiB", file=sys.stderr)
+        dense = small = full = None
+        if not a.no_windows or a.quick:
+            ensure_mosaic(a.mosaic)
+        if a.quick or a.dense:
+            dense = child("dense", SMALL, a.mosaic, a.chunk, tmp)
+            small = child("tiled", SMALL, a.mosaic, a.chunk, tmp)
+        if not a.no_windows and not a.quick:
+            full = child("tiled", ALL, a.mosaic, a.chunk, tmp)
+        print_windows(dense, small, full)
+        print_domain(floor, doms, full, tmp)
     print(f"benchmark wall time {time.perf_counter() - t_all:.0f} s")
 
 
