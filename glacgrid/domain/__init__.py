@@ -7,8 +7,8 @@ its own window (affine, shape, CRS), so glaciers of several UTM zones form one d
 
 Modules:
 
-- ``build``: :func:`domain_from_tiles` (per-glacier Farinotti tiles) and :func:`domain_from_rasters`
-  (the dense prepare's rasters on a grid)
+- ``build``: :func:`domain_from_tiles` (per-glacier Farinotti tiles), :func:`domain_from_rasters`
+  (the dense prepare's rasters on a grid) and :func:`domain_from_windows` (per-glacier windows in memory)
 - ``store``: :class:`Domain` (lazy, opened with :func:`open_domain`) and :class:`GroupArrays` (numpy, one group)
 - ``export``: :func:`rasterise` (one glacier's window, a CRS zone, any grid) and :func:`export` (GeoTIFFs)
 - ``_kernels``: numpy kernels (group layout, lattice neighbours); :func:`group_layout` is public
@@ -17,9 +17,9 @@ Modules:
 from __future__ import annotations
 
 from ._kernels import SIDES, group_layout
-from .build import DEFAULT_GROUP_PIXELS, domain_from_rasters, domain_from_tiles
+from .build import DEFAULT_GROUP_PIXELS, domain_from_rasters, domain_from_tiles, domain_from_windows
 from .export import export, rasterise
 from .store import Domain, GroupArrays, open_domain
 
-__all__ = ["Domain", "GroupArrays", "open_domain", "domain_from_tiles", "domain_from_rasters", "rasterise",
-           "export", "group_layout", "SIDES", "DEFAULT_GROUP_PIXELS"]
+__all__ = ["Domain", "GroupArrays", "open_domain", "domain_from_tiles", "domain_from_rasters", "domain_from_windows",
+           "rasterise", "export", "group_layout", "SIDES", "DEFAULT_GROUP_PIXELS"]

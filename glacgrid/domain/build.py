@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from . import _kernels
 from ._writer import STRING, PackedSource, write_domain
 from .store import Domain, open_domain
 
-__all__ = ["domain_from_tiles", "domain_from_rasters", "DEFAULT_GROUP_PIXELS"]
+__all__ = ["domain_from_tiles", "domain_from_rasters", "domain_from_windows", "DEFAULT_GROUP_PIXELS"]
 
 #: Default pixels per group (and Zarr chunk along ``pixel``): 2**18 = 262,144 (2 MiB per float64 array).
 DEFAULT_GROUP_PIXELS = 2**18
@@ -252,4 +253,128 @@ def domain_from_rasters(static: xr.Dataset, grid: TargetGrid, table: pd.DataFram
         surface=surface, thickness=thickness, pixel_area=area, neighbour_surface=nb)
     source = static.attrs.get("source", "rasters on a grid") + f" (grid EPSG:{epsg}, shape {grid.shape})"
     write_domain(src, store, group_pixels=group_pixels, source=source, overwrite=overwrite)
+    return open_domain(store)
+
+
+# ---------------------------------------------------------------------------------------------- windows
+_WINDOW_KEYS = ("rgi_id", "transform", "surface", "thickness")
+
+
+def _window_parts(i: int, rec: Mapping) -> dict:
+    """One window record reduced to its glacier pixels (thickness > 0), as :func:`_read_glacier_tile` does."""
+    missing = [k for k in _WINDOW_KEYS if k not in rec] + ([] if ("crs" in rec or "epsg" in rec) else ["crs/epsg"])
+    if missing:
+        raise InputDataError(f"Window {i} ({rec.get('rgi_id', '?')}) has no {missing}; a window record needs "
+                             "rgi_id, crs or epsg, transform (a, b, c, d, e, f), surface and thickness (2-D).")
+    rgi = str(rec["rgi_id"])
+    tr = tuple(float(v) for v in tuple(rec["transform"])[:6])
+    if len(tr) != 6 or tr[1] != 0 or tr[3] != 0 or tr[0] <= 0 or tr[4] >= 0:
+        raise InputDataError(f"Window {rgi} has transform {tr}; expected a north-up affine (a, 0, c, 0, e, f) with "
+                             "a > 0 and e < 0. Warp rotated or south-up rasters first.")
+    z = np.asarray(rec["surface"], dtype="float64")
+    h = np.asarray(rec["thickness"], dtype="float64")
+    if z.ndim != 2 or z.shape != h.shape:
+        raise InputDataError(f"Window {rgi} has surface {z.shape} and thickness {h.shape}; expected two 2-D "
+                             "arrays of one shape (the window).")
+    h = np.where(np.isfinite(h), h, 0.0)
+    rows, cols = np.nonzero(h > 0)
+    if "epsg" in rec and rec["epsg"] is not None:
+        epsg = int(rec["epsg"])
+        crs = str(rec.get("crs") or f"EPSG:{epsg}")
+    else:
+        from pyproj import CRS
+
+        crs = str(rec["crs"])
+        epsg = CRS.from_user_input(crs).to_epsg() or 0
+    return {"rows": rows.astype("int32"), "cols": cols.astype("int32"), "thickness": h[rows, cols],
+            "surface": z[rows, cols], "nb": _kernels.edge_neighbours(z, rows, cols),
+            "negative": int((h < 0).sum()), "rgi_id": rgi, "name": str(rec.get("name", "") or ""),
+            "source_index": int(rec.get("source_index", i)), "epsg": epsg, "crs": crs, "transform": tr,
+            "shape": z.shape}
+
+
+def domain_from_windows(windows: Iterable[Mapping], store: str | os.PathLike, *,
+                        group_pixels: int = DEFAULT_GROUP_PIXELS, overwrite: bool = False) -> Domain:
+    """The domain of per-glacier windows held in memory (synthetic inventories, or rasters read elsewhere).
+
+    Parameters
+    ----------
+    windows : iterable of mapping
+        One record per glacier, in packing order (a generator is consumed one window at a time):
+        ``rgi_id`` (str), ``crs`` (any string pyproj reads) and/or ``epsg`` (int), ``transform``
+        (affine ``(a, b, c, d, e, f)``, north-up), ``surface`` (m, 2-D) and ``thickness`` (m, 2-D, NaN
+        = no data); optional ``name`` (default ``""``) and ``source_index`` (default: the position).
+    store : path
+        The domain Zarr store to write.
+    group_pixels : int
+        Requested pixels per group (the chunk along ``pixel``; raised to the largest glacier).
+    overwrite : bool
+        Replace an existing store; otherwise a store with the same layout is resumed.
+
+    Returns
+    -------
+    Domain
+
+    Raises
+    ------
+    InputDataError
+        If a record misses a key, its arrays are not two 2-D arrays of one shape, its transform is
+        rotated or south-up, its CRS is geographic, or no window holds a glacier pixel.
+
+    Notes
+    -----
+    The rules of :func:`domain_from_tiles`, window for tile: glacier pixels are those with thickness
+    > 0 (negative values count as 0, counted in ``negative_pixels``); where windows of one CRS on one
+    pixel lattice overlap, a pixel belongs to the window that comes **first**; ice pixels without a
+    finite surface are dropped and counted; slope and aspect come from the window's own surface
+    (edge-replicated at the window edge), so give each window a halo of at least one pixel around its
+    ice for central differences on real neighbours. Windows of projected CRSs only (UTM, polar
+    stereographic, ...): the pixel area is ``|a * e|``.
+    """
+    parts = [_window_parts(i, rec) for i, rec in enumerate(windows)]  # one window at a time
+    if not parts:
+        raise InputDataError("No window given; pass one record per glacier.")
+    from pyproj import CRS
+
+    crs_list = [p["crs"] for p in parts]
+    geographic = {c: CRS.from_user_input(c).is_geographic for c in set(crs_list)}  # a loop over the few CRSs
+    bad = sorted(c for c, g in geographic.items() if g)
+    if bad:
+        raise InputDataError(f"Windows in geographic CRSs {bad[:3]}; expected projected windows (metres). "
+                             "Reproject them to the local UTM zone (or a polar stereographic CRS).")
+    n = np.array([p["rows"].size for p in parts], dtype="int64")
+    glacier = np.repeat(np.arange(len(parts)), n)
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("rows", "cols", "thickness", "surface", "nb")}
+    tr = np.array([p["transform"] for p in parts], dtype="float64")
+    res_x, res_y = tr[:, 0], -tr[:, 4]
+    left, top = tr[:, 2], tr[:, 5]
+    ox, oy = np.round(np.mod(left, res_x), 6), np.round(np.mod(top, res_y), 6)
+    crs = np.array(crs_list, dtype=object)
+    zone = pd.MultiIndex.from_arrays([crs, res_x, res_y, ox, oy]).factorize()[0].astype("int64")
+    ix0 = np.round((left - ox) / res_x).astype("int64")
+    iy0 = np.round((oy - top) / res_y).astype("int64")
+    keep = _kernels.first_claims(zone[glacier], iy0[glacier] + cat["rows"], ix0[glacier] + cat["cols"])
+    overlap = int((~keep).sum())
+    no_surface = keep & ~np.isfinite(cat["surface"])
+    area = np.abs(res_x * res_y)
+    dropped = float((cat["thickness"][no_surface] * area[glacier[no_surface]]).sum())
+    keep &= ~no_surface
+    glacier = glacier[keep]
+    cat = {k: v[keep] for k, v in cat.items()}
+    N = len(parts)
+    src = PackedSource(
+        rgi_id=np.array([p["rgi_id"] for p in parts], dtype=STRING),
+        name=np.array([p["name"] for p in parts], dtype=STRING),
+        source_index=np.array([p["source_index"] for p in parts], dtype="int64"),
+        epsg=np.array([p["epsg"] for p in parts], dtype="int32"), crs=crs, geographic=np.zeros(N, bool),
+        transform=tr, window_shape=np.array([p["shape"] for p in parts], dtype="int32"),
+        origin=np.c_[left, top, np.zeros((N, 2))], zone=zone, iy0=iy0, ix0=ix0,
+        glacier=glacier, row=cat["rows"], col=cat["cols"], surface=cat["surface"], thickness=cat["thickness"],
+        pixel_area=area[glacier], neighbour_surface=cat["nb"])
+    attrs = {"negative_pixels": int(sum(p["negative"] for p in parts)), "overlap_pixels": overlap,
+             "ice_pixels_without_surface": int(no_surface.sum()), "volume_dropped_m3": dropped,
+             "overlap_rule": "the first window wins where windows of one lattice overlap"}
+    n_crs = len(set(crs_list))
+    write_domain(src, store, group_pixels=group_pixels, source=f"{N} glacier windows in {n_crs} CRSs",
+                 overwrite=overwrite, attrs=attrs)
     return open_domain(store)

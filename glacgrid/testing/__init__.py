@@ -6,10 +6,14 @@ observations from a known temperature-index model); see :mod:`glacgrid.testing._
 """
 
 from ._alps import write_alps_climate
+from ._domain import DOMAIN_FEATURES, domain_cube, domain_model
+from ._globe import RGI6_REGIONS, glacier_windows, global_cube, global_domain, global_inventory
 from ._demo import SIZES as DEMO_SIZES
 from ._demo import prepare_demo
 from ._region import SyntheticRegion, TruthParams, build_region, truth_smb, write_config
 from ._support import DATA, HEF, REPO, ComputeCounter, raise_if_dask_computes, requires_data
 
 __all__ = ["TruthParams", "SyntheticRegion", "build_region", "write_config", "truth_smb", "prepare_demo", "DEMO_SIZES",
-           "REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "write_alps_climate"]
+           "REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "write_alps_climate",
+           "DOMAIN_FEATURES", "domain_cube", "domain_model", "RGI6_REGIONS", "glacier_windows", "global_cube",
+           "global_domain", "global_inventory"]
