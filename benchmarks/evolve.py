@@ -99,20 +99,9 @@ def climate_cube(grids, seed: int = 0):
 
 def fit_model(seed: int = 0):
     """Lasso on a synthetic table of the demo features: SMB = (snowfall - 4 mm K-1 d-1 CPDD) / 1000 + noise."""
-    from glacgrid.metadata import registry
-    from glacgrid.models import FeatureSchema, make_model
+    from glacgrid.testing import domain_model
 
-    rng = np.random.default_rng(seed)
-    n = 3000
-    cols = {"cpdd": rng.uniform(0, 2500, n), "snow_winter": rng.uniform(200, 2000, n),
-            "snow_summer": rng.uniform(0, 600, n), "mean_elevation": rng.uniform(1800, 4000, n),
-            "max_elevation": rng.uniform(2500, 4500, n), "area": rng.lognormal(0, 1.5, n),
-            "slope": rng.uniform(2, 40, n), "lat": rng.uniform(43, 48, n), "lon": rng.uniform(5, 16, n),
-            "aspect_cos": rng.uniform(-1, 1, n), "aspect_sin": rng.uniform(-1, 1, n)}
-    X = np.stack([cols[f] for f in FEATURES], axis=1)
-    y = (cols["snow_winter"] + cols["snow_summer"] - 4.0 * cols["cpdd"]) / 1000.0 + rng.normal(0, 0.05, n)
-    schema = FeatureSchema(FEATURES, tuple(registry()[f]["units"] for f in FEATURES))
-    return make_model("lasso", seed=seed).fit(X, y, schema)
+    return domain_model(FEATURES, seed)
 
 
 # --------------------------------------------------------------------------- windows (tiles)

@@ -24,3 +24,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def hef_dense_run(tmp_path_factory):
+    """``examples/hef.toml`` run once on its grid (the dense path), shared by the tests that check it."""
+    import dataclasses
+
+    from glacgrid.config import OutputConfig, load_config
+    from glacgrid.pipeline import run
+    from glacgrid.testing import REPO
+
+    cfg = load_config(REPO / "examples" / "hef.toml")
+    out = tmp_path_factory.mktemp("hef-dense")
+    return run(dataclasses.replace(cfg, output=OutputConfig(directory=out, plot=False)), progress=False)

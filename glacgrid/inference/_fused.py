@@ -69,9 +69,7 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     sw = np.zeros((CHUNK, 12), np.float32)
     ss = np.zeros((CHUNK, 12), np.float32)
     want_c = ccols[0] >= 0
-    want_snow = ccols[1] >= 0 or ccols[2] >= 0
     zero = np.float32(0.0)
-    one = np.float32(1.0)
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
@@ -83,20 +81,26 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
                 for i in range(a, b):
                     p = flat[i]
                     t = temp[y, m, p] + corr[i]  # float32, as the numpy path
-                    if want_c:
-                        tpos = t if (t > zero or t != t) else zero  # np.maximum(t, 0.0), NaN kept
-                        pdd[i - a, m] = np.float64(tpos) * d
-                    if want_snow:
-                        f = (rain_thr - t) / band
-                        if f < zero:
-                            f = zero
-                        elif f > one:
-                            f = one
-                        s = prcp[y, m, p] * f
-                        sw[i - a, m] = s if win else zero
-                        ss[i - a, m] = s if summ else zero
+                    pdd[i - a, m], s = _month(t, prcp[y, m, p], d, rain_thr, band)
+                    sw[i - a, m] = s if win else zero
+                    ss[i - a, m] = s if summ else zero
             _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok,
                     no_coef, 0.0, no_pred)
+
+
+@njit(cache=True, nogil=True)
+def _month(t, pr, d, rain_thr, band):  # pragma: no cover - compiled
+    """One month of one pixel: positive degree-days ``max(t, 0) * days`` (float64, NaN kept as
+    ``np.maximum`` keeps it) and the snowfall ``pr * solid fraction`` (float32)."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    tpos = t if (t > zero or t != t) else zero
+    f = (rain_thr - t) / band
+    if f < zero:
+        f = zero
+    elif f > one:
+        f = one
+    return np.float64(tpos) * d, pr * f
 
 
 @njit(cache=True, nogil=True)
@@ -124,9 +128,7 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
     sw = np.zeros((CHUNK, 12), np.float32)
     ss = np.zeros((CHUNK, 12), np.float32)
     want_c = ccols[0] >= 0
-    want_snow = ccols[1] >= 0 or ccols[2] >= 0
     zero = np.float32(0.0)
-    one = np.float32(1.0)
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
@@ -139,18 +141,9 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
                     pc = bilinear_at4(tp, y, m, jj, ii, wyr, wxr) * scr
                     pr = zero if pc < zero else pc
                     d, win, summ = days[y, m], winter[m], summer[m]
-                    if want_c:
-                        tpos = t if (t > zero or t != t) else zero  # np.maximum(t, 0.0), NaN kept
-                        pdd[r - a, m] = np.float64(tpos) * d
-                    if want_snow:
-                        f = (rain_thr - t) / band
-                        if f < zero:
-                            f = zero
-                        elif f > one:
-                            f = one
-                        s = pr * f
-                        sw[r - a, m] = s if win else zero
-                        ss[r - a, m] = s if summ else zero
+                    pdd[r - a, m], s = _month(t, pr, d, rain_thr, band)
+                    sw[r - a, m] = s if win else zero
+                    ss[r - a, m] = s if summ else zero
             _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok, coef,
                     intercept, pred)
 

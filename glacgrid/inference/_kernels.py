@@ -228,18 +228,25 @@ def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.
         return X, ok
     from ._fused import fill_rows
 
-    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
-    table = np.empty((n, scols.size), dtype="float32")
-    for k, j in enumerate(scols):
-        table[:, k] = static[spec.features[j]]
-    ccols = np.array([spec.features.index(f) if f in spec.features else -1
-                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
+    scols, table, ccols = _columns(spec, static, n)
     fill_rows(np.ascontiguousarray(temp), np.ascontiguousarray(prcp),
               np.ascontiguousarray(days, dtype="float64").reshape(ny, 12), corr,
               np.ascontiguousarray(flat, dtype="int64"), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
               np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
               ccols, np.ascontiguousarray(pos, dtype="int64"), mean, std, bool(zero_bad), X, ok)
     return X, ok
+
+
+def _columns(spec: BlockSpec, static: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled passes' layout: the static columns of ``X`` and their ``(n, k)`` float32 table, and the
+    columns of CPDD, winter and summer snowfall (-1: not wanted)."""
+    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
+    table = np.empty((n, scols.size), dtype="float32")
+    for k, j in enumerate(scols):
+        table[:, k] = static[spec.features[j]]
+    ccols = np.array([spec.features.index(f) if f in spec.features else -1
+                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
+    return scols, table, ccols
 
 
 def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
@@ -374,12 +381,7 @@ def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarra
     pos = np.arange(ny * n, dtype="int64") if pos is None else np.ascontiguousarray(pos, dtype="int64")
     mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
     std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
-    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
-    table = np.empty((n, scols.size), dtype="float32")
-    for k, j in enumerate(scols):
-        table[:, k] = static[spec.features[j]]
-    ccols = np.array([spec.features.index(f) if f in spec.features else -1
-                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
+    scols, table, ccols = _columns(spec, static, n)
     w = climate.weights
     fill_rows_cube(climate.t2m, climate.tp, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, climate.dz,
                    climate.scale, climate.gamma, np.float32(T0), np.ascontiguousarray(days, dtype="float64").reshape(ny, 12),

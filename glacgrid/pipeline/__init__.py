@@ -4,20 +4,25 @@
 (:mod:`~glacgrid.pipeline.training`), the model stage (:mod:`~glacgrid.pipeline.model`), the run
 (:mod:`~glacgrid.pipeline.run`), the features stage (:mod:`~glacgrid.pipeline.features`), a run split
 into region tiles for a Slurm job array (:mod:`~glacgrid.pipeline.tiles`) and the validation of a run
-against its observations (:mod:`~glacgrid.pipeline.validate`). ``glacgrid run``, ``glacgrid demo``,
+against its observations (:mod:`~glacgrid.pipeline.validate`), and a run on a glacier domain
+(:mod:`~glacgrid.pipeline.domain`) with its Slurm-array pieces (:mod:`~glacgrid.pipeline.domain_jobs`). ``glacgrid run``, ``glacgrid demo``,
 ``glacgrid features``, ``glacgrid tiles`` and ``glacgrid validate`` call these.
 """
 
 from .features import run_features
 from .model import SEED_FREE_KINDS, build_model, ensemble_method, fit_model
 from .prepare import Prepared, prepare
-from .run import RunResult, run
+from .domain import build_domain, run_domain
+from .domain_jobs import finish_domain, missing_groups, prepare_domain, run_domain_groups
+from .result import RunResult
+from .run import run
 from .steps import Steps
 from .tiles import finish_tiles, missing_tiles, prepare_tiles, read_layout, run_tile, tile_key
 from .training import read_observed, training_table
 from .validate import ObservedPixels, observed_pixels, reconstruction_cv, validate
 
-__all__ = ["Prepared", "RunResult", "Steps", "SEED_FREE_KINDS", "build_model", "ensemble_method", "fit_model",
+__all__ = ["run_domain", "build_domain", "prepare_domain", "run_domain_groups", "missing_groups", "finish_domain",
+           "Prepared", "RunResult", "Steps", "SEED_FREE_KINDS", "build_model", "ensemble_method", "fit_model",
            "prepare", "read_observed", "training_table", "run", "run_features", "prepare_tiles", "run_tile",
            "missing_tiles", "finish_tiles", "read_layout", "tile_key", "validate",
            "ObservedPixels", "observed_pixels", "reconstruction_cv"]

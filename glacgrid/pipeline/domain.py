@@ -18,7 +18,7 @@ import pandas as pd
 from .. import cube as cube_mod
 from ..config import RunConfig
 from ..domain import Domain, domain_from_rasters, domain_from_tiles, open_domain
-from ..exceptions import ConfigError, ModelError, StoreError
+from ..exceptions import ConfigError, StoreError
 from ..ingest import ingest
 from ..observations import ObservedUnits, observed_units
 from ..outputs import write_outputs
@@ -27,6 +27,7 @@ from ..simulate import DomainRun, domain_glacier_features, domain_log, ensemble_
 from .model import fit_model
 from .prepare import _static, _target_grid
 from .result import RunResult
+from .training import observed_years
 from .steps import Steps
 
 __all__ = ["run_domain", "build_domain", "domain_run_spec"]
@@ -70,17 +71,7 @@ def _slot_table(domain: Domain) -> pd.DataFrame:
 
 
 def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnits, run: DomainRun):
-    notes = ()
-    if observed.unmatched:
-        notes = (f"observations without a matching outline (not used): {list(observed.unmatched)}",)
-    units = list(observed.units)
-    if len(units) < 2:
-        raise ModelError(f"Only {len(units)} observed glacier(s) match the domain's glaciers; training needs at "
-                         "least 2. Check [observations] id_column and links.")
-    obs = observed.observations
-    years = sorted(set(obs["year"]) & set(range(cfg.period.start, cfg.period.end + 1)))
-    if not years:
-        raise ModelError(f"No observation falls in [period] {cfg.period.start}-{cfg.period.end}.")
+    notes, units, obs, years = observed_years(cfg, observed)
     gf = domain_glacier_features(domain, cube, np.asarray(observed.unit_of_outline)[1:], run, years)
     df = gf.to_dataframe().reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
@@ -105,7 +96,7 @@ def run_domain(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    with Steps(progress, total=5) as steps:
+    with Steps(progress, total=6) as steps:
         with steps.stage("ingest"):
             cube_path = ingest(list(cfg.climate.files), work / "cube.zarr", invariant=cfg.climate.invariant,
                                variables=list(cfg.climate.variables))

@@ -189,7 +189,7 @@ def read_jobs(cfg: RunConfig) -> DomainJobs:
 
 
 def parse_groups(text: str, n_groups: int) -> range:
-    """The groups of ``"a:b"`` (``a .. b-1``; ``b`` is clipped to ``n_groups``; ``"a"`` alone is one group).
+    """The groups of ``"a:b"`` (a to b-1; b is clipped to ``n_groups``; ``"a"`` alone is one group).
 
     Raises
     ------
@@ -235,7 +235,7 @@ def missing_groups(cfg: RunConfig) -> list[int]:
 
 
 def run_domain_groups(cfg: RunConfig, groups: str | range) -> dict:
-    """Run groups ``a .. b-1`` (``"a:b"`` or a range) of a prepared domain run into its results store.
+    """Run groups a to b-1 (``"a:b"`` or a range) of a prepared domain run into its results store.
 
     Groups already done are skipped and a group killed mid-run resumes at its first unfinished year.
 

@@ -53,6 +53,21 @@ def training_table(cfg: RunConfig, prep: Prepared, observed: ObservedUnits) -> t
     notes : tuple of str
         The observation ids that match no outline, as a note (empty when all match).
     """
+    notes, units, obs, years = observed_years(cfg, observed)
+    s = prep.static
+    units_raster = unit_raster(s["glacier_id"], observed.unit_of_outline)
+    uidx = observed.unit_index
+    active = units_raster > 0
+    pix = _pixel_features(cfg, prep, s["surface"], units_raster, active, uidx, years[0], years[-1])
+    gf = feat.glacier_features(pix, units_raster, active, s["pixel_area"], uidx).compute()
+    df = gf.to_dataframe().reset_index()
+    df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
+    return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+
+
+def observed_years(cfg: RunConfig, observed: ObservedUnits) -> tuple[tuple[str, ...], list, pd.DataFrame, list]:
+    """What every training table starts from: the note on unmatched observations, the observation units
+    (at least 2), the observations and the observed years of the run's period."""
     notes = ()
     if observed.unmatched:
         notes = (f"observations without a matching outline (not used): {list(observed.unmatched)}",)
@@ -61,18 +76,10 @@ def training_table(cfg: RunConfig, prep: Prepared, observed: ObservedUnits) -> t
         raise ModelError(f"Only {len(units)} observed glacier(s) match the outlines; training needs at least 2. "
                          "Check [observations] id_column and links.")
     obs = observed.observations
-    s = prep.static
-    units_raster = unit_raster(s["glacier_id"], observed.unit_of_outline)
-    uidx = observed.unit_index
-    active = units_raster > 0
     years = sorted(set(obs["year"]) & set(range(cfg.period.start, cfg.period.end + 1)))
     if not years:
         raise ModelError(f"No observation falls in [period] {cfg.period.start}-{cfg.period.end}.")
-    pix = _pixel_features(cfg, prep, s["surface"], units_raster, active, uidx, years[0], years[-1])
-    gf = feat.glacier_features(pix, units_raster, active, s["pixel_area"], uidx).compute()
-    df = gf.to_dataframe().reset_index()
-    df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
-    return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+    return notes, units, obs, years
 
 
 def _pixel_features(cfg: RunConfig, prep: Prepared, surface: xr.DataArray, glacier_id: xr.DataArray,

@@ -48,9 +48,10 @@ def domain_cube(lon: np.ndarray, lat: np.ndarray, store: str | Path, *, start: i
     return store
 
 
-def domain_model(features=DOMAIN_FEATURES, seed: int = 0, kind: str = "lasso"):
-    """A model fitted on a seeded table of ``features``: SMB = (snowfall - 4 mm K-1 d-1 CPDD) / 1000 + a
-    little of the topography + noise (m w.e.)."""
+def domain_model(features=DOMAIN_FEATURES, seed: int = 0, kind: str = "lasso", **options):
+    """A model (``kind``, with ``options`` for :func:`glacgrid.models.make_model`, e.g. ``preset`` and
+    ``epochs`` of an ANN) fitted on a seeded table of ``features``: SMB = (snowfall - 4 mm K-1 d-1 CPDD) /
+    1000 + noise (m w.e.), the other features drawn over Alpine ranges."""
     from ..metadata import registry
     from ..models import FeatureSchema, make_model
 
@@ -58,12 +59,12 @@ def domain_model(features=DOMAIN_FEATURES, seed: int = 0, kind: str = "lasso"):
     n = 3000
     cols = {"cpdd": rng.uniform(0, 2500, n), "snow_winter": rng.uniform(200, 2000, n),
             "snow_summer": rng.uniform(0, 600, n), "mean_elevation": rng.uniform(1800, 4000, n),
-            "max_elevation": rng.uniform(2500, 4500, n), "min_elevation": rng.uniform(1500, 3000, n),
-            "area": rng.lognormal(0, 1.5, n), "slope": rng.uniform(2, 40, n), "lat": rng.uniform(43, 48, n),
-            "lon": rng.uniform(5, 16, n), "aspect_cos": rng.uniform(-1, 1, n), "aspect_sin": rng.uniform(-1, 1, n)}
+            "max_elevation": rng.uniform(2500, 4500, n), "area": rng.lognormal(0, 1.5, n),
+            "slope": rng.uniform(2, 40, n), "lat": rng.uniform(43, 48, n), "lon": rng.uniform(5, 16, n),
+            "aspect_cos": rng.uniform(-1, 1, n), "aspect_sin": rng.uniform(-1, 1, n)}
+    y = (cols["snow_winter"] + cols["snow_summer"] - 4.0 * cols["cpdd"]) / 1000.0 + rng.normal(0, 0.05, n)
+    cols["min_elevation"] = rng.uniform(1500, 3000, n)
     features = tuple(features)
     X = np.stack([cols[f] for f in features], axis=1)
-    y = ((cols["snow_winter"] + cols["snow_summer"] - 4.0 * cols["cpdd"]) / 1000.0 + 0.002 * (cols["slope"] - 20)
-         + 1e-4 * (cols["mean_elevation"] - 3000) + rng.normal(0, 0.05, n))
     schema = FeatureSchema(features, tuple(registry()[f]["units"] for f in features))
-    return make_model(kind, seed=seed).fit(X, y, schema)
+    return make_model(kind, seed=seed, **options).fit(X, y, schema)

@@ -3,7 +3,6 @@ real Hintereisferner example against WGMS."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -17,7 +16,6 @@ import pytest
 import xarray as xr
 
 from glacgrid import features as feat
-from glacgrid.config import OutputConfig, load_config
 from glacgrid.cube import DONE_FILE, open_store
 from glacgrid.testing import prepare_demo
 from glacgrid.inference import glacier_mean, predict_pixels
@@ -160,10 +158,8 @@ def test_cli_demo_on_a_local_cluster(tmp_path):
 
 @pytest.mark.slow
 @requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")
-def test_hef_example_against_wgms(tmp_path):
-    cfg = load_config(REPO / "examples" / "hef.toml")
-    cfg = dataclasses.replace(cfg, output=OutputConfig(directory=tmp_path, plot=False))
-    result = run(cfg, progress=False)
+def test_hef_example_against_wgms(hef_dense_run):
+    result = hef_dense_run
     gy = result.glacier_years
     assert gy["glacier"].nunique() == 20 and set(gy["year"]) == set(range(1982, 2019))
     assert len(gy) == 20 * 37 and gy["smb_mwe"].notna().all()

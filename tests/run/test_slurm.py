@@ -242,3 +242,72 @@ def test_tile_array_equals_a_single_run_and_resubmission_finishes_the_rest(slurm
     gy_a = pd.read_csv(reference.files.glacier_years_csv)
     gy_b = pd.read_csv(tiled / "glacier_years.csv")
     pd.testing.assert_frame_equal(gy_a, gy_b)
+
+
+def _toml(raw: dict) -> str:
+    """A TOML text of a config dictionary (strings, numbers, booleans, lists and nested tables)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        return "[" + ", ".join(value(x) for x in v) + "]"
+
+    top = [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    out = ["\n".join(top)]
+
+    def table(prefix, d):
+        plain = [f"{json.dumps(k) if '.' in k else k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+        out.append(f"[{prefix}]\n" + "\n".join(plain))
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}", v)
+
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            table(k, v)
+    return "\n\n".join(out) + "\n"
+
+
+def test_domain_array_by_glacier_groups_equals_a_single_run(slurm, tmp_path):
+    """jobs/submit_domain.sh on a tiny Alps domain: prepare (login node) -> array of group tasks -> finish.
+    One task is cancelled; re-submitting runs only the tasks with missing groups, and the tables equal a
+    single local run of the same configuration."""
+    from glacgrid.config import config_from_dict
+    from glacgrid.pipeline import run
+    from glacgrid.testing import write_alps_climate
+
+    from tests.run.test_domain_jobs import _raw
+
+    if not (REPO.parent / "shared" / "data" / "alps" / "farinotti_thickness").is_dir():
+        pytest.skip("the Alps tiles are not here")
+    climate = write_alps_climate(tmp_path / "climate", 2013, 2015, seed=3)
+    raw = _raw(tmp_path / "array", climate, year_batch=1)
+    raw["mode"] = "evolve"
+    cfg_path = tmp_path / "domain.toml"
+    cfg_path.write_text(_toml(raw))
+    single_raw = _raw(tmp_path / "single", climate, year_batch=1)
+    single_raw["mode"] = "evolve"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = dict(slurm, GROUPS_PER_TASK="1",
+               **{f"GLACGRID_{k}_OPTS": "--cpus-per-task=1 --mem=2G" for k in ("GROUP", "FINISH")})
+    first = dict(kv.split("=") for kv in _run([JOBS / "submit_domain.sh", cfg_path], env, cwd=logs).split())
+    n = int(first["groups"])
+    assert n >= 3 and first["tasks"] == ",".join(str(i) for i in range(n))
+    _run(["scancel", f"{first['array']}_1"], env)
+    reference = run(config_from_dict(single_raw), progress=False)
+    states = _wait(env, [first["array"], first["finish"]], timeout=300)
+    assert states[f"{first['array']}_1"] == "CANCELLED" and states[first["finish"]] == "CANCELLED", _logs(logs)
+    missing = _run([sys.executable, "-m", "glacgrid.cli", "domain-missing", cfg_path], env)
+    assert "1" in missing.split(",")
+    again = dict(kv.split("=") for kv in _run([JOBS / "submit_domain.sh", cfg_path], env, cwd=logs).split())
+    assert again["tasks"] == missing  # only the tasks whose groups are missing
+    states = _wait(env, [again["array"], again["finish"]], timeout=300)
+    _record(slurm, "domain array re-submission (missing groups + finish)", _span(env, [again["array"], again["finish"]]))
+    assert set(states.values()) == {"COMPLETED"}, _logs(logs)
+    a = pd.read_csv(reference.files.glacier_years_csv)
+    b = pd.read_csv(tmp_path / "array" / "out" / "glacier_years.csv")
+    pd.testing.assert_frame_equal(a, b)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+
 
 import numpy as np
 import pandas as pd
@@ -165,7 +165,8 @@ def test_a_corrupted_glacier_is_isolated_and_the_others_unchanged(tiles_case):
     shutil.copytree(tiles_case["domain"].path, bad_store)
     d = open_domain(bad_store)
     slot = int(d.table.index[d.table["source_index"] == 3201][0])
-    first, count = int(d.glaciers["first_pixel"].values[slot - 1]), int(d.glaciers["n_pixels"].values[slot - 1])
+    first = int(d.glaciers["first_pixel"].values[slot - 1])
+    assert int(d.glaciers["n_pixels"].values[slot - 1]) > 3
     import zarr
 
     z = zarr.open_array(bad_store / "surface", mode="r+")
@@ -208,13 +209,12 @@ def test_results_do_not_depend_on_the_grouping(tiles_case, group_pixels, tmp_pat
 
 @pytest.mark.slow
 @requires_data("hef", "climate", "sel_era5_land_monthly_t2m_1981-2018.nc")
-def test_the_domain_run_of_the_oetztal_equals_the_dense_run(tmp_path):
+def test_the_domain_run_of_the_oetztal_equals_the_dense_run(tmp_path, hef_dense_run):
     """examples/hef.toml as today's dense run and on a domain built from the same inputs: same numbers."""
     from glacgrid.pipeline import run
 
     cfg = load_config(REPO / "examples" / "hef.toml")
-    dense = run(dataclasses.replace(cfg, output=OutputConfig(directory=tmp_path / "dense", plot=False)),
-                progress=False)
+    dense = hef_dense_run
     dom = run(dataclasses.replace(cfg, output=OutputConfig(directory=tmp_path / "domain", plot=False),
                                   domain=DomainConfig(group_pixels=4096)), progress=False)
     a, b = dense.glacier_years, dom.glacier_years
