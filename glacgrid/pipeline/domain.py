@@ -118,7 +118,10 @@ def run_domain(cfg: RunConfig, *, progress: bool = True) -> RunResult:
         with steps.stage("model"):
             model, cv = fit_model(cfg, train, out)
         with steps.stage(f"simulate ({cfg.mode}, {domain.n_groups} groups)"):
-            store = simulate_domain(domain, cube_path, model, out / "results.zarr", spec,
+            # the artifact written by the model stage: each worker process loads it once (a fitted model object
+            # would travel in every task's graph)
+            artifact = out / "model" if (out / "model" / "model.json").exists() else model
+            store = simulate_domain(domain, cube_path, artifact, out / "results.zarr", spec,
                                     fingerprint=results_fingerprint(cfg, model))
             log = domain_log(store, domain, out / "glacier_log.csv")
         isolated = ()

@@ -524,7 +524,7 @@ def simulate_domain(domain: Domain | str | Path, cube: str | Path, model, store:
     dom = domain if isinstance(domain, Domain) else open_domain(domain)
     store = Path(store)
     if spread is None:
-        spread = run.mode == "reconstruct" and bool(getattr(model, "members", None))
+        spread = run.mode == "reconstruct" and _is_ensemble(model)
     _open_store(dom, run, store, fingerprint, spread)
     done = frozenset(cube_mod.completed_regions(store))
     todo = list(range(dom.n_groups)) if groups is None else [int(k) for k in groups]
@@ -537,6 +537,15 @@ def simulate_domain(domain: Domain | str | Path, cube: str | Path, model, store:
     for summary in dask.compute(*tasks):
         progress(summary)
     return store
+
+
+def _is_ensemble(model) -> bool:
+    """Whether ``model`` (a fitted model or an artifact directory) is an ensemble (it then has a spread)."""
+    if isinstance(model, (str, Path)):
+        from ..models.schema import read_model_json
+
+        return read_model_json(Path(model)).get("kind") == "ensemble"
+    return bool(getattr(model, "members", None))
 
 
 def domain_log(store: str | Path, domain: Domain, path: str | Path) -> pd.DataFrame:

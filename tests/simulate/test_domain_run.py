@@ -228,3 +228,21 @@ def test_the_domain_run_of_the_oetztal_equals_the_dense_run(tmp_path, hef_dense_
     assert (m["failed_dense"] == m["failed_domain"]).all()
     assert open_domain(tmp_path / "domain" / "work" / "domain.zarr").n_groups > 1
     np.testing.assert_allclose(dom.validation["modelled"], dense.validation["modelled"], atol=1e-9)
+
+
+@needs_alps
+def test_an_ensemble_artifact_gives_the_spread_of_its_members(tiles_case):
+    """Reconstruct with an ensemble model given as its artifact directory (what array tasks get): the mean of
+    the members and their spread, the same as with the fitted object."""
+    from glacgrid.testing import domain_model
+
+    tmp, d = tiles_case["tmp"], tiles_case["domain"]
+    ens = domain_model(seed=1, kind="ridge", ensemble=3, ensemble_method="bootstrap")
+    path = ens.to_artifact(tmp / "ensemble")
+    run = DomainRun("reconstruct", np.arange(YEARS[0], YEARS[0] + 2), DOMAIN_FEATURES)
+    a = _per_glacier(simulate_domain(d, tiles_case["cube"], path, tmp / "ens-path.zarr", run), d)
+    b = _per_glacier(simulate_domain(d, tiles_case["cube"], ens, tmp / "ens-object.zarr", run), d)
+    assert "smb_glacier_spread" in a and "smb_glacier_spread" in b
+    for name in ("smb_glacier", "smb_glacier_spread"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert (a["smb_glacier_spread"].values > 0).all()
