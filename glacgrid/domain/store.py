@@ -111,13 +111,14 @@ class Domain:
         k = self._check(k)
         return slice(k * self.group_glaciers, (k + 1) * self.group_glaciers)
 
-    def group(self, k: int) -> GroupArrays:
-        """The numpy arrays of group ``k`` (one chunk of each per-pixel variable)."""
+    def group(self, k: int, skip: tuple[str, ...] = ()) -> GroupArrays:
+        """The numpy arrays of group ``k`` (one chunk of each per-pixel variable); the per-pixel variables
+        named in ``skip`` are not read (empty arrays: a caller that does not need them saves the read)."""
         ps, gs = self.pixel_slice(k), self.glacier_slice(k)
         import zarr
 
         grp = zarr.open_group(str(self.path), mode="r")  # one chunk per variable, read without a dask graph
-        pix = {name: grp[name][ps] for name in _PIXEL}
+        pix = {name: (grp[name][ps] if name not in skip else np.zeros(0, dtype=grp[name].dtype)) for name in _PIXEL}
         gl = self.glaciers.isel(glacier=gs)
         first = gl["first_pixel"].values
         first = np.where(first >= 0, first - ps.start, -1)

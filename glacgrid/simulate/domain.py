@@ -334,7 +334,9 @@ def _run_group(task: _Task, k: int) -> dict:
     """Every year of group ``k`` (resuming after its last done year); returns a small summary."""
     domain = open_domain(task.domain)
     run = task.run
-    g = domain.group(k)
+    # (the window positions are for rasterising; the neighbours only for slopes of an evolving surface)
+    skip = ("row", "col") + (() if run.mode == "evolve" else ("neighbours", "neighbour_surface", "dx", "dy"))
+    g = domain.group(k, skip=skip)
     n = g.n_real_pixels
     if n == 0:
         return {"group": k, "pixels": 0, "years": 0}
