@@ -130,6 +130,15 @@ def _template(n_groups: int, C: int, G: int, attrs: dict) -> xr.Dataset:
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+def _padded(spec: tuple, dim: str, size: int, values) -> tuple[tuple[str, ...], np.ndarray]:
+    """``values`` at the start of a ``size``-long (group-sized) variable, the rest its fill value."""
+    dtype, fill, extra, _ = spec
+    shape = (size, _EXTRA[extra]) if extra else (size,)
+    out = np.full(shape, fill, dtype=dtype)
+    out[:len(values)] = values
+    return ((dim, extra) if extra else (dim,)), out
+
+
 def _group_parts(src: PackedSource, k: int, C: int, G: int, g0: int, g1: int, p0: int, p1: int,
                  first: np.ndarray, area_km2: np.ndarray, has_th: np.ndarray) -> tuple[xr.Dataset, xr.Dataset]:
     """The pixel chunk and the glacier chunk of group ``k`` (glaciers g0:g1, pixels p0:p1), numpy."""
@@ -159,11 +168,7 @@ def _group_parts(src: PackedSource, k: int, C: int, G: int, g0: int, g1: int, p0
                                         src.ix0[gl] + col, local)
 
     def pix(name, values):
-        dtype, fill, extra, _ = PIXEL_VARS[name]
-        shape = (C, _EXTRA[extra]) if extra else (C,)
-        out = np.full(shape, fill, dtype=dtype)
-        out[:n] = values
-        return (("pixel", extra) if extra else ("pixel",)), out
+        return _padded(PIXEL_VARS[name], "pixel", C, values)
 
     thick = src.thickness[p0:p1]
     pixels = xr.Dataset({
@@ -181,11 +186,7 @@ def _group_parts(src: PackedSource, k: int, C: int, G: int, g0: int, g1: int, p0
     m = g1 - g0
 
     def glac(name, values):
-        dtype, fill, extra, _ = GLACIER_VARS[name]
-        shape = (G, _EXTRA[extra]) if extra else (G,)
-        out = np.full(shape, fill, dtype=dtype)
-        out[:m] = values
-        return (("glacier", extra) if extra else ("glacier",)), out
+        return _padded(GLACIER_VARS[name], "glacier", G, values)
 
     sl = slice(g0, g1)
     glaciers = xr.Dataset({
