@@ -66,10 +66,18 @@ def _pixel_xy(domain: Domain, gid: np.ndarray, row: np.ndarray, col: np.ndarray)
     return tr[:, 2] + tr[:, 0] * (col + 0.5), tr[:, 5] + tr[:, 4] * (row + 0.5)
 
 
-def _zone_grid(domain: Domain, epsg: int) -> TargetGrid:
-    """The union grid of the windows of ``epsg`` at their (single) resolution."""
+def _resolutions(domain: Domain, epsg: int) -> np.ndarray:
+    """The pixel sizes of the glaciers of ``epsg``, one per glacier slot (m or degrees)."""
+    return np.round(domain.glaciers["transform"].values[:, 0], 9)
+
+
+def _zone_grid(domain: Domain, epsg: int, res: float | None = None) -> TargetGrid:
+    """The union grid of the windows of ``epsg`` (of resolution ``res`` only, when given) at their single
+    resolution."""
     g = domain.glaciers
     sel = (g["epsg"].values == epsg) & (g["n_pixels"].values > 0)
+    if res is not None:
+        sel &= _resolutions(domain, epsg) == round(float(res), 9)
     if not sel.any():
         raise InputDataError(f"No glacier in EPSG:{epsg} in {domain.path}; zones present: "
                              f"{sorted(set(g['epsg'].values[g['n_pixels'].values > 0].tolist()))}.")
@@ -216,7 +224,8 @@ def export(results: xr.Dataset, domain: Domain, out_dir: str | os.PathLike, *,
         Variables of ``results`` to write.
     by : {"glacier", "zone"}
         ``"glacier"``: ``<var>_<rgi_id>[_m<member>].tif`` on each glacier's window; ``"zone"``:
-        ``<var>_EPSG<code>[_m<member>].tif`` on each CRS zone's union grid.
+        ``<var>_EPSG<code>[_<res>m][_m<member>].tif`` on each CRS zone's union grid (one per resolution
+        where a zone holds several), written tile by tile.
     grid : TargetGrid, optional
         Instead of ``by``: everything onto this grid, ``<var>_grid[_m<member>].tif``.
     years : sequence of int, optional
@@ -250,13 +259,56 @@ def export(results: xr.Dataset, domain: Domain, out_dir: str | os.PathLike, *,
             if grid is not None:
                 written.append(_write_tif(rasterise(one, domain, grid=grid), out_dir / f"{var}_grid{sfx}.tif", bands))
             elif by == "zone":
-                eps = domain.glaciers["epsg"].values[domain.glaciers["n_pixels"].values > 0]
-                for code in np.unique(eps):
-                    written.append(_write_tif(rasterise(one, domain, epsg=int(code)),
-                                              out_dir / f"{var}_EPSG{int(code)}{sfx}.tif", bands))
+                present = domain.glaciers["n_pixels"].values > 0
+                eps = domain.glaciers["epsg"].values[present]
+                for code in np.unique(eps):  # one file per zone (and per resolution where a zone has several)
+                    res = np.unique(_resolutions(domain, int(code))[present][eps == code])
+                    for r in res:
+                        tag = f"_{r:g}m" if res.size > 1 else ""
+                        written.append(_export_zone(one, domain, int(code), r,
+                                                    out_dir / f"{var}_EPSG{int(code)}{tag}{sfx}.tif", bands))
             else:
                 written.extend(_export_glaciers(one, domain, out_dir, var, sfx, bands))
     return written
+
+
+def _export_zone(one: xr.DataArray, domain: Domain, epsg: int, res: float, path: Path, bands,
+                 tile: int = 512) -> Path:
+    """One zone's union grid as a tiled, sparse GeoTIFF written band by band and tile by tile: memory is one
+    year of the domain's values and one tile, never the zone raster (the Alps' EPSG:32632 union grid at 25 m
+    is hundreds of millions of pixels)."""
+    import rasterio
+
+    target = _zone_grid(domain, epsg, res)
+    pix = domain.pixels[["glacier_id", "row", "col"]].compute()
+    gid = pix["glacier_id"].values
+    real = np.flatnonzero(gid > 0)
+    mine = (domain.glaciers["epsg"].values == epsg) & (_resolutions(domain, epsg) == round(float(res), 9))
+    real = real[mine[gid[real] - 1]]
+    x, y = _pixel_xy(domain, gid[real], pix["row"].values[real].astype("int64"), pix["col"].values[real].astype("int64"))
+    a, _, c, _, e, f = target.transform
+    cc, rr = np.round((x - c) / a - 0.5).astype("int64"), np.round((y - f) / e - 0.5).astype("int64")
+    ny, nx = target.shape
+    key = (rr // tile) * (-(-nx // tile)) + cc // tile  # the tile of each pixel
+    order = np.argsort(key, kind="stable")
+    tiles, starts = np.unique(key[order], return_index=True)
+    ends = np.r_[starts[1:], order.size]
+    profile = dict(driver="GTiff", height=ny, width=nx, count=len(bands), dtype="float32", crs=target.crs,
+                   transform=rasterio.Affine(*target.transform), nodata=np.nan, compress="deflate", tiled=True,
+                   blockxsize=256, blockysize=256, sparse_ok=True, BIGTIFF="IF_SAFER")
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for b, name in enumerate(bands, start=1):  # a loop over years and the occupied tiles
+                vals = np.asarray(one.isel(year=b - 1).values, dtype="float32")[real]
+                for t, lo, hi in zip(tiles, starts, ends):
+                    sel = order[lo:hi]
+                    r0, c0 = (t // (-(-nx // tile))) * tile, (t % (-(-nx // tile))) * tile
+                    h, w = min(tile, ny - r0), min(tile, nx - c0)
+                    block = np.full((h, w), np.nan, dtype="float32")
+                    block[rr[sel] - r0, cc[sel] - c0] = vals[sel]
+                    dst.write(block, b, window=rasterio.windows.Window(c0, r0, w, h))
+                dst.set_band_description(b, name)
+    return path
 
 
 def _export_glaciers(one: xr.DataArray, domain: Domain, out_dir: Path, var: str, sfx: str, bands) -> list[Path]:

@@ -144,3 +144,23 @@ def test_overlapping_tiles_follow_the_mosaic_rule(tmp_path):
     # tile 2's pixels next to the overlap see tile 1's pixels (same group, same lattice) as neighbours
     west = g.neighbours[16:24, 0]
     assert ((west >= 0) & (g.glacier_id[np.maximum(west, 0)] == 1)).sum() == 4
+
+
+@requires_data("alps", "farinotti_thickness")
+def test_export_by_zone_of_a_zone_with_two_resolutions(tmp_path):
+    """EPSG:32632 holds 25 m and 50 m Farinotti tiles: one GeoTIFF per resolution, each glacier's thickness on it."""
+    numbers = [3881, 2822]  # a 25 m and a 50 m tile, both in EPSG:32632
+    d = domain_from_tiles(ALPS / "farinotti_thickness", ALPS / "farinotti_dem", tmp_path / "mixed.zarr",
+                          numbers=numbers)
+    res = xr.Dataset({"thickness": d.pixels["thickness"].astype("float32").expand_dims(year=[2000])})
+    files = sorted(p.name for p in export(res, d, tmp_path / "tifs", variables=("thickness",), by="zone"))
+    assert files == ["thickness_EPSG32632_25m.tif", "thickness_EPSG32632_50m.tif"]
+    tiles = scan_tiles(ALPS / "farinotti_thickness", ALPS / "farinotti_dem", read_values=False, numbers=numbers)
+    for num, name in ((3881, "25m"), (2822, "50m")):
+        h, _, _ = read_tile(tiles.loc[num])
+        ice = np.where(np.isfinite(h) & (h > 0), h, np.nan)
+        with rasterio.open(tmp_path / "tifs" / f"thickness_EPSG32632_{name}.tif") as src:
+            got = src.read(1)
+            assert src.res[0] == float(tiles.loc[num, "res"])
+        assert np.nansum(got) == pytest.approx(np.nansum(ice).astype("float32"), rel=1e-6)
+        assert np.isfinite(got).sum() == np.isfinite(ice).sum()
