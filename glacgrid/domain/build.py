@@ -32,15 +32,57 @@ DEFAULT_GROUP_PIXELS = 2**18
 
 
 # ---------------------------------------------------------------------------------------------- tiles
-def _read_glacier_tile(row: pd.Series) -> dict:
-    """The ice pixels (thickness > 0) of one tile: window rows/cols, thickness, surface, neighbour surfaces."""
-    h, z, area = read_tile(row)
+def _window_pixels(h: np.ndarray, z: np.ndarray) -> dict:
+    """The glacier pixels (thickness > 0; NaN counts as 0) of one window: their rows, columns, thickness,
+    surface and the surface at their four neighbours, and the number of negative thickness values."""
     h = np.where(np.isfinite(h), h, 0.0)
-    negative = int((h < 0).sum())
     rows, cols = np.nonzero(h > 0)
     return {"rows": rows.astype("int32"), "cols": cols.astype("int32"), "thickness": h[rows, cols],
-            "surface": z[rows, cols], "nb": _kernels.edge_neighbours(z, rows, cols), "area": float(area),
-            "negative": negative}
+            "surface": z[rows, cols], "nb": _kernels.edge_neighbours(z, rows, cols), "negative": int((h < 0).sum())}
+
+
+def _read_glacier_tile(row: pd.Series) -> dict:
+    """The glacier pixels of one tile (:func:`_window_pixels` of its thickness and DEM)."""
+    h, z, _ = read_tile(row)
+    return _window_pixels(h, z)
+
+
+def _pack_windows(parts: list[dict], *, rgi_id, name, source_index, epsg, crs, transform, shape,
+                  rule: str) -> tuple[PackedSource, dict]:
+    """The :class:`PackedSource` of glacier windows in packing order (the tiles' and the windows' rule):
+    where windows of one CRS on one pixel lattice overlap, a pixel belongs to the first window; ice
+    pixels without a finite surface are dropped; the pixel area is ``|a * e|``. Also the counts of what
+    was given up, as store attributes."""
+    N = len(parts)
+    n = np.array([p["rows"].size for p in parts], dtype="int64")
+    glacier = np.repeat(np.arange(N), n)
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("rows", "cols", "thickness", "surface", "nb")}
+    tr = np.asarray(transform, dtype="float64")
+    res_x, res_y = tr[:, 0], -tr[:, 4]
+    left, top = tr[:, 2], tr[:, 5]
+    ox, oy = np.round(np.mod(left, res_x), 6), np.round(np.mod(top, res_y), 6)
+    crs = np.asarray(crs, dtype=object)
+    zone = pd.MultiIndex.from_arrays([crs, res_x, res_y, ox, oy]).factorize()[0].astype("int64")
+    ix0 = np.round((left - ox) / res_x).astype("int64")
+    iy0 = np.round((oy - top) / res_y).astype("int64")
+    keep = _kernels.first_claims(zone[glacier], iy0[glacier] + cat["rows"], ix0[glacier] + cat["cols"])
+    overlap = int((~keep).sum())
+    no_surface = keep & ~np.isfinite(cat["surface"])
+    area = np.abs(res_x * res_y)
+    dropped = float((cat["thickness"][no_surface] * area[glacier[no_surface]]).sum())
+    keep &= ~no_surface
+    glacier = glacier[keep]
+    cat = {k: v[keep] for k, v in cat.items()}
+    src = PackedSource(
+        rgi_id=np.asarray(rgi_id).astype(STRING), name=np.asarray(name).astype(STRING),
+        source_index=np.asarray(source_index, dtype="int64"), epsg=np.asarray(epsg, dtype="int32"), crs=crs,
+        geographic=np.zeros(N, bool), transform=tr, window_shape=np.asarray(shape, dtype="int32"),
+        origin=np.c_[left, top, np.zeros((N, 2))], zone=zone, iy0=iy0, ix0=ix0,
+        glacier=glacier, row=cat["rows"], col=cat["cols"], surface=cat["surface"], thickness=cat["thickness"],
+        pixel_area=area[glacier], neighbour_surface=cat["nb"])
+    attrs = {"negative_pixels": int(sum(p["negative"] for p in parts)), "overlap_pixels": overlap,
+             "ice_pixels_without_surface": int(no_surface.sum()), "volume_dropped_m3": dropped, "overlap_rule": rule}
+    return src, attrs
 
 
 def domain_from_tiles(thickness_dir: str | os.PathLike, dem_dir: str | os.PathLike, store: str | os.PathLike, *,
@@ -92,44 +134,18 @@ def domain_from_tiles(thickness_dir: str | os.PathLike, dem_dir: str | os.PathLi
     with ThreadPoolExecutor(workers) as pool:  # file reading, one tile per glacier
         parts = list(pool.map(_read_glacier_tile, rows_list))
     t2 = time.perf_counter()
-    n = np.array([p["rows"].size for p in parts], dtype="int64")
-    glacier = np.repeat(np.arange(len(parts)), n)
-    cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in
-           ("rows", "cols", "thickness", "surface", "nb")}
-    tr = np.array(tiles["transform"].tolist(), dtype="float64")
-    res = tr[:, 0]
-    left, top = tr[:, 2], tr[:, 5]
-    ox, oy = np.round(np.mod(left, res), 6), np.round(np.mod(top, res), 6)
-    zone = pd.MultiIndex.from_arrays([tiles["epsg"].to_numpy(), res, ox, oy]).factorize()[0].astype("int64")
-    ix0 = np.round((left - ox) / res).astype("int64")
-    iy0 = np.round((oy - top) / res).astype("int64")
-    keep = _kernels.first_claims(zone[glacier], iy0[glacier] + cat["rows"], ix0[glacier] + cat["cols"])
-    overlap = int((~keep).sum())
-    no_surface = keep & ~np.isfinite(cat["surface"])
-    area = np.array([p["area"] for p in parts], dtype="float64")
-    dropped = float((cat["thickness"][no_surface] * area[glacier[no_surface]]).sum())
-    keep &= ~no_surface
-    glacier = glacier[keep]
-    cat = {k: v[keep] for k, v in cat.items()}
     epsg = tiles["epsg"].to_numpy().astype("int32")
-    src = PackedSource(
-        rgi_id=tiles["rgi_id"].to_numpy().astype(STRING), name=np.full(len(tiles), "", dtype=STRING),
-        source_index=tiles.index.to_numpy().astype("int64"), epsg=epsg,
-        crs=np.array([f"EPSG:{e}" for e in epsg], dtype=object), geographic=np.zeros(len(tiles), bool),
-        transform=tr, window_shape=tiles[["ny", "nx"]].to_numpy().astype("int32"),
-        origin=np.c_[left, top, np.zeros((len(tiles), 2))], zone=zone, iy0=iy0, ix0=ix0,
-        glacier=glacier, row=cat["rows"], col=cat["cols"], surface=cat["surface"], thickness=cat["thickness"],
-        pixel_area=area[glacier], neighbour_surface=cat["nb"])
+    src, attrs = _pack_windows(parts, rgi_id=tiles["rgi_id"].to_numpy(), name=np.full(len(tiles), ""),
+                               source_index=tiles.index.to_numpy(), epsg=epsg, crs=[f"EPSG:{e}" for e in epsg],
+                               transform=tiles["transform"].tolist(), shape=tiles[["ny", "nx"]].to_numpy(),
+                               rule="lowest RGI number wins where tiles of one lattice overlap")
     source = f"Farinotti et al. (2019) tiles: {Path(thickness_dir)} + {Path(dem_dir)}"
-    attrs = {"negative_pixels": int(sum(p["negative"] for p in parts)), "overlap_pixels": overlap,
-             "ice_pixels_without_surface": int(no_surface.sum()), "volume_dropped_m3": dropped,
-             "overlap_rule": "lowest RGI number wins where tiles of one lattice overlap"}
     write_domain(src, store, group_pixels=group_pixels, source=source, overwrite=overwrite, attrs=attrs)
     t3 = time.perf_counter()
     if progress:
         print(f"domain_from_tiles: scan {t1 - t0:.1f} s, read {len(tiles)} tiles {t2 - t1:.1f} s, "
-              f"pack+write {t3 - t2:.1f} s; {int(keep.sum())} pixels, {overlap} overlap pixels given up, "
-              f"{attrs['ice_pixels_without_surface']} ice pixels without surface dropped")
+              f"pack+write {t3 - t2:.1f} s; {src.glacier.size} pixels, {attrs['overlap_pixels']} overlap pixels "
+              f"given up, {attrs['ice_pixels_without_surface']} ice pixels without surface dropped")
     return open_domain(store)
 
 
@@ -276,8 +292,6 @@ def _window_parts(i: int, rec: Mapping) -> dict:
     if z.ndim != 2 or z.shape != h.shape:
         raise InputDataError(f"Window {rgi} has surface {z.shape} and thickness {h.shape}; expected two 2-D "
                              "arrays of one shape (the window).")
-    h = np.where(np.isfinite(h), h, 0.0)
-    rows, cols = np.nonzero(h > 0)
     if "epsg" in rec and rec["epsg"] is not None:
         epsg = int(rec["epsg"])
         crs = str(rec.get("crs") or f"EPSG:{epsg}")
@@ -286,9 +300,7 @@ def _window_parts(i: int, rec: Mapping) -> dict:
 
         crs = str(rec["crs"])
         epsg = CRS.from_user_input(crs).to_epsg() or 0
-    return {"rows": rows.astype("int32"), "cols": cols.astype("int32"), "thickness": h[rows, cols],
-            "surface": z[rows, cols], "nb": _kernels.edge_neighbours(z, rows, cols),
-            "negative": int((h < 0).sum()), "rgi_id": rgi, "name": str(rec.get("name", "") or ""),
+    return {**_window_pixels(h, z), "rgi_id": rgi, "name": str(rec.get("name", "") or ""),
             "source_index": int(rec.get("source_index", i)), "epsg": epsg, "crs": crs, "transform": tr,
             "shape": z.shape}
 
@@ -342,39 +354,12 @@ def domain_from_windows(windows: Iterable[Mapping], store: str | os.PathLike, *,
     if bad:
         raise InputDataError(f"Windows in geographic CRSs {bad[:3]}; expected projected windows (metres). "
                              "Reproject them to the local UTM zone (or a polar stereographic CRS).")
-    n = np.array([p["rows"].size for p in parts], dtype="int64")
-    glacier = np.repeat(np.arange(len(parts)), n)
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("rows", "cols", "thickness", "surface", "nb")}
-    tr = np.array([p["transform"] for p in parts], dtype="float64")
-    res_x, res_y = tr[:, 0], -tr[:, 4]
-    left, top = tr[:, 2], tr[:, 5]
-    ox, oy = np.round(np.mod(left, res_x), 6), np.round(np.mod(top, res_y), 6)
-    crs = np.array(crs_list, dtype=object)
-    zone = pd.MultiIndex.from_arrays([crs, res_x, res_y, ox, oy]).factorize()[0].astype("int64")
-    ix0 = np.round((left - ox) / res_x).astype("int64")
-    iy0 = np.round((oy - top) / res_y).astype("int64")
-    keep = _kernels.first_claims(zone[glacier], iy0[glacier] + cat["rows"], ix0[glacier] + cat["cols"])
-    overlap = int((~keep).sum())
-    no_surface = keep & ~np.isfinite(cat["surface"])
-    area = np.abs(res_x * res_y)
-    dropped = float((cat["thickness"][no_surface] * area[glacier[no_surface]]).sum())
-    keep &= ~no_surface
-    glacier = glacier[keep]
-    cat = {k: v[keep] for k, v in cat.items()}
-    N = len(parts)
-    src = PackedSource(
-        rgi_id=np.array([p["rgi_id"] for p in parts], dtype=STRING),
-        name=np.array([p["name"] for p in parts], dtype=STRING),
-        source_index=np.array([p["source_index"] for p in parts], dtype="int64"),
-        epsg=np.array([p["epsg"] for p in parts], dtype="int32"), crs=crs, geographic=np.zeros(N, bool),
-        transform=tr, window_shape=np.array([p["shape"] for p in parts], dtype="int32"),
-        origin=np.c_[left, top, np.zeros((N, 2))], zone=zone, iy0=iy0, ix0=ix0,
-        glacier=glacier, row=cat["rows"], col=cat["cols"], surface=cat["surface"], thickness=cat["thickness"],
-        pixel_area=area[glacier], neighbour_surface=cat["nb"])
-    attrs = {"negative_pixels": int(sum(p["negative"] for p in parts)), "overlap_pixels": overlap,
-             "ice_pixels_without_surface": int(no_surface.sum()), "volume_dropped_m3": dropped,
-             "overlap_rule": "the first window wins where windows of one lattice overlap"}
+    src, attrs = _pack_windows(parts, rgi_id=[p["rgi_id"] for p in parts], name=[p["name"] for p in parts],
+                               source_index=[p["source_index"] for p in parts], epsg=[p["epsg"] for p in parts],
+                               crs=crs_list, transform=[p["transform"] for p in parts],
+                               shape=[p["shape"] for p in parts],
+                               rule="the first window wins where windows of one lattice overlap")
     n_crs = len(set(crs_list))
-    write_domain(src, store, group_pixels=group_pixels, source=f"{N} glacier windows in {n_crs} CRSs",
+    write_domain(src, store, group_pixels=group_pixels, source=f"{len(parts)} glacier windows in {n_crs} CRSs",
                  overwrite=overwrite, attrs=attrs)
     return open_domain(store)
