@@ -49,7 +49,6 @@ __all__ = ["DomainRun", "simulate_domain", "domain_results_template", "domain_lo
 
 #: The failure reasons of the ``failure`` code (position = code; 0 = fine).
 REASONS = ("", "no pixel on the grid", "no initial ice thickness", *(c.reason for c in PIXEL_CHECKS), NAN_REASON)
-_CODE = {r: i for i, r in enumerate(REASONS)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,21 +227,20 @@ def _extreme(pos, values, mask, G, fn, fill):
     return out
 
 
-def _constants(g: GroupArrays, pos, z, active, features, slope=None):
-    """Glacier constants of the group's glaciers over the active pixels (area km2, max/min elevation)."""
-    G = g.glacier.size
+def _constants(pos: np.ndarray, G: int, area: np.ndarray, z: np.ndarray, active: np.ndarray, features,
+               slope: np.ndarray | None = None) -> dict:
+    """Glacier constants over the active pixels (area km2, max/min elevation, the slope of the lowest 20 %)
+    of ``G`` glaciers, the pixels' positions ``pos`` among them (only the ones ``features`` need)."""
     need = set(features)
     if not need & (set(CONSTANTS) | {"elevation_norm"}):
         return {}
-    n = pos.size
-    a = g.pixel_area[:n]
-    const = {"area": _sums(pos, np.where(active, a, 0.0), G) / M2_PER_KM2,
+    const = {"area": _sums(pos, np.where(active, area, 0.0), G) / M2_PER_KM2,
              "max_elevation": _extreme(pos, z, active, G, np.fmax, np.nan),
              "min_elevation": _extreme(pos, z, active, G, np.fmin, np.nan)}
     if "slope_lower20" in need and slope is not None:
         zmin, zmax = const["min_elevation"], const["max_elevation"]
         thr = (zmin + 0.2 * (zmax - zmin))[pos]
-        const["slope_lower20"] = _weighted_mean(pos, slope.astype("float64"), a, active & (z <= thr), G)
+        const["slope_lower20"] = _weighted_mean(pos, slope.astype("float64"), area, active & (z <= thr), G)
     return const
 
 
@@ -267,7 +265,7 @@ def _static(run: DomainRun, g: GroupArrays, n: int, pos, surface: np.ndarray, ac
     """What the features need besides the climate on ``surface``: the spec, the static features and the
     lapse-rate correction from ``ref`` to the surface."""
     sa = _slope_aspect(g, n, surface, evolve)
-    const = _constants(g, pos, surface, active, run.features, sa[:, 0])
+    const = _constants(pos, g.glacier.size, g.pixel_area[:n], surface, active, run.features, sa[:, 0])
     spec = spec_of(run.features, const, g.glacier, run.downscale, run.hemisphere)
     static = static_at(spec, surface, g.glacier_id[:n], g.lon[:n], g.lat[:n], sa)
     return spec, static, spec.lapse_rate * (surface - ref).astype("float32")
@@ -296,7 +294,11 @@ def _checks(g: GroupArrays, n: int, pos: np.ndarray, thickness, surface, need_th
 
 
 def _codes(reason: np.ndarray) -> np.ndarray:
-    return np.array([_CODE.get(r, len(REASONS) - 1) for r in reason], dtype="int8")
+    """The ``failure`` code of each glacier's reason (a loop over the few reasons, not the glaciers)."""
+    codes = np.zeros(np.shape(reason), dtype="int8")
+    for code, text in enumerate(REASONS[1:], start=1):
+        codes[reason == text] = code
+    return codes
 
 
 @dataclass(frozen=True, eq=False)
@@ -361,7 +363,6 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
     ok = reason == ""
     okpix = ok[pos]
     zmean = _weighted_mean(pos, z, a, okpix, G)
-    allpix = np.ones(n, dtype=bool)
     volume = np.where(g.has_thickness, _sums(pos, h * a, G) / M3_PER_KM3, np.nan)
     volume[g.n_pixels == 0] = np.nan
     ref = z.astype("float32")
@@ -386,7 +387,7 @@ def _reconstruct_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim
             rs[y][ok & bad] = NAN_REASON
         failed = (rs != "") & real
         smb_gl = gl_each.mean(axis=0) if each.shape[0] > 1 else gl_each[0]
-        pixel = {"smb": _pad(np.where((~failed[:, pos]) & allpix, smb, np.nan).astype("float32"), C, np.float32(np.nan))}
+        pixel = {"smb": _pad(np.where(~failed[:, pos], smb, np.nan).astype("float32"), C, np.float32(np.nan))}
         glacier = {"smb_glacier": np.where(failed, np.nan, smb_gl),
                    "glacier_area": np.where(failed, np.nan, np.tile(area_m2 / M2_PER_KM2, (ny, 1))),
                    "volume": np.where(failed, np.nan, np.tile(volume, (ny, 1))),
@@ -563,7 +564,7 @@ def domain_log(store: str | Path, domain: Domain, path: str | Path) -> pd.DataFr
                         "rgi_id": table.loc[df["glacier"].to_numpy(), "rgi_id"].astype(str).to_numpy(),
                         "year": df["year"].to_numpy(),
                         "member": df["member"].to_numpy() if "member" in df else 0,
-                        "reason": [reasons[c] for c in df["code"].to_numpy()]})
+                        "reason": np.asarray(reasons, dtype=object)[df["code"].to_numpy()]})
     with atomic_path(Path(path)) as tmp:
         out.to_csv(tmp, index=False)
     return out
@@ -584,7 +585,7 @@ def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray,
     slots = np.flatnonzero(units > 0)
     first = domain.glaciers["first_pixel"].values[slots]
     count = domain.glaciers["n_pixels"].values[slots]
-    idx = np.concatenate([np.arange(f, f + c) for f, c in zip(first, count)]) if slots.size else np.zeros(0, int)
+    idx = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())  # every glacier's pixels
     px = domain.pixels.isel(pixel=idx).compute()
     n = idx.size
     gid = px["glacier_id"].values.astype("int64")
@@ -594,12 +595,7 @@ def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray,
     sa = np.stack([px["slope"].values, px["aspect_cos"].values, px["aspect_sin"].values], axis=1).astype("float32")
     upos = unit_of_pixel - 1
     active = np.ones(n, dtype=bool)
-    const = {"area": _sums(upos, a, U) / M2_PER_KM2,
-             "max_elevation": _extreme(upos, z, active, U, np.fmax, np.nan),
-             "min_elevation": _extreme(upos, z, active, U, np.fmin, np.nan)}
-    if "slope_lower20" in run.features:
-        thr = (const["min_elevation"] + 0.2 * (const["max_elevation"] - const["min_elevation"]))[upos]
-        const["slope_lower20"] = _weighted_mean(upos, sa[:, 0].astype("float64"), a, z <= thr, U)
+    const = _constants(upos, U, a, z, active, run.features, sa[:, 0])
     uidx = np.arange(1, U + 1)
     spec = spec_of(run.features, const, uidx, run.downscale, run.hemisphere)
     static = static_at(spec, z, unit_of_pixel, px["lon"].values, px["lat"].values, sa)
