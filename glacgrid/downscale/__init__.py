@@ -16,7 +16,7 @@ temperature to an evolving surface with the same lapse rate.
 """
 
 from ..config import DownscaleParams
-from ._kernels import bilinear_at, bilinear_at4, solid_fraction
+from ._kernels import bilinear_at, solid_fraction
 from .core import downscale, solid_precipitation
 from .pixels import PixelClimate, PixelWeights, downscale_pixels, pixel_climate, pixel_weights
 from .regrid import regrid
@@ -26,5 +26,5 @@ __all__ = [
     # the packed pixels of a glacier domain: weights once per pixel, applied to every month
     "PixelWeights", "PixelClimate", "pixel_weights", "pixel_climate", "downscale_pixels",
     # numpy kernels for blockwise callers (the features stage's climate kernels)
-    "solid_fraction", "bilinear_at", "bilinear_at4",
+    "solid_fraction", "bilinear_at",
 ]

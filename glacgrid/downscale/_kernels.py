@@ -7,8 +7,8 @@ from numba import njit
 
 from ..units import T0
 
-__all__ = ["bilinear_weights", "bilinear_apply", "lapse_rate_correction", "solid_fraction", "bilinear_lapse_pixels",
-           "bilinear_at", "bilinear_at4", "orography_terms", "pixel_fields"]
+__all__ = ["bilinear_weights", "bilinear_apply", "lapse_rate_correction", "solid_fraction", "bilinear_at",
+           "orography_terms", "pixel_fields"]
 
 
 def bilinear_weights(src: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,16 +156,6 @@ def bilinear_at(f, jj, ii, wy, wx):  # pragma: no cover - compiled
     return top + wy * (bot - top)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def bilinear_at4(f, y, m, jj, ii, wy, wx):  # pragma: no cover - compiled
-    """:func:`bilinear_at` of the plane ``f[y, m]`` of a 4-D field, indexed in place (no view is made)."""
-    top = f[y, m, jj, ii]
-    top = top + wx * (f[y, m, jj, ii + 1] - top)
-    bot = f[y, m, jj + 1, ii]
-    bot = bot + wx * (f[y, m, jj + 1, ii + 1] - bot)
-    return top + wy * (bot - top)
-
-
 @njit(cache=True, nogil=True)
 def _orography_terms(orog, j, wy, i, wx, z, gradient, factor, dz, scale):  # pragma: no cover - compiled
     for p in range(j.size):
@@ -196,7 +186,9 @@ def _pixels(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, temp, prcp):  # pragma:
 
 def pixel_fields(t2m, tp, j, wy, i, wx, dz, scale, gamma, temp, prcp) -> None:
     """Fill ``temp`` and ``prcp`` ``(time, n)`` at the points from ``(time, lat, lon)`` windows and the points'
-    :func:`orography_terms` (the values of :func:`bilinear_lapse_pixels`)."""
+    :func:`orography_terms`: :func:`bilinear_apply`, :func:`lapse_rate_correction_c` and
+    :func:`precip_correction` in one compiled pass (the same float32/float64 operations in the same order:
+    the same values to the bit)."""
     _pixels(np.ascontiguousarray(t2m, dtype="float32"), np.ascontiguousarray(tp, dtype="float32"),
             np.ascontiguousarray(j, dtype="int64"), np.ascontiguousarray(wy, dtype="float32"),
             np.ascontiguousarray(i, dtype="int64"), np.ascontiguousarray(wx, dtype="float32"),
@@ -214,21 +206,3 @@ def orography_terms(orog: np.ndarray, j, wy, i, wx, z: np.ndarray, factor: float
                      np.ascontiguousarray(wx, dtype="float32"), np.ascontiguousarray(z, dtype="float32"),
                      float(gradient), float(factor), dz, scale)
     return dz, scale
-
-
-def bilinear_lapse_pixels(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, j: np.ndarray, wy: np.ndarray,
-                          i: np.ndarray, wx: np.ndarray, z: np.ndarray, gamma: np.ndarray, factor: float,
-                          gradient: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`bilinear_apply` + :func:`lapse_rate_correction_c` + :func:`precip_correction` at points, in one
-    compiled pass (the same float32/float64 operations in the same order: the same values to the bit).
-
-    ``t2m``, ``tp``: ``(time, lat, lon)`` float32; ``orog``: ``(lat, lon)`` float32; ``j, wy, i, wx``: the
-    points' bilinear indices and float32 weights; ``z``: float32 elevation of the points; ``gamma``: float32
-    lapse rate per time step. Returns temperature (degC) and precipitation, ``(time, n)`` float32.
-    """
-    nt, n = t2m.shape[0], np.size(j)
-    dz, scale = orography_terms(orog, j, wy, i, wx, z, factor, gradient)
-    temp = np.empty((nt, n), dtype="float32")
-    prcp = np.empty((nt, n), dtype="float32")
-    pixel_fields(t2m, tp, j, wy, i, wx, dz, scale, gamma, temp, prcp)
-    return temp, prcp

@@ -44,11 +44,6 @@ class PixelWeights:
         """The number of points."""
         return int(self.lat_index.size)
 
-    def apply(self, field: np.ndarray) -> np.ndarray:
-        """``field[..., lat, lon]`` (the window) at the points: ``field.shape[:-2] + (n,)`` float32."""
-        return _kernels.bilinear_apply(np.asarray(field, dtype="float32"), self.lat_index, self.lat_weight,
-                                       self.lon_index, self.lon_weight)
-
 
 def pixel_weights(cube_lat: np.ndarray, cube_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> PixelWeights:
     """The bilinear weights of points ``(lat, lon)`` (degrees) on the coarse grid ``cube_lat``/``cube_lon``.
@@ -96,10 +91,10 @@ def downscale_pixels(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, weights:
     -------
     temp, prcp : (time, n) float32
     """
-    gamma = np.full(np.shape(t2m)[0], params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate)
-    return _kernels.bilinear_lapse_pixels(t2m, tp, orog, weights.lat_index, weights.lat_weight, weights.lon_index,
-                                          weights.lon_weight, np.asarray(reference).astype("float32"),
-                                          gamma.astype("float32"), params.precip_factor, params.precip_gradient)
+    nt = np.shape(t2m)[0]
+    gamma = np.full(nt, params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate)
+    return pixel_climate(np.reshape(t2m, (1, nt, *np.shape(t2m)[1:])), np.reshape(tp, (1, nt, *np.shape(tp)[1:])),
+                         orog, weights, reference, params, gamma.reshape(1, nt)).materialise_months()
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,27 +120,35 @@ class PixelClimate:
         """``(year, 12, n)``."""
         return (self.t2m.shape[0], 12, self.weights.size)
 
+    def materialise_months(self) -> tuple[np.ndarray, np.ndarray]:
+        """Temperature (degC, at the reference elevation) and precipitation of every month, ``(month, n)``
+        float32 each (the months of the window in order)."""
+        w = self.weights
+        months = self.t2m.shape[0] * self.t2m.shape[1]
+        temp, prcp = np.empty((months, w.size), "float32"), np.empty((months, w.size), "float32")
+        _kernels.pixel_fields(self.t2m.reshape(months, *self.t2m.shape[2:]), self.tp.reshape(months, *self.tp.shape[2:]),
+                              w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, self.dz, self.scale,
+                              self.gamma.reshape(-1), temp, prcp)
+        return temp, prcp
+
     def materialise(self) -> tuple[np.ndarray, np.ndarray]:
         """Temperature (degC, at the reference elevation) and precipitation, ``(year, 12, n)`` float32 each."""
         ny, _, n = self.shape
-        w = self.weights
-        temp, prcp = np.empty((ny * 12, n), "float32"), np.empty((ny * 12, n), "float32")
-        _kernels.pixel_fields(self.t2m.reshape(ny * 12, *self.t2m.shape[2:]), self.tp.reshape(ny * 12, *self.tp.shape[2:]),
-                              w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, self.dz, self.scale,
-                              self.gamma.reshape(-1), temp, prcp)
+        temp, prcp = self.materialise_months()
         return temp.reshape(ny, 12, n), prcp.reshape(ny, 12, n)
 
 
 def pixel_climate(t2m: np.ndarray, tp: np.ndarray, orog: np.ndarray, weights: PixelWeights, reference: np.ndarray,
                   params: DownscaleParams = DownscaleParams(), lapse_rate: np.ndarray | None = None) -> PixelClimate:
-    """The :class:`PixelClimate` of points: ``t2m``, ``tp`` ``(year, 12, lat, lon)`` windows, ``orog``
+    """The :class:`PixelClimate` of points: ``t2m``, ``tp`` ``(year, 12, lat, lon)`` windows (``(1, month,
+    lat, lon)`` for months that are not whole years), ``orog``
     ``(lat, lon)``, the reference elevation of the points (m) and the downscaling parameters (the same values
     as :func:`downscale_pixels`, to the bit, wherever they are computed)."""
     w = weights
     dz, scale = _kernels.orography_terms(orog, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight,
                                          np.asarray(reference).astype("float32"), params.precip_factor,
                                          params.precip_gradient)
-    ny = np.shape(t2m)[0]
-    gamma = (np.full((ny, 12), params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate).reshape(ny, 12))
+    lead = np.shape(t2m)[:2]
+    gamma = np.full(lead, params.lapse_rate) if lapse_rate is None else np.asarray(lapse_rate).reshape(lead)
     return PixelClimate(np.ascontiguousarray(t2m, dtype="float32"), np.ascontiguousarray(tp, dtype="float32"), w,
                         dz, scale, np.ascontiguousarray(gamma, dtype="float32"))

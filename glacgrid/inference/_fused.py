@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..downscale import bilinear_at4
+from ..downscale import bilinear_at
 
 __all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "CHUNK"]
 
@@ -65,9 +65,7 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     n = flat.size
     no_coef = np.zeros(0, np.float64)  # (no model in this pass)
     no_pred = np.zeros(0, np.float64)
-    pdd = np.zeros((CHUNK, 12), np.float64)
-    sw = np.zeros((CHUNK, 12), np.float32)
-    ss = np.zeros((CHUNK, 12), np.float32)
+    pdd, sw, ss = _scratch()
     want_c = ccols[0] >= 0
     zero = np.float32(0.0)
     for y in range(ny):
@@ -89,6 +87,12 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
 
 
 @njit(cache=True, nogil=True)
+def _scratch():  # pragma: no cover - compiled
+    """The monthly terms of a chunk of pixels: degree-days (float64), winter and summer snowfall (float32)."""
+    return np.zeros((CHUNK, 12), np.float64), np.zeros((CHUNK, 12), np.float32), np.zeros((CHUNK, 12), np.float32)
+
+
+@njit(cache=True, nogil=True)
 def _month(t, pr, d, rain_thr, band):  # pragma: no cover - compiled
     """One month of one pixel: positive degree-days ``max(t, 0) * days`` (float64, NaN kept as
     ``np.maximum`` keeps it) and the snowfall ``pr * solid fraction`` (float32)."""
@@ -106,7 +110,6 @@ def _month(t, pr, d, rain_thr, band):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, winter, summer, rain_thr, band, static,
                    scols, ccols, pos, mean, std, zero_bad, X, ok, coef, intercept, pred):  # pragma: no cover
-
     """:func:`fill_rows` with each pixel's monthly climate interpolated in place from the coarse window.
 
     ``t2m``, ``tp``: ``(year, 12, lat, lon)`` float32 windows of the cube; ``j, wy, i, wx``: the pixels'
@@ -124,9 +127,7 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
     """
     ny = t2m.shape[0]
     n = j.size
-    pdd = np.zeros((CHUNK, 12), np.float64)
-    sw = np.zeros((CHUNK, 12), np.float32)
-    ss = np.zeros((CHUNK, 12), np.float32)
+    pdd, sw, ss = _scratch()
     want_c = ccols[0] >= 0
     zero = np.float32(0.0)
     for y in range(ny):
@@ -136,9 +137,9 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
                 jj, ii, wxr, wyr = j[r], i[r], wx[r], wy[r]
                 dzr, scr, cr = dz[r], scale[r], corr[r]
                 for m in range(12):
-                    tc = bilinear_at4(t2m, y, m, jj, ii, wyr, wxr)
+                    tc = bilinear_at(t2m[y, m], jj, ii, wyr, wxr)
                     t = ((tc - t0) + gamma[y, m] * dzr) + cr
-                    pc = bilinear_at4(tp, y, m, jj, ii, wyr, wxr) * scr
+                    pc = bilinear_at(tp[y, m], jj, ii, wyr, wxr) * scr
                     pr = zero if pc < zero else pc
                     d, win, summ = days[y, m], winter[m], summer[m]
                     pdd[r - a, m], s = _month(t, pr, d, rain_thr, band)

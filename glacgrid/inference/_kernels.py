@@ -206,19 +206,10 @@ def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.
     their raveled block, the packed pixels of a glacier domain ``(year, 12, pixel)`` arrays directly.
     """
     n, ny = flat.size, temp.shape[0]
-    rows = ny * n if length is None else int(length)
-    nf = len(spec.features)
-    X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
-    ok = np.ones(rows, dtype=bool)
+    X, ok, pos, mean, std = _rows_layout(spec, ny, n, pos, length, mean, std)
     if n == 0:
         return X, ok
-    if pos is None:
-        pos = np.arange(ny * n, dtype="int64")
-    mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
-    std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
-    fused = (temp.dtype == np.float32 and prcp.dtype == np.float32 and corr.dtype == np.float32
-             and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
-    if not fused:
+    if not _compiled(spec, temp, prcp, corr):
         raw = _numpy_rows(spec, temp, prcp, days, flat, static, corr)
         fin = np.isfinite(raw).all(axis=1)
         z = ((raw.astype("float64") - mean) / std).astype("float32")
@@ -235,6 +226,28 @@ def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.
               np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
               ccols, np.ascontiguousarray(pos, dtype="int64"), mean, std, bool(zero_bad), X, ok)
     return X, ok
+
+
+def _compiled(spec: BlockSpec, *arrays: np.ndarray) -> bool:
+    """Whether the compiled passes build these rows: float32 climate and correction, no ablation-season
+    predictors (else numpy does, :func:`_numpy_rows`)."""
+    return (all(a.dtype == np.float32 for a in arrays)
+            and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
+
+
+def _rows_layout(spec: BlockSpec, ny: int, n: int, pos, length, mean, std, scratch: int = 0):
+    """The output of a feature pass: ``X`` (``length`` rows, default ``ny * n``; or ``scratch`` rows of a
+    compiled pass that applies the model itself), ``ok``, the row positions and the standardisation."""
+    rows = ny * n if length is None else int(length)
+    nf = len(spec.features)
+    if scratch:
+        X = np.empty((scratch, nf), dtype="float32")
+    else:
+        X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
+    pos = np.arange(ny * n, dtype="int64") if pos is None else np.ascontiguousarray(pos, dtype="int64")
+    mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
+    std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
+    return X, np.ones(rows, dtype=bool), pos, mean, std
 
 
 def _columns(spec: BlockSpec, static: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -351,36 +364,22 @@ def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarra
     model and returns ``(None, ok, prediction)``: the prediction of each row (float64, that of
     ``LinearModel.predict`` to the bit) without the feature matrix.
     """
-    if linear is not None and (not isinstance(climate, PixelClimate) or corr.dtype != np.float32
-                               or any(f in ("cpdd_ablation", "ablation_months") for f in spec.features)):
-        X, ok = assemble_climate(spec, climate, days, corr, static, pos=pos, length=length)
-        return None, ok, linear_predict(X, linear[0], linear[1])
-    if not isinstance(climate, PixelClimate):
-        temp, prcp = climate
-        return assemble_rows(spec, temp, prcp, days, corr, np.arange(temp.shape[-1], dtype="int64"), static, pos=pos,
-                             length=length, mean=mean, std=std, zero_bad=zero_bad)
-    ny, _, n = climate.shape
-    if corr.dtype != np.float32 or any(f in ("cpdd_ablation", "ablation_months") for f in spec.features):
-        temp, prcp = climate.materialise()
-        return assemble_rows(spec, temp, prcp, days, corr, np.arange(n, dtype="int64"), static, pos=pos,
-                             length=length, mean=mean, std=std, zero_bad=zero_bad)
-    rows = ny * n if length is None else int(length)
-    nf = len(spec.features)
+    if not isinstance(climate, PixelClimate) or not _compiled(spec, corr):  # the materialised climate
+        temp, prcp = climate.materialise() if isinstance(climate, PixelClimate) else climate
+        flat = np.arange(temp.shape[-1], dtype="int64")
+        if linear is not None:
+            X, ok = assemble_rows(spec, temp, prcp, days, corr, flat, static, pos=pos, length=length)
+            return None, ok, linear_predict(X, linear[0], linear[1])
+        return assemble_rows(spec, temp, prcp, days, corr, flat, static, pos=pos, length=length, mean=mean, std=std,
+                             zero_bad=zero_bad)
     from ._fused import CHUNK, fill_rows_cube
 
-    if linear is not None:
-        X = np.empty((CHUNK, nf), dtype="float32")  # a scratch line per pixel of a chunk
-        coef, intercept = np.ascontiguousarray(linear[0], dtype="float64"), float(linear[1])
-        pred = np.full(rows, np.nan)
-    else:
-        X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
-        coef, intercept, pred = np.zeros(0), 0.0, np.zeros(0)
-    ok = np.ones(rows, dtype=bool)
+    ny, _, n = climate.shape
+    X, ok, pos, mean, std = _rows_layout(spec, ny, n, pos, length, mean, std, scratch=CHUNK if linear else 0)
+    coef, intercept = (np.zeros(0), 0.0) if linear is None else (np.asarray(linear[0], "float64"), float(linear[1]))
+    pred = np.full(ok.size, np.nan) if linear is not None else np.zeros(0)
     if n == 0:
         return (None, ok, pred) if linear is not None else (X, ok)
-    pos = np.arange(ny * n, dtype="int64") if pos is None else np.ascontiguousarray(pos, dtype="int64")
-    mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
-    std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
     scols, table, ccols = _columns(spec, static, n)
     w = climate.weights
     fill_rows_cube(climate.t2m, climate.tp, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, climate.dz,
