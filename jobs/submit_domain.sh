@@ -18,13 +18,10 @@ CONFIG=${1:?usage: GROUPS_PER_TASK=G jobs/submit_domain.sh CONFIG.toml [sbatch o
 shift
 PER=${GROUPS_PER_TASK:-1}
 JOBS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PY=${GLACGRID_PYTHON:-}
-if [[ -z $PY && -x $JOBS/../.venv/bin/python ]]; then PY=$JOBS/../.venv/bin/python; fi
 if [[ -n ${GLACGRID_PYTHON:-} ]]; then GG=("$GLACGRID_PYTHON" -m glacgrid.cli)
 elif [[ -n ${GLACGRID:-} ]]; then GG=("$GLACGRID")
 elif command -v glacgrid >/dev/null; then GG=(glacgrid)
 else GG=("$JOBS/../.venv/bin/glacgrid"); fi
-if ! "${GG[@]}" domain-groups --help >/dev/null 2>&1; then GG=("${PY:-python3}" -m glacgrid.pipeline.domain_jobs); fi
 
 if [[ -n ${GLACGRID_PREPARE_ON_SLURM:-} ]]; then
     # shellcheck disable=SC2086

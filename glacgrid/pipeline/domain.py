@@ -9,7 +9,9 @@ packed in ``results.zarr``; ``glacgrid export`` rasterises them per glacier, per
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,8 @@ from .result import RunResult
 from .training import observed_years
 from .steps import Steps
 
-__all__ = ["run_domain", "build_domain", "domain_run_spec"]
+__all__ = ["run_domain", "build_domain", "domain_run_spec", "shared_stages", "domain_outputs", "observed_on",
+           "DomainStages"]
 
 
 def build_domain(cfg: RunConfig, work: Path, notes: list[str] | None = None) -> Domain:
@@ -70,12 +73,96 @@ def _slot_table(domain: Domain) -> pd.DataFrame:
                         index=pd.Index(g["glacier"].values, name="glacier"))
 
 
+def observed_on(cfg: RunConfig, domain: Domain) -> ObservedUnits:
+    """The observations of ``[observations]`` linked to the domain's glacier slots."""
+    o = cfg.observations
+    return observed_units(o.files, _slot_table(domain)["rgi_id"].tolist(), fmt=o.format, id_column=o.id_column,
+                          links=o.links)
+
+
 def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnits, run: DomainRun):
     notes, units, obs, years = observed_years(cfg, observed)
     gf = domain_glacier_features(domain, cube, np.asarray(observed.unit_of_outline)[1:], run, years)
     df = gf.to_dataframe().reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
     return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+
+
+@dataclass(frozen=True, eq=False)
+class DomainStages:
+    """What the shared stages of a domain run hand the simulation and the outputs.
+
+    Attributes
+    ----------
+    cube : Path
+        The ingested climate cube store.
+    domain : Domain
+    observed : ObservedUnits
+        The observations linked to the domain's glaciers.
+    model : object
+        The fitted model (its artifact is ``<output>/model``).
+    cv : CVResult
+    spec : DomainRun
+    notes : tuple of str
+    """
+
+    cube: Path
+    domain: Domain
+    observed: ObservedUnits
+    model: object
+    cv: object
+    spec: DomainRun
+    notes: tuple[str, ...] = ()
+
+    def model_for_workers(self, out: Path):
+        """The artifact the model stage wrote (each worker process loads it once; a fitted model object would
+        travel in every task's graph), or the model itself when there is none."""
+        return out / "model" if (out / "model" / "model.json").exists() else self.model
+
+
+def shared_stages(cfg: RunConfig, steps: Steps) -> DomainStages:
+    """ingest -> domain -> training features -> model: what a whole run and a prepared array run share."""
+    if cfg.geometry.surfaces:
+        raise ConfigError("[geometry] surfaces (dated DEMs interpolated in time) are not run on a glacier domain "
+                          f"yet; got {len(cfg.geometry.surfaces)} surface file(s) and a [domain] section. Remove "
+                          "[domain] to run them on the grid, or remove [geometry] surfaces for a static geometry.")
+    out = Path(cfg.output.directory)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    with steps.stage("ingest"):
+        cube_path = Path(ingest(list(cfg.climate.files), work / "cube.zarr", invariant=cfg.climate.invariant,
+                                variables=list(cfg.climate.variables)))
+    with steps.stage("domain"):
+        domain = build_domain(cfg, work, notes)
+        table = domain.table
+        empty = table.index[table["n_pixels"] == 0].tolist()
+        if empty:
+            notes.append(f"glaciers with no pixel on the grid (kept, reported with NaN): "
+                         f"{table.loc[empty, 'rgi_id'].tolist()}")
+    spec = domain_run_spec(cfg)
+    with steps.stage("features"):
+        observed = observed_on(cfg, domain)
+        train, train_notes = _training_table(cfg, domain, cube_mod.open_store(cube_path), observed, spec)
+        train.to_csv(out / "training_features.csv", index=False)
+    with steps.stage("model"):
+        model, cv = fit_model(cfg, train, out)
+    return DomainStages(cube_path, domain, observed, model, cv, spec, tuple(notes) + tuple(train_notes))
+
+
+def domain_outputs(cfg: RunConfig, domain: Domain, store: Path, cv, observed: ObservedUnits):
+    """The glacier log, tables and validation of a finished domain run (no PNG figures: their maps are
+    rasters); returns the :class:`~glacgrid.outputs.WrittenOutputs` and the note on isolated glaciers."""
+    out = Path(cfg.output.directory)
+    log = domain_log(store, domain, out / "glacier_log.csv")
+    notes = ()
+    if len(log):
+        notes = (f"{len(log)} glacier-year(s) of {log['glacier'].nunique()} glacier(s) isolated (values NaN, "
+                 f"failed = 1): see {out / 'glacier_log.csv'}",)
+    table = domain.table
+    results = cube_mod.open_store(store).sel(glacier=table.index.to_numpy())
+    no_figures = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, plot=False))
+    return write_outputs(no_figures, _Named(table), results, cv, observed, out), notes
 
 
 class _Named:
@@ -87,53 +174,15 @@ class _Named:
 
 def run_domain(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     """Run ``cfg`` (which has a ``[domain]`` section) on its glacier domain; the result of :func:`run`."""
-    if cfg.geometry.surfaces:
-        raise ConfigError("[geometry] surfaces (dated DEMs interpolated in time) are not run on a glacier domain "
-                          f"yet; got {len(cfg.geometry.surfaces)} surface file(s) and a [domain] section. Remove "
-                          "[domain] to run them on the grid, or remove [geometry] surfaces for a static geometry.")
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
     with Steps(progress, total=6) as steps:
-        with steps.stage("ingest"):
-            cube_path = ingest(list(cfg.climate.files), work / "cube.zarr", invariant=cfg.climate.invariant,
-                               variables=list(cfg.climate.variables))
-            cube = cube_mod.open_store(cube_path)
-        with steps.stage("domain"):
-            domain = build_domain(cfg, work, notes)
-            table = domain.table
-            empty = table.index[table["n_pixels"] == 0].tolist()
-            if empty:
-                notes.append(f"glaciers with no pixel on the grid (kept, reported with NaN): "
-                             f"{table.loc[empty, 'rgi_id'].tolist()}")
-        spec = domain_run_spec(cfg)
-        with steps.stage("features"):
-            o = cfg.observations
-            observed = observed_units(o.files, _slot_table(domain)["rgi_id"].tolist(), fmt=o.format,
-                                      id_column=o.id_column, links=o.links)
-            train, train_notes = _training_table(cfg, domain, cube, observed, spec)
-            train.to_csv(out / "training_features.csv", index=False)
-        with steps.stage("model"):
-            model, cv = fit_model(cfg, train, out)
-        with steps.stage(f"simulate ({cfg.mode}, {domain.n_groups} groups)"):
-            # the artifact written by the model stage: each worker process loads it once (a fitted model object
-            # would travel in every task's graph)
-            artifact = out / "model" if (out / "model" / "model.json").exists() else model
-            store = simulate_domain(domain, cube_path, artifact, out / "results.zarr", spec,
-                                    fingerprint=results_fingerprint(cfg, model))
-            log = domain_log(store, domain, out / "glacier_log.csv")
-        isolated = ()
-        if len(log):
-            isolated = (f"{len(log)} glacier-year(s) of {log['glacier'].nunique()} glacier(s) isolated (values "
-                        f"NaN, failed = 1): see {out / 'glacier_log.csv'}",)
+        st = shared_stages(cfg, steps)
+        with steps.stage(f"simulate ({cfg.mode}, {st.domain.n_groups} groups)"):
+            store = simulate_domain(st.domain, st.cube, st.model_for_workers(out), out / "results.zarr", st.spec,
+                                    fingerprint=results_fingerprint(cfg, st.model))
         with steps.stage("outputs"):
-            results = cube_mod.open_store(store).sel(glacier=table.index.to_numpy())
-            plain = cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
-                                     "output": type(cfg.output)(cfg.output.directory, False)})
-            written = write_outputs(plain, _Named(table), results, cv, observed, out)
+            written, isolated = domain_outputs(cfg, st.domain, store, st.cv, st.observed)
     timings = dict(steps.timings, total=time.perf_counter() - t_start)
-    return RunResult(cfg, out, written.glacier_years, written.validation, cv, timings,
-                     tuple(notes) + train_notes + isolated, written.files)
-
+    return RunResult(cfg, out, written.glacier_years, written.validation, st.cv, timings, st.notes + isolated,
+                     written.files)

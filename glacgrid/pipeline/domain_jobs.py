@@ -11,16 +11,14 @@
    validation from the complete store with the model and cross-validation of step 1 (nothing refitted);
    groups not done yet are an error that names them.
 
-``jobs/submit_domain.sh`` chains the three on Slurm. :func:`main` is the command line of these steps
-(``python -m glacgrid.pipeline.domain_jobs``) until ``glacgrid`` itself has them.
+``jobs/submit_domain.sh`` chains the three on Slurm.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,23 +27,19 @@ import numpy as np
 
 from .. import cube as cube_mod
 from ..atomic import atomic_path
-from ..config import RunConfig, config_digest, load_config
+from ..config import RunConfig, config_digest
 from ..domain import Domain, export, open_domain
-from ..exceptions import ConfigError, GlacgridError, InputDataError, StoreError
-from ..ingest import ingest
-from ..observations import observed_units
-from ..outputs import write_outputs
-from ..simulate import domain_log, results_fingerprint, simulate_domain
-from .domain import _Named, _slot_table, _training_table, build_domain, domain_run_spec
-from .model import fit_model
-from .run import RunResult
+from ..exceptions import ConfigError, InputDataError, StoreError
+from ..simulate import results_fingerprint, simulate_domain, years_done
+from .domain import domain_outputs, domain_run_spec, observed_on, shared_stages
+from .result import RunResult
+from .steps import Steps
 from .tiles import _load_cv
 
 __all__ = ["DomainJobs", "prepare_domain", "read_jobs", "run_domain_groups", "missing_groups", "finish_domain",
-           "parse_groups", "export_results", "main"]
+           "parse_groups", "export_results"]
 
 JOBS_FILE = "domain_jobs.json"
-_DONE = re.compile(r"group\[(\d+)\]:year\[(\d+):(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -108,12 +102,6 @@ def _need_domain(cfg: RunConfig) -> None:
                           "gridded run into tiles with `glacgrid tiles prepare`.")
 
 
-def _observed(cfg: RunConfig, domain: Domain):
-    o = cfg.observations
-    return observed_units(o.files, _slot_table(domain)["rgi_id"].tolist(), fmt=o.format, id_column=o.id_column,
-                          links=o.links)
-
-
 def prepare_domain(cfg: RunConfig) -> DomainJobs:
     """Run the shared stages of a domain run once; create the results template; write ``domain_jobs.json``.
 
@@ -141,34 +129,16 @@ def prepare_domain(cfg: RunConfig) -> DomainJobs:
             jobs = None
         if jobs is not None and jobs.config == chash and all(p.exists() for p in (jobs.domain, jobs.cube, jobs.store,
                                                                                    jobs.model, out / "cv.json")):
-            return DomainJobs(**{**jobs.__dict__, "timings": ()})
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    timings: list[tuple[str, float]] = []
-    notes: list[str] = []
-    t = time.perf_counter()
-    cube_path = Path(ingest(list(cfg.climate.files), work / "cube.zarr", invariant=cfg.climate.invariant,
-                            variables=list(cfg.climate.variables)))
-    timings.append(("ingest", time.perf_counter() - t))
-    t = time.perf_counter()
-    domain = build_domain(cfg, work, notes)
-    timings.append(("domain", time.perf_counter() - t))
-    t = time.perf_counter()
-    spec = domain_run_spec(cfg)
-    observed = _observed(cfg, domain)
-    train, train_notes = _training_table(cfg, domain, cube_mod.open_store(cube_path), observed, spec)
-    train.to_csv(out / "training_features.csv", index=False)
-    timings.append(("features", time.perf_counter() - t))
-    t = time.perf_counter()
-    model, _ = fit_model(cfg, train, out)
-    timings.append(("model", time.perf_counter() - t))
-    fingerprint = results_fingerprint(cfg, model)
+            return dataclasses.replace(jobs, timings=())
+    steps = Steps(False)
+    st = shared_stages(cfg, steps)
+    fingerprint = results_fingerprint(cfg, st.model)
     store = out / "results.zarr"
-    simulate_domain(domain, cube_path, model, store, spec, fingerprint=fingerprint, groups=[])  # the template
-    table = domain.table
-    jobs = DomainJobs(domain.n_groups, Path(domain.path), cube_path, store, out / "model", fingerprint, chash,
-                      int((table["n_pixels"] > 0).sum()), int(table["n_pixels"].sum()),
-                      tuple(notes) + tuple(train_notes), tuple(timings))
+    simulate_domain(st.domain, st.cube, st.model, store, st.spec, fingerprint=fingerprint, groups=[])  # the template
+    table = st.domain.table
+    jobs = DomainJobs(st.domain.n_groups, Path(st.domain.path), st.cube, store, out / "model", fingerprint, chash,
+                      int((table["n_pixels"] > 0).sum()), int(table["n_pixels"].sum()), st.notes,
+                      tuple(steps.timings.items()))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(jobs.to_dict(), indent=1), encoding="utf-8")
     return jobs
@@ -210,13 +180,8 @@ def parse_groups(text: str, n_groups: int) -> range:
 
 
 def _done_years(store: Path, n_groups: int, n_years: int) -> np.ndarray:
-    """Per group, the number of its years marked done in ``store``."""
-    done = np.zeros(n_groups, dtype="int64")
-    for key in cube_mod.completed_regions(store):
-        m = _DONE.fullmatch(key)
-        if m and int(m.group(1)) < n_groups:
-            done[int(m.group(1))] += int(m.group(3)) - int(m.group(2))
-    return np.minimum(done, n_years)
+    """Per group, the number of its years marked done in ``store`` (at most ``n_years``)."""
+    return np.minimum(years_done(store, n_groups), n_years)
 
 
 def _empty_groups(domain: Domain) -> np.ndarray:
@@ -308,20 +273,11 @@ def finish_domain(cfg: RunConfig) -> RunResult:
                          "jobs/submit_domain.sh CONFIG: done groups and years are kept.")
     out = Path(cfg.output.directory)
     domain = open_domain(jobs.domain)
-    table = domain.table
-    log = domain_log(jobs.store, domain, out / "glacier_log.csv")
-    observed = _observed(cfg, domain)
     cv = _load_cv(out / "cv.json")
-    results = cube_mod.open_store(jobs.store).sel(glacier=table.index.to_numpy())
-    plain = cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
-                             "output": type(cfg.output)(cfg.output.directory, False)})
-    written = write_outputs(plain, _Named(table), results, cv, observed, out)
-    notes = list(jobs.notes) + [f"domain run: {jobs.n_groups} groups in {jobs.store}"]
-    if len(log):
-        notes.append(f"{len(log)} glacier-year(s) of {log['glacier'].nunique()} glacier(s) isolated (values NaN, "
-                     f"failed = 1): see {out / 'glacier_log.csv'}")
-    return RunResult(cfg, out, written.glacier_years, written.validation, cv,
-                     {"outputs": time.perf_counter() - t0}, tuple(notes), written.files)
+    written, isolated = domain_outputs(cfg, domain, jobs.store, cv, observed_on(cfg, domain))
+    notes = jobs.notes + (f"domain run: {jobs.n_groups} groups in {jobs.store}",) + isolated
+    return RunResult(cfg, out, written.glacier_years, written.validation, cv, {"outputs": time.perf_counter() - t0},
+                     notes, written.files)
 
 
 def export_results(results: str | Path, domain: str | Path, out: str | Path, *, by: str = "glacier",
@@ -349,67 +305,3 @@ def export_results(results: str | Path, domain: str | Path, out: str | Path, *, 
     if variables is None:
         variables = [v for v in ("smb", "thickness") if v in res]
     return export(res, open_domain(domain), out, variables=tuple(variables), by=by, years=years)
-
-
-# --------------------------------------------------------------------------- command line
-def main(argv: list[str] | None = None) -> int:
-    """``python -m glacgrid.pipeline.domain_jobs {domain-groups,run,domain-finish,domain-missing,export} ...``.
-
-    The same arguments as the ``glacgrid`` verbs: ``domain-groups CONFIG`` (prints the number of groups),
-    ``run CONFIG --groups a:b [--cluster threads|sync]``, ``domain-finish CONFIG``, ``domain-missing CONFIG``
-    (the missing groups, comma-separated) and ``export RESULTS DOMAIN OUT --by glacier|zone``. Returns the exit status.
-    """
-    p = argparse.ArgumentParser(prog="python -m glacgrid.pipeline.domain_jobs")
-    sub = p.add_subparsers(dest="verb", required=True)
-    sub.add_parser("domain-groups").add_argument("config", type=Path)
-    r = sub.add_parser("run")
-    r.add_argument("config", type=Path)
-    r.add_argument("--groups", required=True)
-    r.add_argument("--cluster", default="threads", choices=("threads", "sync"),
-                   help="dask's threaded scheduler (with the task's cores) or one thread")
-    r.add_argument("--no-progress", action="store_true", help="accepted for the glacgrid verb's sake")
-    sub.add_parser("domain-finish").add_argument("config", type=Path)
-    sub.add_parser("domain-missing").add_argument("config", type=Path)
-    e = sub.add_parser("export")
-    for name in ("results", "domain", "out"):
-        e.add_argument(name, type=Path)
-    e.add_argument("--by", default="glacier", choices=("glacier", "zone"))
-    a = p.parse_args(argv)
-    try:
-        if a.verb == "export":
-            files = export_results(a.results, a.domain, a.out, by=a.by)
-            print(f"wrote {len(files)} GeoTIFF(s) into {a.out}")
-            return 0
-        cfg = load_config(a.config)
-        if a.verb == "domain-groups":
-            jobs = prepare_domain(cfg)
-            for name, sec in jobs.timings:
-                print(f"# {name}: {sec:.1f} s", file=sys.stderr)
-            print(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels", file=sys.stderr)
-            print(jobs.n_groups)
-        elif a.verb == "run":
-            import os
-
-            import dask
-
-            workers = int(os.environ.get("SLURM_CPUS_PER_TASK", cfg.cluster.n_workers * cfg.cluster.threads_per_worker))
-            with dask.config.set(scheduler="threads" if a.cluster == "threads" else "sync", num_workers=workers):
-                rep = run_domain_groups(cfg, a.groups)
-            g = rep["groups"]
-            print(f"groups {g[0]}:{g[-1] + 1}: {rep['pixels']} pixels, {rep['years']} group-years computed, "
-                  f"{rep['resumed_years']} found done, {rep['seconds']:.1f} s")
-        elif a.verb == "domain-missing":
-            print(",".join(map(str, missing_groups(cfg))))
-        else:
-            result = finish_domain(cfg)
-            print(f"wrote {len(result.glacier_years)} glacier-years into {result.output}")
-            for note in result.notes:
-                print(f"note: {note}")
-    except GlacgridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

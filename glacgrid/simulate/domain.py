@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from ..units import M2_PER_KM2, M3_PER_KM3
 from ._step import NAN_REASON
 
 __all__ = ["DomainRun", "simulate_domain", "domain_results_template", "domain_log", "REASONS",
-           "domain_glacier_features"]
+           "domain_glacier_features", "years_done"]
 
 #: The failure reasons of the ``failure`` code (position = code; 0 = fine).
 REASONS = ("", "no pixel on the grid", "no initial ice thickness", *(c.reason for c in PIXEL_CHECKS), NAN_REASON)
@@ -135,6 +136,19 @@ def domain_results_template(domain: Domain, run: DomainRun, fingerprint: str, *,
 
 def _key(k: int, i0: int, i1: int) -> str:
     return f"group[{k}]:year[{i0}:{i1}]"
+
+
+_KEY = re.compile(r"group\[(\d+)\]:year\[(\d+):(\d+)\]")
+
+
+def years_done(store: str | Path, n_groups: int) -> np.ndarray:
+    """Per group of a domain results store, how many of its years are written and marked done."""
+    done = np.zeros(n_groups, dtype="int64")
+    for key in cube_mod.completed_regions(store):
+        m = _KEY.fullmatch(key)
+        if m and int(m.group(1)) < n_groups:
+            done[int(m.group(1))] += int(m.group(3)) - int(m.group(2))
+    return done
 
 
 def _open_store(domain: Domain, run: DomainRun, store: Path, fingerprint: str, spread: bool) -> None:
