@@ -66,9 +66,25 @@ def _pixel_xy(domain: Domain, gid: np.ndarray, row: np.ndarray, col: np.ndarray)
     return tr[:, 2] + tr[:, 0] * (col + 0.5), tr[:, 5] + tr[:, 4] * (row + 0.5)
 
 
-def _resolutions(domain: Domain, epsg: int) -> np.ndarray:
-    """The pixel sizes of the glaciers of ``epsg``, one per glacier slot (m or degrees)."""
+def _resolutions(domain: Domain) -> np.ndarray:
+    """The pixel size of each glacier slot's window (m or degrees)."""
     return np.round(domain.glaciers["transform"].values[:, 0], 9)
+
+
+def _zone_positions(domain: Domain, epsg: int, res: float | None = None):
+    """The union grid of a zone (its glaciers of resolution ``res`` when given) and, for the domain's pixels
+    on it, their positions in the domain and their rows and columns on that grid."""
+    target = _zone_grid(domain, epsg, res)
+    pix = domain.pixels[["glacier_id", "row", "col"]].compute()
+    gid = pix["glacier_id"].values
+    real = np.flatnonzero(gid > 0)
+    mine = domain.glaciers["epsg"].values == epsg
+    if res is not None:
+        mine &= _resolutions(domain) == round(float(res), 9)
+    real = real[mine[gid[real] - 1]]
+    x, y = _pixel_xy(domain, gid[real], pix["row"].values[real].astype("int64"), pix["col"].values[real].astype("int64"))
+    a, _, c, _, e, f = target.transform
+    return target, real, np.round((y - f) / e - 0.5).astype("int64"), np.round((x - c) / a - 0.5).astype("int64")
 
 
 def _zone_grid(domain: Domain, epsg: int, res: float | None = None) -> TargetGrid:
@@ -77,7 +93,7 @@ def _zone_grid(domain: Domain, epsg: int, res: float | None = None) -> TargetGri
     g = domain.glaciers
     sel = (g["epsg"].values == epsg) & (g["n_pixels"].values > 0)
     if res is not None:
-        sel &= _resolutions(domain, epsg) == round(float(res), 9)
+        sel &= _resolutions(domain) == round(float(res), 9)
     if not sel.any():
         raise InputDataError(f"No glacier in EPSG:{epsg} in {domain.path}; zones present: "
                              f"{sorted(set(g['epsg'].values[g['n_pixels'].values > 0].tolist()))}.")
@@ -144,23 +160,18 @@ def rasterise(values, domain: Domain, *, glacier=None, epsg: int | None = None, 
         out = np.full(data.shape[:-1] + (ny, nx), fill, dtype=np.result_type(data.dtype, np.float32))
         out[..., rc["row"].values, rc["col"].values] = data
         return _da(out, lead, coords, target, name)
+    data, lead, coords = _values(values, domain)
+    dtype = np.result_type(data.dtype, np.float32)
+    if epsg is not None:
+        target, at, rr, cc = _zone_positions(domain, int(epsg))
+        out = np.full(data.shape[:-1] + target.shape, fill, dtype=dtype)
+        out[..., rr, cc] = data[..., at]
+        return _da(out, lead, coords, target, name)
     pix = domain.pixels[["glacier_id", "row", "col"]].compute()
     gid = pix["glacier_id"].values
     real = np.flatnonzero(gid > 0)
     gid, row, col = gid[real], pix["row"].values[real].astype("int64"), pix["col"].values[real].astype("int64")
-    data, lead, coords = _values(values, domain)
-    data = data[..., real]
-    dtype = np.result_type(data.dtype, np.float32)
-    if epsg is not None:
-        target = _zone_grid(domain, int(epsg))
-        sel = g["epsg"].values[gid - 1] == int(epsg)
-        x, y = _pixel_xy(domain, gid[sel], row[sel], col[sel])
-        a, _, c, _, e, f = target.transform
-        cc, rr = np.round((x - c) / a - 0.5).astype("int64"), np.round((y - f) / e - 0.5).astype("int64")
-        out = np.full(data.shape[:-1] + target.shape, fill, dtype=dtype)
-        out[..., rr, cc] = data[..., sel]
-        return _da(out, lead, coords, target, name)
-    return _da(_onto_grid(domain, data, gid, row, col, grid, fill, dtype), lead, coords, grid, name)
+    return _da(_onto_grid(domain, data[..., real], gid, row, col, grid, fill, dtype), lead, coords, grid, name)
 
 
 def _onto_grid(domain: Domain, data, gid, row, col, grid: TargetGrid, fill, dtype) -> np.ndarray:
@@ -262,7 +273,7 @@ def export(results: xr.Dataset, domain: Domain, out_dir: str | os.PathLike, *,
                 present = domain.glaciers["n_pixels"].values > 0
                 eps = domain.glaciers["epsg"].values[present]
                 for code in np.unique(eps):  # one file per zone (and per resolution where a zone has several)
-                    res = np.unique(_resolutions(domain, int(code))[present][eps == code])
+                    res = np.unique(_resolutions(domain)[present][eps == code])
                     for r in res:
                         tag = f"_{r:g}m" if res.size > 1 else ""
                         written.append(_export_zone(one, domain, int(code), r,
@@ -279,15 +290,7 @@ def _export_zone(one: xr.DataArray, domain: Domain, epsg: int, res: float, path:
     is hundreds of millions of pixels)."""
     import rasterio
 
-    target = _zone_grid(domain, epsg, res)
-    pix = domain.pixels[["glacier_id", "row", "col"]].compute()
-    gid = pix["glacier_id"].values
-    real = np.flatnonzero(gid > 0)
-    mine = (domain.glaciers["epsg"].values == epsg) & (_resolutions(domain, epsg) == round(float(res), 9))
-    real = real[mine[gid[real] - 1]]
-    x, y = _pixel_xy(domain, gid[real], pix["row"].values[real].astype("int64"), pix["col"].values[real].astype("int64"))
-    a, _, c, _, e, f = target.transform
-    cc, rr = np.round((x - c) / a - 0.5).astype("int64"), np.round((y - f) / e - 0.5).astype("int64")
+    target, real, rr, cc = _zone_positions(domain, epsg, res)
     ny, nx = target.shape
     key = (rr // tile) * (-(-nx // tile)) + cc // tile  # the tile of each pixel
     order = np.argsort(key, kind="stable")
