@@ -33,9 +33,10 @@ DOMAIN = SHARED / "alps-domain.zarr"
 T0 = 273.15
 
 
-def _vmhwm_mb() -> float:
+def status_mb(field: str = "VmHWM") -> float:
+    """A memory field of this process from /proc/self/status (VmHWM: peak resident, VmRSS: now), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -47,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from domain_floor import status_mb  # noqa: E402
 ALPS = REPO.parent / "shared" / "data" / "alps"
 MOSAIC = Path("/tmp/glacgrid-shared/alps")
 SMALL = (32630, 32634)
@@ -138,12 +139,6 @@ def windows(gid_da, chunk: int) -> list[tuple[slice, slice, np.ndarray]]:
 
 
 # --------------------------------------------------------------------------- one contender (child)
-def _vmhwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
 
 def run_child(which: str, zones: tuple[int, ...], mosaic: Path, chunk: int) -> dict:
     import dask
@@ -225,7 +220,7 @@ def run_child(which: str, zones: tuple[int, ...], mosaic: Path, chunk: int) -> d
         print(f"  [{which}] EPSG:{epsg}: {len(wins)} window(s), {z['window_pixels'] / 1e6:.1f} M px, "
               f"{z['glaciers']} glaciers, {z['step_s']:.1f} s (delta-h {z['deltah_s']:.1f} s)", file=sys.stderr)
     res["failure_reasons"] = dict(reasons)
-    res["peak_rss_mb"] = _vmhwm_mb()
+    res["peak_rss_mb"] = status_mb("VmHWM")
     return res
 
 
@@ -309,12 +304,6 @@ def instrument_domain_engine() -> PartTimer:
     return timer
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
 
 def run_domain_child(domain_path: Path, cube_path: Path, threads: int, tmp: Path) -> dict:
     """One annual evolve step of every glacier of the domain with simulate_domain (timed after a warm-up)."""
@@ -332,12 +321,12 @@ def run_domain_child(domain_path: Path, cube_path: Path, threads: int, tmp: Path
     # warm-up on the last group (imports done on first use, numba kernels loaded from their cache)
     simulate_domain(dom, cube_path, model, tmp / "warm.zarr", run, groups=[dom.n_groups - 1])
     timer.reset()
-    rss0 = _status_mb("VmRSS")
+    rss0 = status_mb("VmRSS")
     store = tmp / "results.zarr"
     t0 = time.perf_counter()
     simulate_domain(dom, cube_path, model, store, run)
     step_s = time.perf_counter() - t0
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     parts = dict(timer.seconds)
     # the same run over three years: what each year after the first costs (the domain and the climate
     # windows are read, and the weights computed, once per group task)
@@ -399,7 +388,7 @@ def run_floor_child(domain_path: Path, cube_path: Path, tmp: Path, repeats: int 
     coef, icpt = np.asarray(model.coef_, dtype="float64"), float(model.intercept_)
     args = (packed, packed.thickness, packed.surface, clim, coef, icpt, DownscaleParams(), GeometryParams())
     floor.floor_year(*args)  # compile / load the kernels
-    rss0 = _status_mb("VmRSS")
+    rss0 = status_mb("VmRSS")
     times, parts = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -416,7 +405,7 @@ def run_floor_child(domain_path: Path, cube_path: Path, tmp: Path, repeats: int 
     unmet = float(np.nansum(rep["volume_change_unmet"].values))
     dv = float(((out["h"] - packed.thickness) * packed.area).sum())
     return {"step_s": float(np.median(times)), "times_s": times, "smb_s": parts[best][0], "deltah_s": parts[best][1],
-            "glacier_pixels": packed.n, "glaciers": int(packed.glacier.size), "peak_rss_mb": _status_mb("VmHWM"),
+            "glacier_pixels": packed.n, "glaciers": int(packed.glacier.size), "peak_rss_mb": status_mb("VmHWM"),
             "rss_before_mb": rss0, "dV_m3": dv, "target_m3": target, "unmet_m3": unmet,
             "disappeared": int(rep["disappeared"].values.sum())}
 

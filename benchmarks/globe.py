@@ -47,14 +47,10 @@ ARGS.add_argument("--child", help=argparse.SUPPRESS)  # internal: JSON of a one-
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from domain_floor import status_mb  # noqa: E402
 FIRST_YEAR = 2001
 
-
-def _vmhwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(spec: dict) -> None:
@@ -68,7 +64,7 @@ def child(spec: dict) -> None:
 
     dom = open_domain(spec["domain"])
     model = domain_model()
-    out = {"base_mb": _vmhwm_mb()}
+    out = {"base_mb": status_mb("VmHWM")}
     if spec["group"] is not None:
         years = np.arange(FIRST_YEAR, FIRST_YEAR + spec["years"])
         run = DomainRun(spec["mode"], years, DOMAIN_FEATURES)
@@ -76,7 +72,7 @@ def child(spec: dict) -> None:
         with dask.config.set(scheduler="sync"):
             simulate_domain(dom, spec["cube"], model, spec["store"], run, groups=[spec["group"]])
         out["seconds"] = time.perf_counter() - t0
-    out["vmhwm_mb"] = _vmhwm_mb()
+    out["vmhwm_mb"] = status_mb("VmHWM")
     print("CHILD " + json.dumps(out))
 
 

@@ -40,16 +40,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from domain_floor import status_mb  # noqa: E402
 
 LAST_YEAR = 2015
 from evolve import FEATURES, fit_model, instrument_domain_engine  # noqa: E402
 
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def fit_ann(seed: int = 0, epochs: int = 5):
@@ -73,11 +68,11 @@ def run_engine(domain_path: Path, cube_path: Path, model, years: np.ndarray, thr
     run = DomainRun("reconstruct", years, FEATURES, year_batch=year_batch)
     simulate_domain(dom, cube_path, model, tmp / "warm.zarr", run, groups=[dom.n_groups - 1])  # warm-up
     timer.reset()
-    rss0 = _status_mb("VmRSS")
+    rss0 = status_mb("VmRSS")
     t0 = time.perf_counter()
     simulate_domain(dom, cube_path, model, tmp / "results.zarr", run)
     seconds = time.perf_counter() - t0
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     npx = int(dom.glaciers["n_pixels"].values.sum())
     from glacgrid.cube import open_store
 
@@ -102,7 +97,7 @@ def run_floor(domain_path: Path, cube_path: Path, repeats: int = 3) -> dict:
     model = fit_model()
     coef, icpt = np.asarray(model.coef_, dtype="float64"), float(model.intercept_)
     floor.floor_smb(p, p.thickness, p.surface, clim, coef, icpt, False, DownscaleParams())  # compile / load
-    rss0 = _status_mb("VmRSS")
+    rss0 = status_mb("VmRSS")
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -111,7 +106,7 @@ def run_floor(domain_path: Path, cube_path: Path, repeats: int = 3) -> dict:
     ny = clim["t2m"].shape[0]
     s = float(np.median(times))
     return {"seconds": s, "times_s": times, "pixels": p.n, "years": ny, "pixel_years_per_s": p.n * ny / s,
-            "peak_rss_mb": _status_mb("VmHWM"), "rss_before_mb": rss0, "mean_smb_glacier": float(np.nanmean(gl))}
+            "peak_rss_mb": status_mb("VmHWM"), "rss_before_mb": rss0, "mean_smb_glacier": float(np.nanmean(gl))}
 
 
 def feature_matrix(dom, cube, model, years: np.ndarray, inputs: list | None = None) -> np.ndarray:
@@ -180,7 +175,7 @@ def run_bare(domain_path: Path, cube_path: Path, model_dir: Path, years: np.ndar
             out[i0:i0 + batch] = net(tensor[i0:i0 + batch]).squeeze(1).numpy()
 
     run(0)  # torch's first call
-    rss0 = _status_mb("VmRSS")
+    rss0 = status_mb("VmRSS")
     t0 = time.perf_counter()
     for i0 in range(0, X.shape[0], batch):
         run(i0)
@@ -192,7 +187,7 @@ def run_bare(domain_path: Path, cube_path: Path, model_dir: Path, years: np.ndar
         pixel_smb(model, climate, days, corr, static, spec, key=key)
     inference_s = time.perf_counter() - t0
     return {"seconds": seconds, "inference_s": inference_s, "rows": int(X.shape[0]), "rows_per_s": X.shape[0] / seconds,
-            "peak_rss_mb": _status_mb("VmHWM"), "rss_before_mb": rss0,
+            "peak_rss_mb": status_mb("VmHWM"), "rss_before_mb": rss0,
             "mean_smb": float((out.astype("float64") * model.norm_["y_std"] + model.norm_["y_mean"]).mean())}
 
 
