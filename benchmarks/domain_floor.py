@@ -2,7 +2,7 @@
 
 - :func:`ensure_domain`: the Alps glacier domain (:func:`glacgrid.domain.domain_from_tiles` from
   ``../shared/data/alps``), built once and cached in ``/tmp/glacgrid-shared/alps-domain.zarr``.
-- :func:`synthetic_cube` / :func:`ensure_cube`: the seeded synthetic ERA5-Land-like monthly cube of
+- :func:`ensure_cube`: the seeded synthetic ERA5-Land-like monthly cube (`glacgrid.testing.synthetic_cube`) of
   ``evolve.climate_cube`` (``t2m`` K, ``tp`` kg m-2, ``orog`` m at 0.1 degree) over a lon/lat box, for any
   number of hydrological years, written once to a Zarr store.
 - :func:`replicate`: a domain store holding the groups of a domain ``k`` times (glacier ids renumbered):
@@ -55,49 +55,18 @@ def ensure_domain(path: Path = DOMAIN):
         return dom
 
 
-def box(lons: np.ndarray, lats: np.ndarray) -> tuple[float, float, float, float]:
-    """The 0.1-degree box (0.2 degree margin) around points: lon0, lon1, lat0, lat1."""
-    return (float(np.floor(np.nanmin(lons) * 10) / 10 - 0.2), float(np.ceil(np.nanmax(lons) * 10) / 10 + 0.2),
-            float(np.floor(np.nanmin(lats) * 10) / 10 - 0.2), float(np.ceil(np.nanmax(lats) * 10) / 10 + 0.2))
-
-
-def synthetic_cube(bounds: tuple[float, float, float, float], first_year: int, n_years: int = 1, seed: int = 0):
-    """Seeded synthetic monthly cube of hydrological years ``first_year .. first_year + n_years - 1``.
-
-    t2m (K) = a warm seasonal cycle - 0.6 K per degree north - 6.5 K km-1 x orog + noise; tp (kg m-2) gamma
-    noise growing with orog; orog (m) smooth relief + noise. One year gives ``evolve.climate_cube``'s values.
-    """
-    import pandas as pd
-    import xarray as xr
-
-    lon0, lon1, lat0, lat1 = bounds
-    lon = np.round(np.arange(lon0, lon1 + 1e-9, 0.1), 4)
-    lat = np.round(np.arange(lat0, lat1 + 1e-9, 0.1), 4)
-    time_ = pd.date_range(f"{first_year - 1}-10-01", periods=12 * n_years, freq="MS")
-    rng = np.random.default_rng(seed)
-    la, lo = np.meshgrid(lat, lon, indexing="ij")
-    orog = 1100.0 + 700.0 * np.sin(lo * 0.9) * np.cos(la * 1.3) + rng.normal(0, 80, la.shape)
-    month = time_.month.to_numpy()
-    t_sl = 12.5 + 10.5 * np.cos(2 * np.pi * (month - 7) / 12) + 3.0  # degC at sea level (a warm year)
-    t2m = (t_sl[:, None, None] - 0.6 * (la - 45.0) - 0.0065 * orog
-           + rng.normal(0, 0.7, (time_.size, *la.shape)) + T0)
-    tp = rng.gamma(4.0, 30.0, (time_.size, *la.shape)) * (1.0 + orog / 3000.0)
-    return xr.Dataset({"t2m": (("time", "lat", "lon"), t2m.astype("float32"), {"units": "K"}),
-                       "tp": (("time", "lat", "lon"), tp.astype("float32"), {"units": "kg m-2"}),
-                       "orog": (("lat", "lon"), orog.astype("float32"), {"units": "m"})},
-                      coords={"time": time_, "lat": lat, "lon": lon})
-
-
 def ensure_cube(domain, first_year: int, n_years: int, seed: int = 0) -> Path:
     """The synthetic cube over the domain's pixels written (once) to ``/tmp/glacgrid-shared``."""
     import xarray as xr
+
+    from glacgrid.testing import climate_box, synthetic_cube
 
     path = SHARED / f"alps-domain-cube-{first_year}-{n_years}-{seed}.zarr"
     if path.exists():
         return path
     px = domain.pixels[["lon", "lat", "glacier_id"]].compute()
     real = px["glacier_id"].values > 0
-    cube = synthetic_cube(box(px["lon"].values[real], px["lat"].values[real]), first_year, n_years, seed)
+    cube = synthetic_cube(climate_box(px["lon"].values[real], px["lat"].values[real]), first_year, n_years, seed)
     tmp = path.with_name(path.name + ".tmp")
     cube.chunk({"time": 12}).to_zarr(tmp, mode="w", consolidated=True)
     xr.open_zarr(tmp).close()

@@ -86,7 +86,7 @@ def climate_cube(grids, seed: int = 0):
     """Synthetic ERA5-Land-like monthly cube for hydrological year YEAR over the grids (t2m K, tp kg m-2, orog m)."""
     from pyproj import Transformer
 
-    from domain_floor import box, synthetic_cube
+    from glacgrid.testing import climate_box, synthetic_cube
 
     lons, lats = [], []
     for g in grids:  # the outer ring of every grid, in lon/lat
@@ -95,7 +95,7 @@ def climate_cube(grids, seed: int = 0):
         lo, la = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform(ring_x, ring_y)
         lons.append(lo)
         lats.append(la)
-    return synthetic_cube(box(np.concatenate(lons), np.concatenate(lats)), YEAR, 1, seed)
+    return synthetic_cube(climate_box(np.concatenate(lons), np.concatenate(lats)), YEAR, 1, seed)
 
 
 def fit_model(seed: int = 0):

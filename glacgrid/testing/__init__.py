@@ -6,7 +6,7 @@ observations from a known temperature-index model); see :mod:`glacgrid.testing._
 """
 
 from ._alps import write_alps_climate
-from ._domain import DOMAIN_FEATURES, domain_cube, domain_model
+from ._domain import DOMAIN_FEATURES, climate_box, domain_cube, domain_model, synthetic_cube
 from ._globe import RGI6_REGIONS, glacier_windows, global_cube, global_domain, global_inventory
 from ._demo import SIZES as DEMO_SIZES
 from ._demo import prepare_demo
@@ -15,5 +15,5 @@ from ._support import DATA, HEF, REPO, ComputeCounter, raise_if_dask_computes, r
 
 __all__ = ["TruthParams", "SyntheticRegion", "build_region", "write_config", "truth_smb", "prepare_demo", "DEMO_SIZES",
            "REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "write_alps_climate",
-           "DOMAIN_FEATURES", "domain_cube", "domain_model", "RGI6_REGIONS", "glacier_windows", "global_cube",
+           "DOMAIN_FEATURES", "climate_box", "synthetic_cube", "domain_cube", "domain_model", "RGI6_REGIONS", "glacier_windows", "global_cube",
            "global_domain", "global_inventory"]

@@ -8,43 +8,59 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["DOMAIN_FEATURES", "domain_cube", "domain_model"]
+from ..units import T0
+
+__all__ = ["DOMAIN_FEATURES", "climate_box", "synthetic_cube", "domain_cube", "domain_model"]
 
 #: Features of the synthetic domain model: climate, topography, glacier constants and position.
 DOMAIN_FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "area", "slope", "lat",
                    "lon", "aspect_cos", "aspect_sin")
 
 
-def domain_cube(lon: np.ndarray, lat: np.ndarray, store: str | Path, *, start: int, end: int, seed: int = 0,
-                warming: float = 0.0, resolution: float = 0.1) -> Path:
-    """A monthly cube (``t2m`` K, ``tp`` kg m-2 per month, ``orog`` m) at ``resolution`` degrees around the
-    points ``lon``/``lat`` for the hydrological years ``start..end`` (north), written to the Zarr ``store``.
+def climate_box(lons: np.ndarray, lats: np.ndarray, resolution: float = 0.1) -> tuple[float, float, float, float]:
+    """``(lon0, lon1, lat0, lat1)``: the cells of ``resolution`` degrees around points, two cells of margin."""
+    k = 1.0 / resolution
+    return (float(np.floor(np.nanmin(lons) * k) / k - 2 * resolution),
+            float(np.ceil(np.nanmax(lons) * k) / k + 2 * resolution),
+            float(np.floor(np.nanmin(lats) * k) / k - 2 * resolution),
+            float(np.ceil(np.nanmax(lats) * k) / k + 2 * resolution))
 
-    Temperature falls 0.6 K per degree of latitude and 6.5 K km-1 with the synthetic orography, with a
+
+def synthetic_cube(bounds: tuple[float, float, float, float], first_year: int, n_years: int = 1, seed: int = 0, *,
+                   warming: float = 0.0, resolution: float = 0.1) -> xr.Dataset:
+    """A seeded monthly cube (``t2m`` K, ``tp`` kg m-2 per month, ``orog`` m) on ``bounds`` (:func:`climate_box`)
+    for ``n_years`` hydrological years from ``first_year`` (north).
+
+    Temperature falls 0.6 K per degree of latitude and 6.5 K km-1 with the synthetic orography, with a warm
     seasonal cycle, noise and ``warming`` K per year; precipitation is gamma-distributed and grows with the
     orography.
     """
-    lon, lat = np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
-    lon0, lon1 = np.floor(lon.min() / resolution) * resolution - 2 * resolution, np.ceil(lon.max() / resolution) * resolution + 2 * resolution
-    lat0, lat1 = np.floor(lat.min() / resolution) * resolution - 2 * resolution, np.ceil(lat.max() / resolution) * resolution + 2 * resolution
-    glon = np.round(np.arange(lon0, lon1 + 1e-9, resolution), 6)
-    glat = np.round(np.arange(lat0, lat1 + 1e-9, resolution), 6)
-    time = pd.date_range(f"{start - 1}-10-01", periods=12 * (end - start + 1), freq="MS")
+    lon0, lon1, lat0, lat1 = bounds
+    lon = np.round(np.arange(lon0, lon1 + 1e-9, resolution), 6)
+    lat = np.round(np.arange(lat0, lat1 + 1e-9, resolution), 6)
+    time = pd.date_range(f"{first_year - 1}-10-01", periods=12 * n_years, freq="MS")
     rng = np.random.default_rng(seed)
-    la, lo = np.meshgrid(glat, glon, indexing="ij")
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
     orog = 1100.0 + 700.0 * np.sin(lo * 0.9) * np.cos(la * 1.3) + rng.normal(0, 80, la.shape)
     month = time.month.to_numpy()
-    trend = warming * (np.arange(time.size) / 12.0)
-    t_sl = 12.5 + 10.5 * np.cos(2 * np.pi * (month - 7) / 12) + 3.0 + trend
+    t_sl = 12.5 + 10.5 * np.cos(2 * np.pi * (month - 7) / 12) + 3.0 + warming * (np.arange(time.size) / 12.0)
     t2m = (t_sl[:, None, None] - 0.6 * (la - 45.0) - 0.0065 * orog + rng.normal(0, 0.7, (time.size, *la.shape))
-           + 273.15)
+           + T0)
     tp = rng.gamma(4.0, 30.0, (time.size, *la.shape)) * (1.0 + orog / 3000.0)
-    ds = xr.Dataset({"t2m": (("time", "lat", "lon"), t2m.astype("float32"), {"units": "K"}),
-                     "tp": (("time", "lat", "lon"), tp.astype("float32"), {"units": "kg m-2"}),
-                     "orog": (("lat", "lon"), orog.astype("float32"), {"units": "m"})},
-                    coords={"time": time, "lat": glat, "lon": glon})
+    return xr.Dataset({"t2m": (("time", "lat", "lon"), t2m.astype("float32"), {"units": "K"}),
+                       "tp": (("time", "lat", "lon"), tp.astype("float32"), {"units": "kg m-2"}),
+                       "orog": (("lat", "lon"), orog.astype("float32"), {"units": "m"})},
+                      coords={"time": time, "lat": lat, "lon": lon})
+
+
+def domain_cube(lon: np.ndarray, lat: np.ndarray, store: str | Path, *, start: int, end: int, seed: int = 0,
+                warming: float = 0.0, resolution: float = 0.1) -> Path:
+    """:func:`synthetic_cube` around the points ``lon``/``lat`` for the hydrological years ``start..end``,
+    written to the Zarr ``store``."""
+    cube = synthetic_cube(climate_box(lon, lat, resolution), start, end - start + 1, seed, warming=warming,
+                          resolution=resolution)
     store = Path(store)
-    ds.chunk({"time": 12}).to_zarr(store, mode="w", zarr_format=3, consolidated=True)
+    cube.chunk({"time": 12}).to_zarr(store, mode="w", zarr_format=3, consolidated=True)
     return store
 
 
