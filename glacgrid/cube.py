@@ -44,6 +44,7 @@ __all__ = [
     "STATIC_KEY",
     "completed_regions",
     "create_template",
+    "fast_compressors",
     "mark_done",
     "missing_regions",
     "open_store",
@@ -62,9 +63,19 @@ STATIC_KEY = "static"
 
 # Encoding keys that survive into the Zarr store; anything else (netCDF chunking and compression,
 # source chunks, original shapes) conflicts with the dask chunks or the Zarr v3 codecs.
-_KEEP_ENCODING = {"dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar"}
+_KEEP_ENCODING = {"dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar", "compressors"}
 # Dataset attributes that identify the inputs: a store written from other inputs is not resumed.
 _FINGERPRINT_ATTRS = ("source_files",)
+
+
+def fast_compressors() -> tuple:
+    """The Zarr codecs of stores that are read again and again (a domain, its results): Blosc LZ4 with
+    byte shuffle. Compared with Zarr's default Zstandard, on the Alps domain it compresses slightly
+    better (3.2 vs 3.0) and decodes 3.5x faster (10 vs 35 ms per 262,144-pixel group of every variable).
+    Set it as ``da.encoding["compressors"]`` before :func:`create_template`."""
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 @contextlib.contextmanager

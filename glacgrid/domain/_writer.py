@@ -115,6 +115,7 @@ def _template(n_groups: int, C: int, G: int, attrs: dict) -> xr.Dataset:
             shape, chunks, dims = shape + (_EXTRA[extra],), chunks + (_EXTRA[extra],), dims + (extra,)
         da = xr.DataArray(dsa.full(shape, fill, dtype=dtype, chunks=chunks), dims=dims)
         data[name] = stamp(da, name, history=hist) if at is None else da.assign_attrs(at)
+        data[name].encoding["compressors"] = cube_mod.fast_compressors()  # read again every year of a run
     for name, (dtype, fill, extra, at) in GLACIER_VARS.items():
         shape, chunks, dims = (n_groups * G,), (G,), ("glacier",)
         if extra:

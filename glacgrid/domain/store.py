@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +115,8 @@ class Domain:
         """The numpy arrays of group ``k`` (one chunk of each per-pixel variable); the per-pixel variables
         named in ``skip`` are not read (empty arrays: a caller that does not need them saves the read)."""
         ps, gs = self.pixel_slice(k), self.glacier_slice(k)
-        import zarr
-
-        grp = zarr.open_group(str(self.path), mode="r")  # one chunk per variable, read without a dask graph
-        pix = {name: (grp[name][ps] if name not in skip else np.zeros(0, dtype=grp[name].dtype)) for name in _PIXEL}
+        pix = self._read_pixels(ps, tuple(name for name in _PIXEL if name not in skip))
+        pix.update({name: np.zeros(0, dtype=self.pixels[name].dtype) for name in _PIXEL if name not in pix})
         gl = self.glaciers.isel(glacier=gs)
         first = gl["first_pixel"].values
         first = np.where(first >= 0, first - ps.start, -1)
@@ -127,6 +125,16 @@ class Domain:
             glacier=gl["glacier"].values, rgi_id=gl["rgi_id"].values.astype(object),
             n_pixels=gl["n_pixels"].values, first_pixel=first, has_thickness=gl["has_thickness"].values,
             epsg=gl["epsg"].values)
+
+    def with_pixels(self, g: GroupArrays, names: tuple[str, ...]) -> GroupArrays:
+        """``g`` with the per-pixel variables ``names`` read (those skipped by :meth:`group` until needed)."""
+        return replace(g, **self._read_pixels(self.pixel_slice(g.k), names))
+
+    def _read_pixels(self, ps: slice, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        import zarr
+
+        grp = zarr.open_group(str(self.path), mode="r")  # one chunk per variable, read without a dask graph
+        return {name: grp[name][ps] for name in names}
 
 
 _OPENED: dict = {}

@@ -127,6 +127,9 @@ def domain_results_template(domain: Domain, run: DomainRun, fingerprint: str, *,
         data["smb_spread"] = arr("float32", "pixel", npx, C, ("year",), (ny,), (1,))
         data["smb_glacier_spread"] = arr("float64", "glacier", ngl, G, ("year",), (ny,), (1,))
     ds = xr.Dataset({k: stamp(v, k) if k != "failure" else v for k, v in data.items()}, coords=coords)
+    for name in ds.data_vars:  # written every year, read by the next year of an evolving run
+        if "pixel" in ds[name].dims:
+            ds[name].encoding["compressors"] = cube_mod.fast_compressors()
     ds["failure"].attrs.update(long_name="Why the glacier was isolated (index into failure_reasons; 0 = fine)",
                                units="1")
     ds.attrs.update(glacgrid_fingerprint=fingerprint, glacgrid_domain=str(domain.path), mode=run.mode,
@@ -346,13 +349,16 @@ def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
     return out
 
 
+_NEIGHBOURS = ("neighbours", "neighbour_surface", "dx", "dy")
+
+
 def _run_group(task: _Task, k: int) -> dict:
     """Every year of group ``k`` (resuming after its last done year); returns a small summary."""
     domain = open_domain(task.domain)
     run = task.run
-    # (the window positions are for rasterising; the neighbours only for slopes of an evolving surface)
-    skip = ("row", "col") + (() if run.mode == "evolve" else ("neighbours", "neighbour_surface", "dx", "dy"))
-    g = domain.group(k, skip=skip)
+    # (the window positions are for rasterising; the neighbours only for slopes of a surface that changed,
+    # read by an evolving run once it has one)
+    g = domain.group(k, skip=("row", "col") + _NEIGHBOURS)
     n = g.n_real_pixels
     if n == 0:
         return {"group": k, "pixels": 0, "years": 0}
@@ -435,9 +441,13 @@ def _evolve_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Cl
         states = _stored_group_states(task, domain, g.k, first - 1, n)
     for i in range(first, run.years.size):
         climate = _downscaled(run, clim, weights, slice(i, i + 1), ref)  # the same for every member
+        initial = i == 0  # the stored surface: its stored slope and aspect hold
+        if not initial and g.neighbours.size == 0:
+            g = domain.with_pixels(g, _NEIGHBOURS)
         parts = []
         for (h, z, gone), (_, df) in zip(states, run.members):
-            parts.append(_evolve_year(task, g, n, pos, a, climate, clim.days[i:i + 1], h, z, gone, df, ref))
+            parts.append(_evolve_year(task, g, n, pos, a, climate, clim.days[i:i + 1], h, z, gone, df, ref,
+                                      initial))
         states = [(p["h"], p["z"], p["gone"]) for p in parts]
         stack = (lambda f: np.stack([f(p) for p in parts])[None]) if run.multi else (lambda f: f(parts[0])[None])
         pixel = {"smb": stack(lambda p: _pad(p["smb"], C, np.float32(np.nan))),
@@ -448,8 +458,9 @@ def _evolve_group(task: _Task, domain: Domain, g: GroupArrays, n: int, clim: _Cl
     return run.years.size - first
 
 
-def _evolve_year(task, g, n, pos, a, climate, days, h, z, gone, deltah_factor, ref) -> dict:
-    """One evolution year of one member on the group (the science of :func:`annual_step`)."""
+def _evolve_year(task, g, n, pos, a, climate, days, h, z, gone, deltah_factor, ref, initial: bool) -> dict:
+    """One evolution year of one member on the group (the science of :func:`annual_step`); ``initial``: the
+    surface is the stored one (the first year), whose stored slope and aspect are used."""
     run = task.run
     G = g.glacier.size
     ids = g.glacier
@@ -457,7 +468,7 @@ def _evolve_year(task, g, n, pos, a, climate, days, h, z, gone, deltah_factor, r
     reason[gone] = ""
     ok = (reason == "") & ~gone
     active = ok[pos] & (h > 0)
-    each = _smb(task.model, g, n, climate, days, _static(run, g, n, pos, z, active, True, ref), active)
+    each = _smb(task.model, g, n, climate, days, _static(run, g, n, pos, z, active, not initial, ref), active)
     smb_pix = each.mean(axis=0)[0] if each.shape[0] > 1 else each[0, 0]
     smb_gl = _weighted_mean(pos, smb_pix.astype("float64"), a, active, G)
     nan_fail = _sums(pos, (np.isnan(smb_pix) & active).astype("float64"), G) > 0
