@@ -20,21 +20,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..downscale import bilinear_at
-
-__all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "CHUNK"]
+__all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "zero_unused", "CHUNK"]
 
 #: Pixels per inner chunk: their monthly terms (12 x 16 bytes each) stay in the L1/L2 cache.
 CHUNK = 512
-
-
-@njit(cache=True, inline="always")
-def _sum12(a):
-    """``np.sum`` of 12 contiguous values, in numpy's pairwise order (same dtype as ``a``)."""
-    s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-    for k in range(8, 12):
-        s += a[k]
-    return s
 
 
 @njit(cache=True, nogil=True)
@@ -65,46 +54,89 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     n = flat.size
     no_coef = np.zeros(0, np.float64)  # (no model in this pass)
     no_pred = np.zeros(0, np.float64)
-    pdd, sw, ss = _scratch()
-    want_c = ccols[0] >= 0
-    zero = np.float32(0.0)
+    pdd, sw, ss, sums = _scratch()
+    zstat, sgood = _standard_static(static, scols, mean, std)
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
-            # month by month over a chunk of pixels: each month's plane is read in pixel order
-            for m in range(12):
-                d = days[y, m]
-                win = winter[m]
-                summ = summer[m]
-                for i in range(a, b):
-                    p = flat[i]
-                    t = temp[y, m, p] + corr[i]  # float32, as the numpy path
-                    pdd[i - a, m], s = _month(t, prcp[y, m, p], d, rain_thr, band)
-                    sw[i - a, m] = s if win else zero
-                    ss[i - a, m] = s if summ else zero
-            _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok,
-                    no_coef, 0.0, no_pred)
+            for m in range(12):  # month by month over a chunk of pixels: each month's plane in pixel order
+                _month_terms(temp[y, m], prcp[y, m], flat[a:b], corr[a:b], days[y, m], winter[m], summer[m],
+                             rain_thr, band, pdd[m], sw[m], ss[m])
+            _sum_months(pdd, sw, ss, b - a, sums)
+            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, no_coef, 0.0,
+                    no_pred)
 
 
 @njit(cache=True, nogil=True)
 def _scratch():  # pragma: no cover - compiled
-    """The monthly terms of a chunk of pixels: degree-days (float64), winter and summer snowfall (float32)."""
-    return np.zeros((CHUNK, 12), np.float64), np.zeros((CHUNK, 12), np.float32), np.zeros((CHUNK, 12), np.float32)
+    """The monthly terms of a chunk of pixels, month-major so that the month loop and the sums run along
+    the pixels (vectorised): degree-days (float64), winter and summer snowfall (float32); and the chunk's
+    three 12-month sums (CPDD, winter and summer snowfall, float32)."""
+    return (np.zeros((12, CHUNK), np.float64), np.zeros((12, CHUNK), np.float32), np.zeros((12, CHUNK), np.float32),
+            np.zeros((3, CHUNK), np.float32))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _month(t, pr, d, rain_thr, band):  # pragma: no cover - compiled
     """One month of one pixel: positive degree-days ``max(t, 0) * days`` (float64, NaN kept as
-    ``np.maximum`` keeps it) and the snowfall ``pr * solid fraction`` (float32)."""
+    ``np.maximum`` keeps it) and the snowfall ``pr * solid fraction`` (float32). Written as selects (no
+    branch) so that loops over pixels vectorise; NaN passes through every select as in numpy."""
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    tpos = t if (t > zero or t != t) else zero
+    tpos = zero if t <= zero else t
     f = (rain_thr - t) / band
-    if f < zero:
-        f = zero
-    elif f > one:
-        f = one
+    f = zero if f < zero else f
+    f = one if f > one else f
     return np.float64(tpos) * d, pr * f
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _month_terms(temp, prcp, flat, corr, d, win, summ, rain_thr, band, pdd, sw, ss):  # pragma: no cover
+    """One month of a chunk of pixels from the materialised climate (``temp``/``prcp``: the month's plane)."""
+    zero = np.float32(0.0)
+    for k in range(flat.size):
+        p = flat[k]
+        t = temp[p] + corr[k]  # float32, as the numpy path
+        pdd[k], s = _month(t, prcp[p], d, rain_thr, band)
+        sw[k] = s if win else zero
+        ss[k] = s if summ else zero
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell_month_terms(wx, wy, dz, corr, scale, t00, dt0, t10, dt1, p00, dp0, p10, dp1, t0, g, d, win, summ, rain_thr,
+                      band, pdd, sw, ss):  # pragma: no cover - compiled
+    """One month of a run of pixels that share their coarse cell: its four corner values (and their
+    differences) are loop-invariant, so only the weights vary along the run and the loop vectorises. The
+    operations are those of :func:`glacgrid.downscale.bilinear_at` (``top + wx * (right - top)``, ...) in
+    the same order: the same value to the bit."""
+    zero = np.float32(0.0)
+    for k in range(wx.size):
+        w_x = wx[k]
+        top = t00 + w_x * dt0
+        bot = t10 + w_x * dt1
+        t = (((top + wy[k] * (bot - top)) - t0) + g * dz[k]) + corr[k]
+        ptop = p00 + w_x * dp0
+        pbot = p10 + w_x * dp1
+        pc = (ptop + wy[k] * (pbot - ptop)) * scale[k]
+        pr = zero if pc < zero else pc
+        pdd[k], s = _month(t, pr, d, rain_thr, band)
+        sw[k] = s if win else zero
+        ss[k] = s if summ else zero
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum_months(pdd, sw, ss, size, sums):  # pragma: no cover - compiled
+    """The 12-month sums of the first ``size`` pixels of a chunk in numpy's pairwise order (how ``np.sum``
+    adds 12 contiguous values: ``((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))``, then ``a8`` to
+    ``a11`` one by one); CPDD summed in float64 and stored as float32, the snowfall in float32."""
+    for k in range(size):
+        s = ((pdd[0, k] + pdd[1, k]) + (pdd[2, k] + pdd[3, k])) + ((pdd[4, k] + pdd[5, k]) + (pdd[6, k] + pdd[7, k]))
+        s = (((s + pdd[8, k]) + pdd[9, k]) + pdd[10, k]) + pdd[11, k]
+        sums[0, k] = np.float32(s)
+        w = ((sw[0, k] + sw[1, k]) + (sw[2, k] + sw[3, k])) + ((sw[4, k] + sw[5, k]) + (sw[6, k] + sw[7, k]))
+        sums[1, k] = (((w + sw[8, k]) + sw[9, k]) + sw[10, k]) + sw[11, k]
+        u = ((ss[0, k] + ss[1, k]) + (ss[2, k] + ss[3, k])) + ((ss[4, k] + ss[5, k]) + (ss[6, k] + ss[7, k]))
+        sums[2, k] = (((u + ss[8, k]) + ss[9, k]) + ss[10, k]) + ss[11, k]
 
 
 @njit(cache=True, nogil=True)
@@ -119,6 +151,8 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
     ``(bilinear(t2m) - t0) + gamma * dz`` and the precipitation ``max(bilinear(tp) * scale, 0)``, as
     :func:`glacgrid.downscale.downscale_pixels` computes them (to the bit), so the rows are those
     :func:`fill_rows` writes from the materialised climate; the monthly fields of the pixels never exist.
+    Packed glacier pixels come in long runs that share a coarse cell (a glacier's neighbouring pixels):
+    each run's corner values are read once per month and the pixels of the run computed as vectors.
 
     With ``coef`` (float64, one per feature; empty: off) a linear model is applied in the same pass: each
     row's prediction ``((intercept + x0 c0) + x1 c1) + ...`` (float64, the order of
@@ -127,33 +161,63 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
     """
     ny = t2m.shape[0]
     n = j.size
-    pdd, sw, ss = _scratch()
-    want_c = ccols[0] >= 0
-    zero = np.float32(0.0)
+    pdd, sw, ss, sums = _scratch()
+    zstat, sgood = _standard_static(static, scols, mean, std)
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
-            for r in range(a, b):  # pixel by pixel: its 12 months from the (cached) window, terms in registers
-                jj, ii, wxr, wyr = j[r], i[r], wx[r], wy[r]
-                dzr, scr, cr = dz[r], scale[r], corr[r]
+            r0 = a
+            while r0 < b:  # runs of pixels in the same coarse cell
+                jj, ii = j[r0], i[r0]
+                r1 = r0 + 1
+                while r1 < b and j[r1] == jj and i[r1] == ii:
+                    r1 += 1
+                ka, kb = r0 - a, r1 - a
                 for m in range(12):
-                    tc = bilinear_at(t2m[y, m], jj, ii, wyr, wxr)
-                    t = ((tc - t0) + gamma[y, m] * dzr) + cr
-                    pc = bilinear_at(tp[y, m], jj, ii, wyr, wxr) * scr
-                    pr = zero if pc < zero else pc
-                    d, win, summ = days[y, m], winter[m], summer[m]
-                    pdd[r - a, m], s = _month(t, pr, d, rain_thr, band)
-                    sw[r - a, m] = s if win else zero
-                    ss[r - a, m] = s if summ else zero
-            _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok, coef,
-                    intercept, pred)
+                    f, q = t2m[y, m], tp[y, m]
+                    t00, t10, p00, p10 = f[jj, ii], f[jj + 1, ii], q[jj, ii], q[jj + 1, ii]
+                    _cell_month_terms(wx[r0:r1], wy[r0:r1], dz[r0:r1], corr[r0:r1], scale[r0:r1],
+                                      t00, f[jj, ii + 1] - t00, t10, f[jj + 1, ii + 1] - t10,
+                                      p00, q[jj, ii + 1] - p00, p10, q[jj + 1, ii + 1] - p10,
+                                      t0, gamma[y, m], days[y, m], winter[m], summer[m], rain_thr, band,
+                                      pdd[m, ka:kb], sw[m, ka:kb], ss[m, ka:kb])
+                r0 = r1
+            _sum_months(pdd, sw, ss, b - a, sums)
+            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, coef, intercept,
+                    pred)
+
+
+@njit(cache=True, nogil=True)
+def _standard_static(static, scols, mean, std):  # pragma: no cover - compiled
+    """The year-independent columns standardised once (not once per year) and whether each pixel's are
+    all finite."""
+    n, k = static.shape
+    z = np.empty((n, k), np.float32)
+    good = np.ones(n, np.bool_)
+    for i in range(n):
+        for jj in range(k):
+            v = static[i, jj]
+            if not np.isfinite(v):
+                good[i] = False
+            c = scols[jj]
+            z[i, jj] = _standard(v, mean[c], std[c])
+    return z, good
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, std, zero_bad, X, ok, coef, intercept,
+def _standard(v, mean, std):  # pragma: no cover - compiled
+    """``float32((float64(v) - mean) / std)``; 0 and 1 give ``v`` itself (the same value, no division)."""
+    if mean != 0.0 or std != 1.0:
+        return np.float32((np.float64(v) - mean) / std)
+    return v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, coef, intercept,
             pred):  # pragma: no cover - compiled
-    """Write the rows of pixels ``a:b`` of year ``y`` from their monthly terms (shared by both kernels);
-    with ``coef`` the row goes to the scratch line ``i - a`` and its linear prediction to ``pred[row]``."""
+    """Write the rows of pixels ``a:b`` of year ``y`` from the standardised static columns and the chunk's
+    sums (shared by both kernels); with ``coef`` the row goes to the scratch line ``i - a`` and its linear
+    prediction to ``pred[row]``."""
     k = scols.size
     nf = X.shape[1]
     zero = np.float32(0.0)
@@ -161,41 +225,59 @@ def _finish(y, a, b, n, pos, static, scols, ccols, want_c, pdd, sw, ss, mean, st
     for i in range(a, b):
         row = pos[y * n + i]
         r = i - a if linear else row
-        for j in range(k):
-            X[r, scols[j]] = static[i, j]
-        if want_c:
-            X[r, ccols[0]] = np.float32(_sum12(pdd[i - a]))
-        if ccols[1] >= 0:
-            X[r, ccols[1]] = _sum12(sw[i - a])
-        if ccols[2] >= 0:
-            X[r, ccols[2]] = _sum12(ss[i - a])
-        good = True
-        for j in range(nf):
-            v = X[r, j]
-            if not np.isfinite(v):
-                good = False
-            if mean[j] != 0.0 or std[j] != 1.0:  # (0 and 1: float32((float64(v) - 0) / 1) is v itself)
-                X[r, j] = np.float32((np.float64(v) - mean[j]) / std[j])
+        for jj in range(k):
+            X[r, scols[jj]] = zstat[i, jj]
+        good = sgood[i]
+        for q in range(3):
+            c = ccols[q]
+            if c >= 0:
+                v = sums[q, i - a]
+                if not np.isfinite(v):
+                    good = False
+                X[r, c] = _standard(v, mean[c], std[c])
         ok[row] = good
         if linear:
             acc = intercept
-            for j in range(nf):
-                acc += np.float64(X[r, j]) * coef[j]
+            for jj in range(nf):
+                acc += np.float64(X[r, jj]) * coef[jj]
             pred[row] = acc
         elif zero_bad and not good:
-            for j in range(nf):
-                X[r, j] = zero
+            for jj in range(nf):
+                X[r, jj] = zero
 
 
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def aligned_positions(key, period):  # pragma: no cover - compiled
     """Row ``k`` of a key goes to ``rank * period + key % period`` (rank: among the earlier keys of the same
-    residue); also returns the number of rows, ``period`` times the largest rank + 1."""
+    residue); also returns the number of rows, ``period`` times the largest rank + 1. A power-of-two
+    ``period`` (the default) takes masks and shifts instead of integer divisions."""
     counts = np.zeros(period, np.int64)
     pos = np.empty(key.size, np.int64)
-    for i in range(key.size):
-        res = key[i] % period
-        pos[i] = counts[res] * period + res
-        counts[res] += 1
+    if period & (period - 1) == 0:
+        mask = period - 1
+        shift = 0
+        while (1 << shift) < period:
+            shift += 1
+        for i in range(key.size):
+            res = key[i] & mask  # (key % period for keys >= 0 and for negative keys alike)
+            pos[i] = (counts[res] << shift) + res
+            counts[res] += 1
+    else:
+        for i in range(key.size):
+            res = key[i] % period
+            pos[i] = counts[res] * period + res
+            counts[res] += 1
     return pos, counts.max() * period
+
+
+@njit(cache=True, nogil=True)
+def zero_unused(X, pos):  # pragma: no cover - compiled
+    """Zero the rows of ``X`` that no position of ``pos`` writes (the padding of an aligned layout in a
+    reused buffer)."""
+    used = np.zeros(X.shape[0], np.bool_)
+    for i in range(pos.size):
+        used[pos[i]] = True
+    for r in range(X.shape[0]):
+        if not used[r]:
+            for j in range(X.shape[1]):
+                X[r, j] = 0.0

@@ -235,19 +235,36 @@ def _compiled(spec: BlockSpec, *arrays: np.ndarray) -> bool:
             and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
 
 
-def _rows_layout(spec: BlockSpec, ny: int, n: int, pos, length, mean, std, scratch: int = 0):
+def _rows_layout(spec: BlockSpec, ny: int, n: int, pos, length, mean, std, scratch: int = 0, reuse: bool = False):
     """The output of a feature pass: ``X`` (``length`` rows, default ``ny * n``; or ``scratch`` rows of a
-    compiled pass that applies the model itself), ``ok``, the row positions and the standardisation."""
+    compiled pass that applies the model itself), ``ok``, the row positions and the standardisation.
+    ``reuse``: ``X`` is this thread's feature buffer (see :func:`_buffer`), valid until its next use."""
     rows = ny * n if length is None else int(length)
     nf = len(spec.features)
     if scratch:
         X = np.empty((scratch, nf), dtype="float32")
+    elif reuse:
+        X = _buffer(rows, nf)
+        if pos is not None:
+            from ._fused import zero_unused
+
+            zero_unused(X, np.ascontiguousarray(pos, dtype="int64"))  # the padding rows the model reads
     else:
         X = np.empty((rows, nf), dtype="float32") if pos is None else np.zeros((rows, nf), dtype="float32")
     pos = np.arange(ny * n, dtype="int64") if pos is None else np.ascontiguousarray(pos, dtype="int64")
     mean = np.zeros(nf) if mean is None else np.asarray(mean, dtype="float64")
     std = np.ones(nf) if std is None else np.asarray(std, dtype="float64")
     return X, np.ones(rows, dtype=bool), pos, mean, std
+
+
+def _buffer(rows: int, nf: int) -> np.ndarray:
+    """A ``(rows, nf)`` float32 view of this thread's feature buffer, kept between calls: a run's group
+    tasks of one size reuse its pages instead of faulting in a new feature matrix (tens of MB) each time.
+    Its contents are those of the last call; the caller writes every row it reads."""
+    buf = getattr(_tls, "rows", None)
+    if buf is None or buf.size < rows * nf:
+        buf = _tls.rows = np.empty(rows * nf, dtype="float32")
+    return buf[:rows * nf].reshape(rows, nf)
 
 
 def _columns(spec: BlockSpec, static: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -364,6 +381,11 @@ def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarra
     model and returns ``(None, ok, prediction)``: the prediction of each row (float64, that of
     ``LinearModel.predict`` to the bit) without the feature matrix.
     """
+    return _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, False)
+
+
+def _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, reuse: bool):
+    """:func:`assemble_climate`; ``reuse``: the compiled pass writes into this thread's feature buffer."""
     if not isinstance(climate, PixelClimate) or not _compiled(spec, corr):  # the materialised climate
         temp, prcp = climate.materialise() if isinstance(climate, PixelClimate) else climate
         flat = np.arange(temp.shape[-1], dtype="int64")
@@ -375,7 +397,8 @@ def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarra
     from ._fused import CHUNK, fill_rows_cube
 
     ny, _, n = climate.shape
-    X, ok, pos, mean, std = _rows_layout(spec, ny, n, pos, length, mean, std, scratch=CHUNK if linear else 0)
+    X, ok, pos, mean, std = _rows_layout(spec, ny, n, pos, length, mean, std, scratch=CHUNK if linear else 0,
+                                         reuse=reuse)
     coef, intercept = (np.zeros(0), 0.0) if linear is None else (np.asarray(linear[0], "float64"), float(linear[1]))
     pred = np.full(ok.size, np.nan) if linear is not None else np.zeros(0)
     if n == 0:
@@ -427,9 +450,8 @@ def infer_pixels(climate, days: np.ndarray, corr: np.ndarray, static: dict, spec
         out[0] = pred.reshape(ny, n)
         return out
     norm = _standardising(models)
-    X, ok = assemble_climate(spec, climate, days, corr, static, pos=pos, length=length,
-                             mean=None if norm is None else norm[0], std=None if norm is None else norm[1],
-                             zero_bad=True)
+    X, ok = _assemble_climate(spec, climate, days, corr, static, pos, length, None if norm is None else norm[0],
+                              None if norm is None else norm[1], True, None, True)  # (X: this thread's buffer)
     for i, pred in enumerate(_predict(models, norm, X, ok, pos)):
         out[i] = pred.reshape(ny, n)
     return out
