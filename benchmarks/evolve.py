@@ -258,6 +258,7 @@ class PartTimer:
 
         self.lock = threading.Lock()
         self.seconds: Counter = Counter()
+        self.cpu: Counter = Counter()  # thread CPU seconds (what a part costs whatever else loads the machine)
         self.calls: Counter = Counter()
 
     def wrap(self, owner, name: str, label: str | None = None) -> None:
@@ -265,18 +266,20 @@ class PartTimer:
         label = label or name
 
         def timed(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 with self.lock:
                     self.seconds[label] += time.perf_counter() - t0
+                    self.cpu[label] += time.thread_time() - c0
                     self.calls[label] += 1
 
         setattr(owner, name, timed)
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.cpu.clear()
         self.calls.clear()
 
 

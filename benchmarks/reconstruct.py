@@ -80,7 +80,8 @@ def run_engine(domain_path: Path, cube_path: Path, model, years: np.ndarray, thr
     real = dom.glaciers["rgi_id"].values.astype(object) != ""  # padding slots are not glaciers
     smb = res["smb_glacier"].values[:, real]
     return {"seconds": seconds, "pixels": npx, "years": int(years.size), "pixel_years_per_s": npx * years.size / seconds,
-            "parts_s": dict(timer.seconds), "peak_rss_mb": peak, "rss_before_mb": rss0, "groups": dom.n_groups,
+            "parts_s": dict(timer.seconds), "parts_cpu_s": dict(timer.cpu), "peak_rss_mb": peak, "rss_before_mb": rss0,
+            "groups": dom.n_groups,
             "failed": int(res["failed"].values[:, real].max(axis=0).sum()), "mean_smb_glacier": float(np.nanmean(smb))}
 
 
@@ -176,17 +177,18 @@ def run_bare(domain_path: Path, cube_path: Path, model_dir: Path, years: np.ndar
 
     run(0)  # torch's first call
     rss0 = status_mb("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i0 in range(0, X.shape[0], batch):
         run(i0)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_s = time.perf_counter() - t0, time.thread_time() - c0
     from glacgrid.inference import pixel_smb
 
-    t0 = time.perf_counter()  # the engine's inference on the same pixels, given their downscaled climate
+    t0, c0 = time.perf_counter(), time.thread_time()  # the engine's inference given the downscaled climate
     for climate, days, corr, static, spec, key in inputs:
         pixel_smb(model, climate, days, corr, static, spec, key=key)
-    inference_s = time.perf_counter() - t0
-    return {"seconds": seconds, "inference_s": inference_s, "rows": int(X.shape[0]), "rows_per_s": X.shape[0] / seconds,
+    inference_s, inference_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+    return {"seconds": seconds, "cpu_s": cpu_s, "inference_s": inference_s, "inference_cpu_s": inference_cpu_s,
+            "rows": int(X.shape[0]), "rows_per_s": X.shape[0] / seconds,
             "peak_rss_mb": status_mb("VmHWM"), "rss_before_mb": rss0,
             "mean_smb": float((out.astype("float64") * model.norm_["y_std"] + model.norm_["y_mean"]).mean())}
 
@@ -256,7 +258,7 @@ def main() -> None:
         for which, threads in (("floor", a.threads), ("reconstruct", a.threads)) + (
                 () if a.skip_ann else (("bare", 1), ("ann", 1))):
             rows[which] = child(which, tmp, a, Path(dom.path), cube, cube_ann, model_dir, threads)
-            print(f"  [{which}] {json.dumps({k: v for k, v in rows[which].items() if k != 'parts_s'})}",
+            print(f"  [{which}] {json.dumps({k: v for k, v in rows[which].items() if not k.startswith('parts')})}",
                   file=sys.stderr)
     r, f = rows["reconstruct"], rows["floor"]
     print(f"\nReconstruct, whole Alps domain: {r['pixels']:,} pixels x {r['years']} years, {a.threads} threads, "
@@ -273,13 +275,17 @@ def main() -> None:
         print(f"  {name:32s} {sec:7.2f}")
     if "ann" in rows:
         n, b = rows["ann"], rows["bare"]
-        inf = n["parts_s"].get("downscaling + features + model (pixel_smb, one compiled pass + predict)", float("nan"))
-        print(f"\nANN, {n['years']} years x {n['pixels']:,} pixels = {b['rows']:,} rows, one thread:")
-        print(f"  bare torch forward pass on the prebuilt feature matrix : {b['seconds']:7.2f} s "
+        label = "downscaling + features + model (pixel_smb, one compiled pass + predict)"
+        inf, inf_cpu = n["parts_s"].get(label, float("nan")), n["parts_cpu_s"].get(label, float("nan"))
+        print(f"\nANN, {n['years']} years x {n['pixels']:,} pixels = {b['rows']:,} rows, one thread "
+              "(wall s; CPU s of the thread in brackets: the ratio that holds however loaded the machine is):")
+        print(f"  bare torch forward pass on the prebuilt feature matrix : {b['seconds']:7.2f} s ({b['cpu_s']:.2f}) "
               f"({b['rows_per_s'] / 1e6:.2f} M rows/s)")
-        print(f"  engine inference, climate downscaled (features + ANN)  : {b['inference_s']:7.2f} s -> ratio "
-              f"{b['inference_s'] / b['seconds']:.2f} (target <= 1.3; the dense blockwise infer's comparison)")
-        print(f"  engine pixel_smb in a run (downscaling + features + ANN): {inf:7.2f} s -> ratio {inf / b['seconds']:.2f}")
+        print(f"  engine inference, climate downscaled (features + ANN)  : {b['inference_s']:7.2f} s "
+              f"({b['inference_cpu_s']:.2f}) -> ratio {b['inference_s'] / b['seconds']:.2f} "
+              f"({b['inference_cpu_s'] / b['cpu_s']:.2f}) (target <= 1.3; the dense blockwise infer's comparison)")
+        print(f"  engine pixel_smb in a run (downscaling + features + ANN): {inf:7.2f} s ({inf_cpu:.2f}) -> ratio "
+              f"{inf / b['seconds']:.2f} ({inf_cpu / b['cpu_s']:.2f})")
         print(f"  whole reconstruct run with the ANN (writes included)   : {n['seconds']:7.2f} s "
               f"({n['pixel_years_per_s'] / 1e6:.2f} M px-yr/s), ratio {n['seconds'] / b['seconds']:.2f}")
         print("  ann run, time per part (s): " + ", ".join(

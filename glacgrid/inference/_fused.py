@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "zero_unused", "CHUNK"]
+__all__ = ["fill_rows", "fill_rows_cube", "aligned_positions", "zero_unused", "rows_at", "CHUNK"]
 
 #: Pixels per inner chunk: their monthly terms (12 x 16 bytes each) stay in the L1/L2 cache.
 CHUNK = 512
@@ -281,3 +281,12 @@ def zero_unused(X, pos):  # pragma: no cover - compiled
         if not used[r]:
             for j in range(X.shape[1]):
                 X[r, j] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def rows_at(full, pos, ok, out):  # pragma: no cover - compiled
+    """``out[i] = float32(full[pos[i]])``, NaN where the row ``pos[i]`` held a non-finite feature
+    (``ok`` false): the predictions of the pixels, in pixel order, in one pass."""
+    for i in range(pos.size):
+        r = pos[i]
+        out[i] = np.float32(full[r]) if ok[r] else np.float32(np.nan)

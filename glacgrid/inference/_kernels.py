@@ -361,12 +361,13 @@ def infer_block(temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, ref: np.nd
 
 def _predict(models, norm, X: np.ndarray, ok: np.ndarray, pos: np.ndarray):
     """Each member's prediction (float32) of the rows at ``pos``; NaN where a feature was NaN."""
-    bad = ~ok[pos]
+    from ._fused import rows_at
+
+    pos = np.ascontiguousarray(pos, dtype="int64")
     for m in models:
         full = m._predict_standardised(X) if norm is not None else m.predict(X)
-        pred = np.asarray(full)[pos].astype("float32")
-        if bad.any():
-            pred[bad] = np.nan
+        pred = np.empty(pos.size, dtype="float32")
+        rows_at(np.ascontiguousarray(full, dtype="float64"), pos, ok, pred)
         yield pred
 
 
