@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from pyproj import CRS, Transformer
 
 from .exceptions import GridMismatchError, InputDataError
 
-__all__ = ["TargetGrid", "EARTH_RADIUS"]
+__all__ = ["TargetGrid", "EARTH_RADIUS", "check_raster"]
 
 #: Authalic Earth radius (m) used for pixel areas on geographic grids.
 EARTH_RADIUS = 6_371_007.2
@@ -46,12 +48,12 @@ class TargetGrid:
         a, b, _, d, e, _ = self.transform
         if b != 0 or d != 0:
             raise InputDataError(
-                f"TargetGrid needs a north-up grid without rotation; got transform {self.transform}. "
+                f"TargetGrid needs a north-up grid without rotation; got transform {_numbers(self.transform)}. "
                 "Warp the raster to a north-up grid first (e.g. gdalwarp)."
             )
         if a <= 0 or e >= 0:
             raise InputDataError(
-                f"TargetGrid expects positive pixel width and negative pixel height; got a={a}, e={e}."
+                f"TargetGrid expects positive pixel width and negative pixel height; got a={float(a):g}, e={float(e):g}."
             )
         if min(self.shape) < 1 or min(self.chunks) < 1:
             raise InputDataError(f"TargetGrid shape {self.shape} and chunks {self.chunks} must be positive.")
@@ -65,7 +67,8 @@ class TargetGrid:
         path = Path(path)
         if not path.exists():
             raise InputDataError(f"Raster {path} does not exist; check the path in your config.")
-        with rasterio.open(path) as src:
+        check_raster(path)
+        with _raster_errors(path), rasterio.open(path) as src:
             if src.crs is None:
                 raise InputDataError(
                     f"Raster {path} has no CRS. Give it one (gdal_edit.py -a_srs EPSG:XXXX) "
@@ -88,8 +91,8 @@ class TargetGrid:
         left, bottom, right, top = bounds
         if right <= left or top <= bottom or resolution <= 0:
             raise InputDataError(
-                f"Invalid grid spec: bounds {bounds} must be (left, bottom, right, top) with "
-                f"left < right and bottom < top, and resolution {resolution} positive."
+                f"Invalid grid spec: bounds {_numbers(bounds)} must be (left, bottom, right, top) with "
+                f"left < right and bottom < top, and resolution {float(resolution):g} positive."
             )
         nx = int(math.ceil((right - left) / resolution - 1e-9))
         ny = int(math.ceil((top - bottom) / resolution - 1e-9))
@@ -212,7 +215,7 @@ class TargetGrid:
         j1 = min(int(math.ceil((f - (bottom - buffer)) / -e)), ny)
         if i1 <= i0 or j1 <= j0:
             raise GridMismatchError(
-                f"Bounds {bounds} do not overlap the grid {self.bounds}; check both CRSs."
+                f"Bounds {_numbers(bounds)} do not overlap the grid {_numbers(self.bounds)}; check both CRSs."
             )
         transform = (a, 0.0, c + a * i0, 0.0, e, f + e * j0)
         return replace(self, transform=transform, shape=(j1 - j0, i1 - i0))
@@ -222,7 +225,8 @@ class TargetGrid:
         a, _, c, _, e, f = self.transform
         oa, _, oc, _, oe, of = other.transform
         if not (np.isclose(a, oa) and np.isclose(e, oe)):
-            raise GridMismatchError(f"Grids have different resolutions: {self.resolution} vs {other.resolution}.")
+            raise GridMismatchError(f"Grids have different resolutions: {_numbers(self.resolution)} vs "
+                                    f"{_numbers(other.resolution)}.")
         i0 = int(round((oc - c) / a))
         j0 = int(round((of - f) / e))
         return slice(j0, j0 + other.shape[0]), slice(i0, i0 + other.shape[1])
@@ -240,11 +244,16 @@ class TargetGrid:
         path = Path(path)
         if not path.exists():
             raise InputDataError(f"Raster {path} does not exist; check the path in your config.")
-        src = rioxarray.open_rasterio(path, masked=True).sel(band=band, drop=True)
+        check_raster(path)
+        with _raster_errors(path):
+            src = rioxarray.open_rasterio(path, masked=True)
+            if band not in src["band"].values:
+                raise InputDataError(f"Raster {path} has bands {src['band'].values.tolist()}; band {band} was asked for.")
+            src = src.sel(band=band, drop=True).load()  # reads every block now: a damaged one fails here
         if src.rio.crs is None:
             if crs_from is None:
                 raise InputDataError(f"Raster {path} has no CRS; pass crs_from= a raster with the right CRS.")
-            with rasterio.open(crs_from) as ref:
+            with _raster_errors(Path(crs_from)), rasterio.open(crs_from) as ref:
                 src = src.rio.write_crs(ref.crs)
         if nodata is not None:
             src = src.where(src != nodata)
@@ -268,6 +277,11 @@ class TargetGrid:
         return xr.DataArray(data, dims=("y", "x"), coords=self.coords())
 
 
+def _numbers(values) -> str:
+    """``(600000, 25, ...)``: numbers for a message (numpy scalars would print as ``np.float64(...)``)."""
+    return "(" + ", ".join(f"{float(v):.10g}" for v in values) + ")"
+
+
 def _pair(chunks: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(chunks, int):
         return (chunks, chunks)
@@ -279,3 +293,116 @@ def _to_lonlat(x: np.ndarray, y: np.ndarray, crs: str, which: int) -> np.ndarray
     tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     lon, lat = tr.transform(x, y)
     return np.asarray(lon if which == 0 else lat, dtype="float64")
+
+
+# ----------------------------------------------------------------------------- damaged rasters
+#: Bytes per value of the TIFF field types (BYTE .. IFD8).
+_TIFF_TYPE = {1: "u1", 2: "u1", 3: "u2", 4: "u4", 5: "u8", 6: "i1", 7: "u1", 8: "i2", 9: "i4", 10: "i8", 11: "f4",
+              12: "f8", 13: "u4", 16: "u8", 17: "i8", 18: "u8"}
+#: (offsets tag, byte-counts tag) of strips and of tiles.
+_TIFF_BLOCKS = ((273, 279), (324, 325))
+
+
+class _Cut(Exception):
+    """The raster file ends before a structure its header points to."""
+
+
+def _tiff_extents(fh, size: int) -> list[tuple[str, int]]:
+    """(what, byte where it ends) of every image directory, tag value and strip/tile of a (Big)TIFF file."""
+    def read(offset: int, n: int) -> bytes:
+        fh.seek(offset)
+        data = fh.read(n)
+        if len(data) < n:
+            raise _Cut(offset + n)
+        return data
+
+    head = read(0, 16) if size >= 16 else read(0, 8)
+    order = {b"II": "<", b"MM": ">"}[head[:2]]
+    big = int.from_bytes(head[2:4], "little" if order == "<" else "big") == 43
+    unpack = lambda b: int.from_bytes(b, "little" if order == "<" else "big")  # noqa: E731
+    count_size, entry_size, inline = (8, 20, 8) if big else (2, 12, 4)
+    ifd = unpack(head[8:16]) if big else unpack(head[4:8])
+    out, seen = [], set()
+    while ifd and ifd not in seen and len(seen) < 10_000:
+        seen.add(ifd)
+        label = f"image directory {len(seen)}"
+        n = unpack(read(ifd, count_size))
+        entries = read(ifd + count_size, n * entry_size + (8 if big else 4))
+        out.append((label, ifd + count_size + len(entries)))
+        values = {}
+        for k in range(n):
+            e = entries[k * entry_size:(k + 1) * entry_size]
+            tag, kind = unpack(e[0:2]), unpack(e[2:4])
+            count = unpack(e[4:12]) if big else unpack(e[4:8])
+            field = e[12:20] if big else e[8:12]
+            dtype = np.dtype(order + _TIFF_TYPE.get(kind, "u1"))
+            nbytes = count * dtype.itemsize
+            if nbytes > inline:
+                offset = unpack(field)
+                out.append((f"tag {tag} of {label}", offset + nbytes))
+                if tag in (273, 279, 324, 325):
+                    values[tag] = np.frombuffer(read(offset, nbytes), dtype)
+            elif tag in (273, 279, 324, 325):
+                values[tag] = np.frombuffer(field[:nbytes], dtype)
+        for offsets_tag, counts_tag in _TIFF_BLOCKS:
+            if offsets_tag in values and counts_tag in values:
+                ends = values[offsets_tag].astype("int64") + values[counts_tag].astype("int64")
+                ends = np.where(values[counts_tag] > 0, ends, 0)
+                if ends.size:
+                    last = int(np.argmax(ends))
+                    what = "strip" if offsets_tag == 273 else "tile"
+                    out.append((f"{what} {last + 1} of {ends.size} of {label}", int(ends[last])))
+        ifd = unpack(entries[-(8 if big else 4):])
+    return out
+
+
+def check_raster(path: str | os.PathLike) -> None:
+    """Refuse a GeoTIFF that is shorter than its own header says (a cut download or copy).
+
+    Reads only the TIFF structure (image directories, tag values, strip/tile offsets and byte
+    counts): every strip or tile must lie inside the file. Other raster formats pass unchecked.
+
+    Parameters
+    ----------
+    path : path
+        The raster file.
+
+    Raises
+    ------
+    InputDataError
+        The file is truncated: the message gives the bytes expected and received.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+        if magic not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            return
+        try:
+            extents = _tiff_extents(fh, size)
+        except _Cut as cut:
+            extents = [("its header", int(cut.args[0]))]
+    cut = [label for label, stop in extents if stop > size]
+    if cut:
+        end = max(stop for _, stop in extents)
+        raise InputDataError(
+            f"Raster {path} is not a complete GeoTIFF: it is truncated. By its header it holds at least {end:,} "
+            f"bytes, but the file has {size:,} ({end - size:,} missing; cut: {', '.join(cut[:3])}). The download "
+            "or copy was cut short; download or export it again."
+        )
+
+
+@contextmanager
+def _raster_errors(path: Path):
+    """Turn GDAL/rasterio errors on ``path`` into :class:`InputDataError` naming the file."""
+    from rasterio.errors import RasterioError
+
+    try:
+        yield
+    except RasterioError as err:
+        text = str(err).replace(" See previous exception for details.", "").rstrip(".")
+        cause = f" ({str(err.__cause__).rstrip('.')})" if err.__cause__ is not None else ""
+        raise InputDataError(
+            f"Cannot read raster {path}: {type(err).__name__}: {text}{cause}. The file is damaged or "
+            "not a raster GDAL reads (GeoTIFF, ...); download or export it again."
+        ) from err

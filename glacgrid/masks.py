@@ -72,14 +72,23 @@ def read_outlines(path: str | Path, id_column: str = "auto", name_column: str = 
     Raises
     ------
     InputDataError
-        If the file is missing.
+        If the file is missing, truncated (a shapefile's ``.shp``/``.shx``/``.dbf`` or a GeoPackage shorter
+        than its header says) or unreadable.
     GeometryError
         Missing id column, no CRS, duplicated ids, empty geometries.
     """
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"Outline file {path} does not exist.")
-    gdf = gpd.read_file(path)
+    _check_outline_file(path)
+    try:
+        gdf = gpd.read_file(path)
+    except (RuntimeError, OSError, ValueError) as err:  # pyogrio's DataSourceError, ... (RuntimeError)
+        raise InputDataError(
+            f"Cannot read outline file {path}: {type(err).__name__}: {str(err).rstrip('.')}. It is damaged or not a vector format "
+            "GDAL reads (a shapefile with its .shx, .dbf and .prj beside it, or a GeoPackage); download or "
+            "export it again."
+        ) from err
     version, id_column, name_column, area_column = _rgi_columns(gdf, path, id_column, name_column)
     _check_outlines(gdf, path, id_column, name_column)
     invalid = ~gdf.geometry.is_valid
@@ -99,6 +108,45 @@ def read_outlines(path: str | Path, id_column: str = "auto", name_column: str = 
     out.attrs["rgi_version"] = version
     out.attrs["overlaps"] = _overlaps(out)
     return out
+
+
+def _outline_extents(path: Path) -> list[tuple[Path, int]]:
+    """(file, size its header implies) for a shapefile's .shp, .shx and .dbf, or a GeoPackage (SQLite)."""
+    out = []
+    if path.suffix.lower() == ".shp":
+        for part in (path, path.with_suffix(".shx"), path.with_suffix(".dbf")):
+            if not part.is_file():
+                continue
+            with open(part, "rb") as fh:
+                head = fh.read(32)
+            if part.suffix.lower() == ".dbf":  # records x record length after the header
+                if len(head) >= 12:
+                    n, header, record = (int.from_bytes(head[4:8], "little"), int.from_bytes(head[8:10], "little"),
+                                         int.from_bytes(head[10:12], "little"))
+                    out.append((part, header + n * record))
+            elif len(head) >= 28 and head[:4] == b"\x00\x00\x27\x0a":  # file length in 16-bit words
+                out.append((part, 2 * int.from_bytes(head[24:28], "big")))
+            else:
+                out.append((part, 100))  # the fixed header of .shp and .shx
+    elif path.suffix.lower() == ".gpkg":
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+        if head[:16] == b"SQLite format 3\x00" and len(head) == 100 and head[24:28] == head[92:96]:
+            page = int.from_bytes(head[16:18], "big")
+            out.append((path, (65536 if page == 1 else page) * int.from_bytes(head[28:32], "big")))
+    return out
+
+
+def _check_outline_file(path: Path) -> None:
+    """:class:`InputDataError` if a part of the outline file is shorter than its header says."""
+    for part, expected in _outline_extents(path):
+        size = part.stat().st_size
+        if size < expected:
+            raise InputDataError(
+                f"Outline file {part} is truncated: by its header it holds {expected:,} bytes, but the file has "
+                f"{size:,} ({expected - size:,} missing). The download or copy was cut short; download or export "
+                "it again (all of .shp, .shx, .dbf and .prj for a shapefile)."
+            )
 
 
 def _rgi_columns(gdf: gpd.GeoDataFrame, path: Path, id_column: str, name_column: str) -> tuple[str, str, str, str]:
@@ -139,6 +187,11 @@ def _check_outlines(gdf: gpd.GeoDataFrame, path: Path, id_column: str, name_colu
     empty = gdf.geometry.is_empty | gdf.geometry.isna()
     if empty.any():
         raise GeometryError(f"Outlines with empty geometry in {path}: {gdf.loc[empty, id_column].tolist()[:10]}.")
+
+
+def _numbers(values) -> str:
+    """``(600000, 5.2e+06, ...)``: numbers for a message (numpy scalars would print as ``np.float64(...)``)."""
+    return "(" + ", ".join(f"{float(v):.10g}" for v in values) + ")"
 
 
 def _overlaps(gdf: gpd.GeoDataFrame, min_km2: float = 1e-6) -> list[tuple[str, str, float]]:
@@ -212,8 +265,8 @@ def rasterize_glaciers(outlines: gpd.GeoDataFrame, grid: TargetGrid, *, supersam
     if not on_grid.any():
         raise GridMismatchError(
             f"None of the {len(gdf)} outlines ({outlines.attrs.get('source', 'given')}, CRS "
-            f"{reprojected or gdf.crs.to_string()}) intersects the grid (bounds {grid.bounds} in "
-            f"{grid.pyproj_crs.to_string()}); outline bounds in the grid CRS are {tuple(gdf.total_bounds)}. "
+            f"{reprojected or gdf.crs.to_string()}) intersects the grid (bounds {_numbers(grid.bounds)} in "
+            f"{grid.pyproj_crs.to_string()}); outline bounds in the grid CRS are {_numbers(gdf.total_bounds)}. "
             "Check the outlines' .prj / CRS and the grid."
         )
     gdf = gdf.reset_index(drop=True)

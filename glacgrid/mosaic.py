@@ -49,7 +49,7 @@ import xarray as xr
 from . import cube as cube_mod
 from .exceptions import InputDataError, StoreError
 from .glaciers import glacier_sums
-from .grid import TargetGrid
+from .grid import TargetGrid, check_raster
 from .metadata import provenance, stamp
 from .units import m2_to_km2, m3_to_km3
 
@@ -110,6 +110,8 @@ def scan_tiles(thickness_dir: str | Path, dem_dir: str | Path, *, read_values: b
         dem = ddir / f"dem_{m['num']}.asc.tif"
         if not dem.exists():
             raise InputDataError(f"Thickness tile {path.name} has no matching DEM {dem}; expected dem_NNNNN.asc.tif.")
+        check_raster(path)  # a cut or damaged tile is named here, once, before any pixel is read
+        check_raster(dem)
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise InputDataError(f"Thickness tile {path} has no CRS; the mosaic takes every CRS from these tiles.")

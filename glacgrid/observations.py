@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,39 +25,132 @@ def read_observations(files: Sequence[str | Path], *, fmt: str = "wgms", id_colu
     ``fmt="wgms"``: WGMS ``mbdata`` CSVs with YEAR and ANNUAL_BALANCE (mm w.e.); rows without an annual
     balance are skipped (they are seasonal-only records). ``fmt="table"``: columns ``id_column``,
     ``year``, ``smb`` (m w.e.).
+
+    Every cell is checked when the file is read (cheap: call it before any long stage). A row whose
+    number of cells differs from the header's (typically an unquoted ``-1,234`` split in two), a
+    balance that is not a number, a blank or non-integer year or a blank id in a row that has a
+    balance is an :class:`InputDataError` naming the file, line and column. Thousands separators
+    are read when unambiguous: a quoted cell such as ``"-1,234"`` or ``"12,345.5"`` (commas between
+    groups of exactly three digits) is -1234 or 12345.5; any other comma (``"-1,5"``: a decimal comma?)
+    is refused. Cells ``NA``, ``NaN``, ``null`` and blank ones are missing values.
     """
+    if fmt not in ("wgms", "table"):
+        raise InputDataError(f"Unknown observation format {fmt!r}; use 'wgms' or 'table'.")
+    year_col, smb_col = ("YEAR", "ANNUAL_BALANCE") if fmt == "wgms" else ("year", "smb")
     frames = []
     for f in files:
         f = Path(f)
         if not f.exists():
             raise InputDataError(f"Observation file {f} does not exist.")
-        df = pd.read_csv(f)
-        if fmt == "wgms":
-            need = ["YEAR", "ANNUAL_BALANCE", id_column]
-            rename = {"YEAR": "year", "ANNUAL_BALANCE": "smb", id_column: "obs_id"}
-        elif fmt == "table":
-            need = [id_column, "year", "smb"]
-            rename = {id_column: "obs_id"}
-        else:
-            raise InputDataError(f"Unknown observation format {fmt!r}; use 'wgms' or 'table'.")
-        missing = [c for c in need if c not in df.columns]
+        table = _CsvTable.read(f)
+        need = [year_col, smb_col, id_column] if fmt == "wgms" else [id_column, "year", "smb"]
+        missing = [c for c in need if c not in table.columns]
         if missing:
-            raise InputDataError(f"Observation file {f} lacks columns {missing} (has {list(df.columns)}); "
+            raise InputDataError(f"Observation file {f} lacks columns {missing} (has {table.columns}); "
                                  f"format {fmt!r} needs {need}.")
-        df = df[need].rename(columns=rename).dropna(subset=["smb"])
-        if fmt == "wgms":
-            df["smb"] = mm_we_to_m_we(df["smb"].to_numpy())
-        df["obs_id"] = df["obs_id"].astype(str)
-        df["year"] = df["year"].astype(int)
-        df["source"] = f.name
-        frames.append(df)
+        smb, blank = table.numbers(smb_col)
+        keep = ~blank  # rows without an annual balance: seasonal-only records, skipped
+        years = table.integers(year_col, keep)
+        ids = table.text(id_column, keep)
+        values = mm_we_to_m_we(smb[keep]) if fmt == "wgms" else smb[keep]
+        cols = {"year": years, "smb": values, "obs_id": ids} if fmt == "wgms" else \
+            {"obs_id": ids, "year": years, "smb": values}
+        frames.append(pd.DataFrame({**cols, "source": f.name}))
     if not frames:
         raise InputDataError("No observation files were given.")
     obs = pd.concat(frames, ignore_index=True)
     dup = obs.duplicated(["obs_id", "year"])
     if dup.any():
-        raise InputDataError(f"Duplicated observations (id, year): {obs.loc[dup, ['obs_id', 'year']].values.tolist()[:5]}.")
+        pairs = [[str(i), int(y)] for i, y in obs.loc[dup, ["obs_id", "year"]].itertuples(index=False)]
+        raise InputDataError(f"Duplicated observations (id, year): {pairs[:5]}; keep one row per glacier and year.")
     return obs
+
+
+#: Cells read as missing values (compared in lower case, stripped).
+_MISSING = frozenset({"", "na", "nan", "-nan", "n/a", "null", "none", "#n/a", "<na>"})
+#: A number with thousands separators: groups of exactly three digits after the first.
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+
+
+@dataclass(frozen=True)
+class _CsvTable:
+    """The cells of a CSV file as text, with the file line of every row (for messages)."""
+
+    path: Path
+    columns: list[str]
+    cells: dict[str, np.ndarray]
+    lines: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path) -> "_CsvTable":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            text = path.read_text(encoding="latin-1")
+        reader = csv.reader(io.StringIO(text))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputDataError(f"{path} is empty: expected a CSV file with a header line.") from None
+        rows, lines, bad = [], [], []
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue  # blank line
+            if len(row) != len(header):
+                bad.append(f"line {reader.line_num} has {len(row)} cells")
+            rows.append(row)
+            lines.append(reader.line_num)
+        if bad:
+            raise InputDataError(
+                f"{path}: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} but the header has {len(header)} "
+                "columns. A number written with a thousands separator and not quoted (-1,234) splits into two "
+                "cells; remove the separators (or quote the cell) and check the line."
+            )
+        cells = {c: np.array([r[j].strip() for r in rows], dtype=object) for j, c in enumerate(header)}
+        return cls(path, header, cells, np.asarray(lines, dtype="int64"))
+
+    def _where(self, column: str, mask: np.ndarray) -> str:
+        listed = ", ".join(f"line {line}: {cell!r}" for line, cell in
+                           zip(self.lines[mask][:5], self.cells[column][mask][:5]))
+        return listed + (f" and {int(mask.sum()) - 5} more" if mask.sum() > 5 else "")
+
+    def numbers(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """The column as float64 and the mask of its missing cells; unreadable cells are an error."""
+        raw = self.cells[column]
+        blank = np.array([c.lower() in _MISSING for c in raw], dtype=bool)
+        text = np.array([c.replace(",", "") if _THOUSANDS.match(c) else c for c in raw], dtype=object)
+        values = pd.to_numeric(pd.Series(np.where(blank, "nan", text), dtype=object), errors="coerce").to_numpy(
+            dtype="float64")
+        bad = ~blank & ~np.isfinite(values)
+        if bad.any():
+            raise InputDataError(
+                f"{self.path}: column {column!r} holds {int(bad.sum())} cell(s) that are not numbers ("
+                f"{self._where(column, bad)}). Write plain numbers (a decimal point, no unit; thousands "
+                "separators only as 1,234 in a quoted cell), or leave the cell empty for no value."
+            )
+        return values, blank
+
+    def integers(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """The column at ``rows`` as int64: each such cell must hold a whole number."""
+        values, blank = self.numbers(column)
+        empty = blank & rows
+        if empty.any():
+            raise InputDataError(f"{self.path}: column {column!r} is empty in {int(empty.sum())} row(s) that hold a "
+                                 f"value ({self._where(column, empty)}); fill it in or remove the row(s).")
+        fraction = rows & (values != np.round(values))
+        if fraction.any():
+            raise InputDataError(f"{self.path}: column {column!r} must hold whole numbers; got "
+                                 f"{self._where(column, fraction)}.")
+        return values[rows].astype("int64")
+
+    def text(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """The column at ``rows`` as strings: each such cell must be filled in."""
+        raw = self.cells[column]
+        empty = rows & np.array([c.lower() in _MISSING for c in raw], dtype=bool)
+        if empty.any():
+            raise InputDataError(f"{self.path}: column {column!r} is empty in {int(empty.sum())} row(s) that hold a "
+                                 f"value ({self._where(column, empty)}); fill in the id or remove the row(s).")
+        return raw[rows].astype(str)
 
 
 def link_units(obs_ids: Sequence[str], outline_ids: Sequence[str], links: Mapping[str, Sequence[str]]):
@@ -191,16 +286,17 @@ def read_profiles(files: Sequence[str | Path] | Mapping[str | Path, str | Path],
                 raise InputDataError(f"Cannot tell which glacier the profile {f} belongs to: no ids= entry for "
                                      f"{f.name!r} and no mbdata_WGMS file beside it; pass ids={{{f.name!r}: 'RGI..'}}.")
             oid = _first_id(mb, id_column)
-        df = pd.read_csv(f, index_col=0)
+        table = _CsvTable.read(f)
+        bands = table.columns[1:]
         try:
-            mids = np.asarray([float(c) for c in df.columns])
+            mids = np.asarray([float(c) for c in bands])
         except ValueError as err:
-            raise InputDataError(f"Profile {f}: band columns must be mid-elevations in m; got {list(df.columns)[:5]}.") from err
+            raise InputDataError(f"Profile {f}: band columns must be mid-elevations in m; got {bands[:5]}.") from err
         try:
-            years = df.index.astype(int)
-        except (TypeError, ValueError) as err:
-            raise InputDataError(f"Profile {f}: the first column must hold years; got {list(df.index)[:5]}.") from err
-        values = df.to_numpy(dtype="float64")
+            years = table.integers(table.columns[0], np.ones(table.lines.size, dtype=bool))
+        except InputDataError as err:
+            raise InputDataError(f"Profile {f}: the first column must hold years. {err}") from err
+        values = np.column_stack([table.numbers(c)[0] for c in bands]) if bands else np.empty((years.size, 0))
         yy, bb = np.meshgrid(years, mids, indexing="ij")
         ok = np.isfinite(values)
         frames.append(pd.DataFrame({"obs_id": oid, "year": yy[ok].astype(int), "band_mid": bb[ok],
@@ -222,15 +318,16 @@ def read_areas(files: Sequence[str | Path], *, id_column: str = "RGI_ID") -> pd.
     for f in map(Path, files):
         if not f.exists():
             raise InputDataError(f"Observation file {f} does not exist.")
-        df = pd.read_csv(f)
-        missing = [c for c in ("YEAR", "AREA", id_column) if c not in df.columns]
+        table = _CsvTable.read(f)
+        missing = [c for c in ("YEAR", "AREA", id_column) if c not in table.columns]
         if missing:
-            raise InputDataError(f"{f} lacks columns {missing} (has {list(df.columns)}); WGMS mbdata files have "
+            raise InputDataError(f"{f} lacks columns {missing} (has {table.columns}); WGMS mbdata files have "
                                  "YEAR, AREA (km2) and the glacier id column.")
-        out = pd.DataFrame({"obs_id": df[id_column].astype(str), "year": df["YEAR"].astype(int),
-                            "area_km2": pd.to_numeric(df["AREA"], errors="coerce"),
-                            "name": df["NAME"].astype(str).str.strip() if "NAME" in df else "", "source": f.name})
-        frames.append(out.dropna(subset=["area_km2"]))
+        area, blank = table.numbers("AREA")
+        keep = ~blank
+        frames.append(pd.DataFrame({
+            "obs_id": table.text(id_column, keep), "year": table.integers("YEAR", keep), "area_km2": area[keep],
+            "name": table.cells["NAME"][keep].astype(str) if "NAME" in table.cells else "", "source": f.name}))
     if not frames:
         raise InputDataError("No observation files were given.")
     return pd.concat(frames, ignore_index=True)

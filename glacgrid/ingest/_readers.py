@@ -1,12 +1,20 @@
 """Open one ERA5-Land file (netCDF or GRIB) lazily as ``(time, lat, lon)`` with canonical coordinates.
 
 Pure file handling: no unit conversion, no checks across files (see :mod:`._open`).
+
+Truncation: :func:`check_complete` compares a file's size with the size its own header implies
+(netCDF-3: the data offsets and record count of the header; netCDF-4/HDF5: the end-of-file address
+of the superblock; GRIB: the declared length of every message), so a file cut short by a download
+or a copy is refused with the bytes expected and received, before any of its values is read.
+netCDF-C returns zeros (not an error) past the end of a cut classic file, and a cut coordinate
+would otherwise be misdiagnosed (duplicated longitudes, sub-monthly times, a grid mismatch).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -15,7 +23,7 @@ import xarray as xr
 
 from ..exceptions import GridMismatchError, InputDataError, TimeAxisError, import_optional
 
-__all__ = ["GRIB_SUFFIXES", "SOURCE_INDEX", "is_grib", "is_hdf5", "open_source", "sha256"]
+__all__ = ["GRIB_SUFFIXES", "SOURCE_INDEX", "check_complete", "is_grib", "is_hdf5", "open_source", "sha256"]
 
 #: File name endings read with cfgrib (others must be netCDF). Files starting with ``GRIB`` are too.
 GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
@@ -60,6 +68,187 @@ def is_hdf5(path: Path) -> bool:
     """Whether ``path`` is an HDF5 file (netCDF-4), by its signature at offset 0."""
     with open(path, "rb") as fh:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- truncation checks
+#: Bytes per value of the netCDF-3 external types (CDF-1/2: 1..6; CDF-5 adds 7..11).
+_NC3_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+_NC3_STREAMING = (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)  # numrecs of a file still being written
+_NC3_FORMATS = {1: "classic", 2: "64-bit offset", 5: "CDF-5"}
+
+
+class _CutHeader(Exception):
+    """The file ends inside its own header."""
+
+
+class _Nc3Header:
+    """Sequential big-endian reads of a netCDF-3 header (classic, 64-bit offset or CDF-5)."""
+
+    def __init__(self, fh, version: int):
+        self.fh = fh
+        self.count = 8 if version == 5 else 4  # NON_NEG: element counts, dimension lengths, vsize
+        self.offset = 4 if version == 1 else 8  # OFFSET: a variable's begin
+
+    def raw(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) < n:
+            raise _CutHeader
+        return data
+
+    def int(self, size: int = 4) -> int:
+        return int.from_bytes(self.raw(size), "big")
+
+    def name(self) -> str:
+        n = self.int(self.count)
+        return self.raw(n + (-n % 4))[:n].decode("utf-8", "replace")
+
+    def skip_attributes(self) -> None:
+        self.int()  # NC_ATTRIBUTE tag, or 0 when absent
+        for _ in range(self.int(self.count)):
+            self.name()
+            kind, n = self.int(), self.int(self.count)
+            size = n * _NC3_TYPE_SIZE.get(kind, 1)
+            self.fh.seek(size + (-size % 4), os.SEEK_CUR)
+
+
+def _nc3_extents(fh, version: int) -> list[tuple[str, int]]:
+    """(variable, byte where its data ends) of every variable of a netCDF-3 file, by its header.
+
+    The record size follows netCDF-C (each record variable's slab padded to 4 bytes, unless there is
+    only one); a variable's final padding is not required, so no valid file is refused.
+    """
+    head = _Nc3Header(fh, version)
+    numrecs = head.int(head.count)
+    head.int()  # NC_DIMENSION tag
+    dims = []
+    for _ in range(head.int(head.count)):
+        head.name()
+        dims.append(head.int(head.count))  # 0: the record (unlimited) dimension
+    head.skip_attributes()
+    head.int()  # NC_VARIABLE tag
+    variables = []
+    for _ in range(head.int(head.count)):
+        name = head.name()
+        dimids = [head.int(head.count) for _ in range(head.int(head.count))]
+        head.skip_attributes()
+        kind = head.int()
+        head.int(head.count)  # vsize: recomputed (it saturates at 2**32 - 1 for large variables)
+        begin = head.int(head.offset)
+        record = bool(dimids) and dims[dimids[0]] == 0
+        shape = [dims[d] for d in dimids[1:]] if record else [dims[d] for d in dimids]
+        variables.append((name, record, begin, int(np.prod(shape, dtype=np.int64)) * _NC3_TYPE_SIZE.get(kind, 1)))
+    records = [size for _, rec, _, size in variables if rec]
+    recsize = records[0] if len(records) == 1 else sum(s + (-s % 4) for s in records)
+    out = [("the header", fh.tell())]
+    for name, record, begin, size in variables:
+        if not record:
+            out.append((f"variable {name!r}", begin + size))
+        elif numrecs and numrecs not in _NC3_STREAMING:
+            out.append((f"variable {name!r} (record {numrecs} of {numrecs})", begin + (numrecs - 1) * recsize + size))
+    return out
+
+
+def _hdf5_extents(fh) -> list[tuple[str, int]]:
+    """The end-of-file address an HDF5 superblock (versions 0 to 3, at byte 0) records."""
+    head = fh.read(64)
+    if len(head) < 12:
+        raise _CutHeader
+    version = head[8]
+    if version in (0, 1):
+        size = head[13]
+        base = 24 + (4 if version == 1 else 0)
+    else:
+        size, base = head[9], 12
+    fmt = {4: "<I", 8: "<Q"}.get(size)
+    if fmt is None:
+        return []  # an unusual address size: HDF5 itself will tell
+    need = base + 3 * size
+    if len(head) < need:
+        raise _CutHeader
+    base_address = struct.unpack(fmt, head[base:base + size])[0]
+    eof = struct.unpack(fmt, head[base + 2 * size:base + 3 * size])[0]
+    return [("the file's data (end-of-file address of the superblock)", base_address + eof)]
+
+
+def _grib_extents(fh, size: int) -> list[tuple[str, int]]:
+    """(message, byte where it ends by its declared length) of every GRIB message; padding is skipped."""
+    pos, out = 0, []
+    while pos < size:
+        fh.seek(pos)
+        block = fh.read(1 << 16)
+        found = block.find(b"GRIB")
+        if found < 0:
+            if len(block) < 1 << 16:
+                break  # padding at the end of the file
+            pos += len(block) - 3
+            continue
+        pos += found
+        fh.seek(pos)
+        head = fh.read(16)
+        label = f"GRIB message {len(out) + 1} (from byte {pos:,})"
+        if len(head) < 16:
+            return [*out, (label, pos + 16)]
+        if head[7] == 1:
+            length = int.from_bytes(head[4:7], "big")
+            if length & 0x800000:  # ECMWF's encoding of messages over 8 MiB: leave it to eccodes
+                return out
+        elif head[7] == 2:
+            length = int.from_bytes(head[8:16], "big")
+        else:
+            return out  # not a message header: eccodes reports it
+        out.append((label, pos + length))
+        pos += max(length, 4)
+    return out
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Refuse a netCDF-3, netCDF-4 (HDF5) or GRIB file that is shorter than its header says.
+
+    Reads only the header (netCDF-3, HDF5) or the 16-byte header of each GRIB message, not the data.
+    Files of other formats pass unchecked (the reader reports them).
+
+    Parameters
+    ----------
+    path : path
+        The file.
+
+    Raises
+    ------
+    InputDataError
+        The file is cut short: the message gives the bytes expected and received, and which
+        variable or message the missing bytes belong to.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+        try:
+            if magic[:3] == b"CDF" and magic[3] in _NC3_FORMATS:
+                kind = f"netCDF-3 ({_NC3_FORMATS[magic[3]]})"
+                extents = _nc3_extents(fh, magic[3])
+            elif magic == b"\x89HDF":
+                kind = "netCDF-4/HDF5"
+                fh.seek(0)
+                extents = _hdf5_extents(fh)
+            elif magic == b"GRIB" or path.suffix.lower() in GRIB_SUFFIXES:
+                kind = "GRIB"
+                extents = _grib_extents(fh, size)
+            else:
+                return
+        except _CutHeader:
+            raise InputDataError(
+                f"{path} is not a complete {kind} file: it is truncated, ending ({size:,} bytes) inside its own "
+                "header. The download or copy was cut short; download it again."
+            ) from None
+    cut = [label for label, stop in extents if stop > size]
+    if cut:
+        end = max(stop for _, stop in extents)
+        listed = ", ".join(cut[:4]) + (f" and {len(cut) - 4} more" if len(cut) > 4 else "")
+        raise InputDataError(
+            f"{path} is not a complete {kind} file: it is truncated. By its header it holds {end:,} bytes, but "
+            f"the file has {size:,} ({end - size:,} missing; cut: {listed}). The download or copy was cut short "
+            "(readers return zeros or garbage past the end); download it again."
+        )
 
 
 def _open_netcdf(path: Path) -> xr.Dataset:
@@ -163,7 +352,7 @@ def open_source(path: Path) -> xr.Dataset:
     Raises
     ------
     InputDataError
-        Missing, unreadable, truncated or corrupted file.
+        Missing, unreadable, truncated (see :func:`check_complete`) or corrupted file.
     GridMismatchError
         No 1-D latitude/longitude, or duplicated longitudes once wrapped.
     TimeAxisError
@@ -171,6 +360,7 @@ def open_source(path: Path) -> xr.Dataset:
     """
     if not path.is_file():
         raise InputDataError(f"ERA5-Land file {path} does not exist (or is not a file); check the path.")
+    check_complete(path)  # before anything is decoded: a cut file gives this diagnosis, no other
     ds = opened = _open_grib(path) if is_grib(path) else _open_netcdf(path)
     ds = ds.rename({k: v for k, v in _RENAME.items() if k in ds.variables})
     for dim in ("lat", "lon"):

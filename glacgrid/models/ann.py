@@ -29,6 +29,7 @@ from .schema import (
     FeatureSchema,
     check_predict_input,
     check_training_data,
+    malformed_artifact,
     read_model_json,
     write_json_atomic,
 )
@@ -411,23 +412,49 @@ class ANNModel:
         torch = _torch()
         directory = Path(directory)
         meta = read_model_json(directory, kinds=("ann",))
-        try:
-            model = cls(**meta["hyperparameters"])
-        except TypeError as err:
-            raise ModelError(f"{directory / MODEL_JSON}: bad hyperparameters ({err}); re-export the model.") from err
-        model.schema = FeatureSchema.from_dict(meta["schema"])
-        model.norm_ = dict(meta["normalisation"])
-        model.training_ = dict(meta.get("training", {}))
-        wpath = directory / meta["weights"]["file"]
+        with malformed_artifact(directory / MODEL_JSON):
+            try:
+                model = cls(**meta["hyperparameters"])
+            except TypeError as err:
+                raise ModelError(f"{directory / MODEL_JSON}: bad hyperparameters ({err}); re-export the model.") from err
+            model.schema = FeatureSchema.from_dict(meta["schema"])
+            norm = meta["normalisation"]
+            sizes = {"x_mean": (len(model.schema),), "x_std": (len(model.schema),), "y_mean": (), "y_std": ()}
+            if any(np.shape(norm[k]) != n or not np.isfinite(np.asarray(norm[k], dtype=np.float64)).all()
+                   for k, n in sizes.items()):
+                raise ModelError(f"{directory / MODEL_JSON}: normalisation must hold {len(model.schema)} finite "
+                                 "x_mean and x_std values and finite y_mean and y_std; re-export the model.")
+            model.norm_ = dict(norm)
+            model.training_ = dict(meta.get("training", {}))
+            wpath = directory / str(meta["weights"]["file"])
+            digest = meta["weights"]["sha256"]
         if not wpath.is_file():
             raise ModelError(f"Model weights {wpath} are missing; copy the whole artifact directory.")
-        if hashlib.sha256(wpath.read_bytes()).hexdigest() != meta["weights"]["sha256"]:
+        if hashlib.sha256(wpath.read_bytes()).hexdigest() != digest:
             raise ModelError(f"{wpath} does not match the sha256 recorded in {directory / MODEL_JSON}; "
                              "the artifact was modified or mixed with another one. Re-export the model.")
-        state = torch.load(wpath, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(wpath, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle.UnpicklingError (a refused object), RuntimeError (not a torch zip), ...
+            raise ModelError(
+                f"Refusing to load {wpath}: {_first_line(err)}. This file is not a glacgrid artifact or was written "
+                "by an untrusted tool: glacgrid weights are plain tensors, and torch.load(weights_only=True) "
+                "refuses anything else (no code is run). Re-export the model with glacgrid (model.to_artifact)."
+            ) from err
         try:
             model._build(len(model.schema)).load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as err:
-            raise ModelError(f"{wpath} does not fit the network described in {MODEL_JSON}: {err}") from err
+        except (RuntimeError, TypeError, AttributeError, ValueError) as err:
+            raise ModelError(f"{wpath} does not fit the network described in {MODEL_JSON}: {_first_line(err)}. "
+                             "Re-export the model.") from err
         model._state = state
         return model
+
+
+def _first_line(err: Exception) -> str:
+    """``Type: the line of the message that says what is wrong`` (torch's messages run over many lines, and
+    the first line of a refused pickle advises ``weights_only=False``: the line naming the refused global
+    is given instead)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+    text = (named or lines or [""])[0]
+    return f"{type(err).__name__}: {text}".rstrip(": .")

@@ -239,6 +239,13 @@ def _design(table: pd.DataFrame, target: str, features: Sequence[str], glacier_c
     """Check the table's columns and values and take out the arrays (nothing is dropped silently)."""
     if not isinstance(table, pd.DataFrame):
         raise InputDataError(f"table must be a pandas DataFrame; got {type(table).__name__}.")
+    if len(table) == 0:
+        source = table.attrs.get("source")
+        raise InputDataError(
+            f"The cross-validation table{f' {source}' if source else ''} has no rows (columns: {list(table.columns)}): "
+            "there is nothing to cross-validate. Check that the feature table was written completely and that "
+            "its observations were matched to glaciers."
+        )
     if isinstance(features, str):
         raise ModelError(f"features must be a sequence of column names, not one string; use [{features!r}].")
     features = list(features)
@@ -260,7 +267,7 @@ def _design(table: pd.DataFrame, target: str, features: Sequence[str], glacier_c
     X = np.column_stack([_numeric_column(table, c, glacier_col, year_col) for c in features])
     y = _numeric_column(table, target, glacier_col, year_col)
     if np.ptp(y) == 0:
-        raise ModelError(f"Target {target!r} is constant ({y[0]}) over the table: there is nothing to learn "
+        raise ModelError(f"Target {target!r} is constant ({float(y[0]):g}) over the table: there is nothing to learn "
                          "or score. Check the observations.")
     return _Design(X, y, table[glacier_col].to_numpy(), table[year_col].to_numpy(), schema, tuple(features))
 

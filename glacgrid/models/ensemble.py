@@ -22,6 +22,7 @@ from .schema import (
     MODEL_JSON,
     FeatureSchema,
     check_training_data,
+    malformed_artifact,
     read_model_json,
     write_json_atomic,
 )
@@ -107,10 +108,12 @@ class EnsembleModel:
         """Load an ensemble written by :meth:`to_artifact`; every member is checked like a single model."""
         directory = Path(directory)
         meta = read_model_json(directory, kinds=("ensemble",))
-        schema = FeatureSchema.from_dict(meta["schema"])
-        model = cls.__new__(cls)
-        model.kind, model.member_kind, model.n_members = "ensemble", meta["member_kind"], int(meta["n_members"])
-        model.method, model.seed, model.options = meta["method"], int(meta["seed"]), dict(meta["options"])
-        model.members = [load_single_model(directory / name, schema=schema) for name in meta["members"]]
-        model.schema, model.training_ = schema, dict(meta.get("training", {}))
+        with malformed_artifact(directory / MODEL_JSON):
+            schema = FeatureSchema.from_dict(meta["schema"])
+            model = cls.__new__(cls)
+            model.kind, model.member_kind, model.n_members = "ensemble", meta["member_kind"], int(meta["n_members"])
+            model.method, model.seed, model.options = meta["method"], int(meta["seed"]), dict(meta["options"])
+            names = list(meta["members"])
+            model.schema, model.training_ = schema, dict(meta.get("training", {}))
+        model.members = [load_single_model(directory / name, schema=schema) for name in names]
         return model

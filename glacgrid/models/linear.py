@@ -21,6 +21,7 @@ from .schema import (
     FeatureSchema,
     check_predict_input,
     check_training_data,
+    malformed_artifact,
     read_model_json,
     write_json_atomic,
 )
@@ -154,15 +155,19 @@ class LinearModel:
     def from_artifact(cls, directory: str | Path) -> LinearModel:
         """Load a model written by :meth:`to_artifact` (no scikit-learn needed)."""
         meta = read_model_json(directory, kinds=LINEAR_KINDS)
-        model = cls(meta["kind"], seed=meta.get("seed", 0))
-        model.schema = FeatureSchema.from_dict(meta["schema"])
-        coef = np.asarray(meta["coef"], dtype=np.float64)
-        if coef.shape != (len(model.schema),) or not np.isfinite(coef).all() or meta["intercept"] is None:
-            raise ModelError(
-                f"{Path(directory) / MODEL_JSON}: coef must be {len(model.schema)} finite numbers (one per "
-                f"feature) with a finite intercept; got {meta['coef']!r}, {meta['intercept']!r}."
-            )
-        model.coef_ = coef
-        model.intercept_ = float(meta["intercept"])
-        model.training_ = dict(meta.get("training", {}))
+        path = Path(directory) / MODEL_JSON
+        with malformed_artifact(path):
+            model = cls(meta["kind"], seed=int(meta.get("seed", 0)))
+            model.schema = FeatureSchema.from_dict(meta["schema"])
+            coef = np.asarray(meta["coef"], dtype=np.float64)
+            intercept = meta["intercept"]
+            if (coef.shape != (len(model.schema),) or not np.isfinite(coef).all()
+                    or not isinstance(intercept, (int, float)) or not np.isfinite(intercept)):
+                raise ModelError(
+                    f"{path}: coef must be {len(model.schema)} finite numbers (one per feature) with a finite "
+                    f"intercept; got {meta['coef']!r}, {intercept!r}. Re-export the model."
+                )
+            model.coef_ = coef
+            model.intercept_ = float(intercept)
+            model.training_ = dict(meta.get("training", {}))
         return model

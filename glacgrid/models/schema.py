@@ -9,6 +9,7 @@ the helpers that read and write ``model.json``.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,8 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..exceptions import InputDataError, ModelError, SchemaMismatchError
+from ..exceptions import GlacgridError, InputDataError, ModelError, SchemaMismatchError
 from ..features import FeatureSchema
+
+__all__ = ["ARTIFACT_FORMAT", "MODEL_JSON", "ArtifactMeta", "SMBModel", "check_predict_input", "check_training_data",
+           "malformed_artifact", "predict_frame", "read_model_json", "write_json_atomic"]
 
 #: Version of the ``model.json`` layout; bumped when a reader could misread an older file.
 ARTIFACT_FORMAT = 1
@@ -145,15 +149,58 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def read_model_json(directory: str | Path, kinds: tuple[str, ...] | None = None) -> dict:
-    """Read and check ``directory/model.json``; ``kinds`` restricts the accepted model kinds."""
+class ArtifactMeta(dict):
+    """The JSON of a model artifact: a missing key is a :class:`ModelError` naming the file and the key.
+
+    Nested objects are :class:`ArtifactMeta` too, so ``meta["weights"]["sha256"]`` on a damaged or
+    hand-edited ``model.json`` says which key is missing, not ``KeyError: 'sha256'``.
+    """
+
+    path: Path = Path(MODEL_JSON)
+
+    def __missing__(self, key):
+        raise ModelError(
+            f"{self.path} lacks the key {key!r} (it has {sorted(self)}): it is not a glacgrid model artifact or was "
+            "damaged or edited. Re-export the model with this glacgrid version (model.to_artifact)."
+        )
+
+
+@contextmanager
+def malformed_artifact(path: Path):
+    """Turn a value of the wrong type or shape read from the artifact at ``path`` into a :class:`ModelError`."""
+    try:
+        yield
+    except GlacgridError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ModelError(
+            f"{path} is malformed ({type(err).__name__}: {err}): it is not a glacgrid model artifact or was damaged "
+            "or edited. Re-export the model with this glacgrid version (model.to_artifact)."
+        ) from err
+
+
+def read_model_json(directory: str | Path, kinds: tuple[str, ...] | None = None) -> ArtifactMeta:
+    """Read and check ``directory/model.json``; ``kinds`` restricts the accepted model kinds.
+
+    Returns
+    -------
+    ArtifactMeta
+        The JSON object; a missing key raises :class:`ModelError` naming the file.
+    """
     path = Path(directory) / MODEL_JSON
+
+    def meta_object(pairs):
+        obj = ArtifactMeta(pairs)
+        obj.path = path
+        return obj
+
     if not path.is_file():
         raise ModelError(f"No model artifact at {path}: expected a directory written by model.to_artifact().")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{path} is not valid JSON ({err}); re-export the model.") from err
+        meta = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=meta_object)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); it is damaged or not a model.json. Re-export the "
+                         "model.") from err
     fmt = meta.get("format_version") if isinstance(meta, dict) else None
     if fmt != ARTIFACT_FORMAT:
         raise ModelError(

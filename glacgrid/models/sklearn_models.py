@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from .schema import (
     FeatureSchema,
     check_predict_input,
     check_training_data,
+    malformed_artifact,
     read_model_json,
     write_json_atomic,
 )
@@ -194,25 +196,31 @@ class SklearnModel:
         """Load a model written by :meth:`to_artifact` (no scikit-learn, no pickle)."""
         directory = Path(directory)
         meta = read_model_json(directory, kinds=SKLEARN_KINDS)
-        try:
-            model = cls(meta["kind"], seed=meta.get("seed", 0), **meta["hyperparameters"])
-        except TypeError as err:
-            raise ModelError(f"{directory / MODEL_JSON}: bad hyperparameters ({err}); re-export the model.") from err
-        model.schema = FeatureSchema.from_dict(meta["schema"])
-        model.norm_ = dict(meta["normalisation"])
-        model.training_ = dict(meta.get("training", {}))
-        path = directory / meta["arrays"]["file"]
+        with malformed_artifact(directory / MODEL_JSON):
+            try:
+                model = cls(meta["kind"], seed=int(meta.get("seed", 0)), **meta["hyperparameters"])
+            except TypeError as err:
+                raise ModelError(f"{directory / MODEL_JSON}: bad hyperparameters ({err}); re-export the model.") from err
+            model.schema = FeatureSchema.from_dict(meta["schema"])
+            model.norm_ = dict(meta["normalisation"])
+            model.training_ = dict(meta.get("training", {}))
+            path = directory / str(meta["arrays"]["file"])
+            digest = meta["arrays"]["sha256"]
         if not path.is_file():
             raise ModelError(f"Model arrays {path} are missing; copy the whole artifact directory.")
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != meta["arrays"]["sha256"]:
+        if hashlib.sha256(data).hexdigest() != digest:
             raise ModelError(f"{path} does not match the sha256 recorded in {directory / MODEL_JSON}; "
                              "the artifact was modified or mixed with another one. Re-export the model.")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 model.arrays_ = {k: npz[k] for k in npz.files}
         except ValueError as err:  # object arrays would need pickle: refuse them
-            raise ModelError(f"{path} holds non-numeric arrays ({err}); refusing to load it.") from err
+            raise ModelError(f"Refusing to load {path}: it holds non-numeric arrays ({err}). This file is not a glacgrid "
+                             "artifact or was written by an untrusted tool (glacgrid writes numeric arrays only, "
+                             "read without pickle); re-export the model with glacgrid.") from err
+        except (OSError, EOFError, zipfile.BadZipFile) as err:  # not an npz archive at all
+            raise ModelError(f"{path} is not a numpy npz archive ({err}); re-export the model with glacgrid.") from err
         need = ("support", "dual_coef") if model.kind == "svr" else TREE_ARRAYS
         missing = [k for k in need if k not in model.arrays_]
         if missing:
