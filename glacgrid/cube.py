@@ -20,27 +20,45 @@ so data of an interrupted write is never read as valid. Zarr (3.1) writes each c
 (temporary file, then rename), so a killed write leaves every chunk either old or new. Sidecar
 updates hold the exclusive lock of :func:`glacgrid.atomic.locked` on ``<store>/.glacgrid_done.lock``, so
 parallel writers (threads, processes, Slurm tasks on a shared filesystem) may record regions concurrently.
+
+What is atomic, what is locked, what resumes:
+
+* The template is written, with the sidecar that plans its regions, into a temporary directory beside
+  the store and renamed into place (:func:`glacgrid.atomic.atomic_dir`): a store either does not exist or
+  has its whole schema and its plan, so a write killed (or out of disk space) while the template is
+  written leaves nothing a re-run refuses, and one killed after it leaves a store that
+  ``open_store(require_complete=True)`` refuses until the re-run finished it.
+* :func:`write_dataset` holds the run lock of the store (:func:`store_lock`, the file ``<store>.lock``
+  beside it): a second writer of the same store is refused at once with
+  :class:`~glacgrid.exceptions.LockHeldError`; a lock left by a killed writer is free again.
+* A re-run skips the regions recorded as done and removes the temporary files a killed write left
+  (:func:`glacgrid.atomic.clean_partials`).
+* An ``OSError`` while writing (a full disk: ``ENOSPC``, a quota, permissions) is a
+  :class:`~glacgrid.exceptions.StoreError` naming the store and the fix; the re-run resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .atomic import atomic_path, locked
+from .atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked
 from .exceptions import InputDataError, StoreError
 
 __all__ = [
     "DONE_FILE",
+    "LOCK_SUFFIX",
     "STATIC_KEY",
     "completed_regions",
     "create_template",
@@ -51,6 +69,7 @@ __all__ = [
     "plan_regions",
     "prepare_regions",
     "region_key",
+    "store_lock",
     "write_dataset",
     "write_region",
     "write_static",
@@ -60,6 +79,8 @@ __all__ = [
 DONE_FILE = ".glacgrid_done.json"
 #: Sidecar key of the variables without the region dimension (see :func:`write_static`).
 STATIC_KEY = "static"
+#: Suffix of a store's run lock file, beside it (``cube.zarr`` -> ``cube.zarr.lock``).
+LOCK_SUFFIX = ".lock"
 
 # Encoding keys that survive into the Zarr store; anything else (netCDF chunking and compression,
 # source chunks, original shapes) conflicts with the dask chunks or the Zarr v3 codecs.
@@ -104,6 +125,47 @@ def _require_store(store: str | os.PathLike) -> Path:
     return path
 
 
+def store_lock(store: str | os.PathLike, *, purpose: str, shared: bool = False) -> contextlib.AbstractContextManager:
+    """The run lock of ``store``: :func:`glacgrid.atomic.exclusive` on ``<store>.lock`` beside it.
+
+    Hold it while writing a store that one driver writes (:func:`write_dataset` does); a second writer
+    is refused at once with :class:`~glacgrid.exceptions.LockHeldError` naming the holder. ``shared``:
+    for writers of disjoint parts of one run (Slurm array tasks), which exclude every exclusive holder
+    but not each other. Re-entrant within a process.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        Yields the holder record (``host``, ``pid``, ``started``, ``purpose``, ``argv``, ``mode``).
+    """
+    path = Path(store)
+    return exclusive(path.with_name(path.name + LOCK_SUFFIX), purpose=purpose, shared=shared)
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_ACCESS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_error(err: OSError, path: Path, what: str) -> StoreError:
+    """The StoreError of an OSError while writing ``what`` to the store at ``path``: the cause and the fix."""
+    code = errno.errorcode.get(err.errno, "") if err.errno else ""
+    cause = f"{type(err).__name__}{f' [{code}]' if code else ''}: {err.strerror or err}"
+    if err.filename:
+        cause += f" ({err.filename})"
+    resume = "then re-run the same command: it resumes where it stopped (finished regions are kept)."
+    if err.errno in _SPACE_ERRNOS:
+        try:
+            free = f" ({shutil.disk_usage(path if path.exists() else path.parent).free / 2**20:.4g} MiB free now)"
+        except OSError:
+            free = ""
+        fix = f"The filesystem of {path} is full or over quota{free}. Free space there (or raise the quota), {resume}"
+    elif err.errno in _ACCESS_ERRNOS:
+        fix = f"{path} (or its folder) is not writable by this user. Fix its permissions, {resume}"
+    else:
+        fix = f"Fix the cause (if it names an input file, check that file), {resume}"
+    return StoreError(f"Could not write {what} to Zarr store {path}: {cause}. {fix}")
+
+
 def _clean(ds: xr.Dataset) -> xr.Dataset:
     """A copy of ``ds`` whose variables keep only the encodings that are safe to write to Zarr."""
     ds = ds.copy()
@@ -126,7 +188,10 @@ def _stored_dtype(var: xr.Variable) -> str:
     """The dtype on disk (packed dtype if encoded so); datetimes compare decoded."""
     if var.dtype.kind in "mM":
         return str(var.dtype)
-    return str(np.dtype(var.encoding.get("dtype", var.dtype)))
+    dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+    if dtype.kind in "OUT":  # strings: object and numpy's StringDType are one variable-length string on disk
+        return "string"
+    return str(dtype)
 
 
 def _schema(ds: xr.Dataset) -> dict[str, Any]:
@@ -184,14 +249,22 @@ def completed_regions(store: str | os.PathLike) -> set[str]:
     return set(_read_done(_require_store(store))["done"])
 
 
-def _update_done(path: Path, field: str, keys: set[str]) -> None:
-    with locked(path / (DONE_FILE.removesuffix(".json") + ".lock")):
-        state = _read_done(path)
-        if keys <= set(state[field]):
-            return  # nothing new: leave the file (and its mtime) alone
-        state[field] = sorted(set(state[field]) | keys)
-        with atomic_path(path / DONE_FILE) as tmp:
-            tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path / DONE_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+
+def _update_done(path: Path, field: str, keys: set[str], *, replace: bool = False) -> None:
+    try:
+        with locked(path / (DONE_FILE.removesuffix(".json") + ".lock")):
+            state = _read_done(path)
+            new = sorted(keys if replace else set(state[field]) | keys)
+            if new == sorted(state[field]):
+                return  # nothing new: leave the file (and its mtime) alone
+            state[field] = new
+            _write_state(path, state)
+    except OSError as err:
+        raise _write_error(err, path, f"the progress file {DONE_FILE}") from err
 
 
 def mark_done(store: str | os.PathLike, key: Hashable) -> None:
@@ -267,11 +340,14 @@ def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto
         ) from err
 
 
-def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool = False,
+                    planned: Iterable[str] | None = None) -> Path:
     """Write the schema of ``ds`` (metadata and dimension coordinates, no data) to ``store``.
 
     Zarr chunks are the dask chunks of ``ds`` (first chunk size per dimension; variables without
-    dask are one chunk along dimensions that no variable chunks). Nothing is computed.
+    dask are one chunk along dimensions that no variable chunks). Nothing is computed. The template
+    and the sidecar that records ``planned`` are written into a temporary directory beside the store
+    and renamed into place, so the store appears whole or not at all (see the module notes).
 
     Parameters
     ----------
@@ -284,6 +360,11 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
         is (so that a resumed run continues), and one with a different schema (variables, dims,
         dtypes, sizes, dimension coordinate values, or the ``source_files`` attribute when both
         have it) raises. Chunking is not compared: a resumed write uses the store's chunks.
+    planned : iterable of str, optional
+        The keys of the regions the write will fill (see :func:`plan_regions`), recorded with the
+        template: until each is marked done, ``open_store(require_complete=True)`` refuses the store.
+        They replace the plan of a kept store (a resumed write may split its regions differently;
+        regions recorded as done stay recorded).
 
     Returns
     -------
@@ -293,28 +374,47 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
     Raises
     ------
     StoreError
-        If the store exists with a different schema, or the path exists and is not a Zarr store.
+        If the store exists with a different schema, the path exists and is not a Zarr store, or
+        writing fails (e.g. a full disk; the message says how to resume).
     """
     path = Path(store)
     ds = _uniform_chunks(_clean(ds))
-    if path.exists():
-        if not _is_zarr(path):
-            raise StoreError(
-                f"{path} exists and is not a Zarr store; glacgrid will not replace it. "
-                "Choose another store path or remove it yourself."
-            )
-        if not overwrite:
-            diffs = _schema_diff(ds, open_store(path, chunks=None, mask_and_scale=False))
-            if diffs:
+    plan = sorted({str(k) for k in planned}) if planned is not None else None
+    with locked(path.with_name(f".{path.name}{LOCK_SUFFIX}")):  # creators of one store take turns
+        _remove_leftover_templates(path)
+        if path.exists():
+            if not _is_zarr(path):
                 raise StoreError(
-                    f"Zarr store {path} exists with a different schema: {'; '.join(diffs)}. "
-                    "Pass overwrite=True to replace it, or write to another path."
+                    f"{path} exists and is not a Zarr store; glacgrid will not replace it. "
+                    "Choose another store path or remove it yourself."
                 )
-            return path
-        shutil.rmtree(path)
-    with _quiet():
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=True)
+            if not overwrite:
+                diffs = _schema_diff(ds, open_store(path, chunks=None, mask_and_scale=False))
+                if diffs:
+                    raise StoreError(
+                        f"Zarr store {path} exists with a different schema: {'; '.join(diffs)}. "
+                        "Pass overwrite=True (on the command line: --overwrite) to replace it, or write to "
+                        "another path."
+                    )
+                if plan is not None:
+                    _update_done(path, "planned", set(plan), replace=True)
+                return path
+        try:
+            with atomic_dir(path, replace=overwrite) as tmp, _quiet():
+                ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=True)
+                _write_state(tmp, {"version": 1, "done": [], "planned": plan or []})
+        except OSError as err:
+            raise _write_error(err, path, "the template (schema and coordinates)") from err
     return path
+
+
+def _remove_leftover_templates(path: Path) -> None:
+    """Remove the temporary directories of templates of ``path`` that a killed process left beside it."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{12}}\.tmp$")
+    if path.parent.is_dir():
+        for entry in path.parent.iterdir():
+            if pattern.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: str, index: slice,
@@ -344,6 +444,8 @@ def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: s
             f"Could not write region {region_key(region_dim, index)} to {path}: {err}. The data "
             "must have the store's variables, dims and sizes; recreate the template if they changed."
         ) from err
+    except OSError as err:  # a full disk, a quota, permissions
+        raise _write_error(err, path, f"region {region_key(region_dim, index)}") from err
 
 
 def write_static(ds: xr.Dataset, store: str | os.PathLike, *, region_dim: str) -> bool:
@@ -372,6 +474,8 @@ def write_static(ds: xr.Dataset, store: str | os.PathLike, *, region_dim: str) -
             f"Could not write the variables without {region_dim!r} ({sorted(map(str, static.variables))}) "
             f"to {path}: {err}. Recreate the template if the schema changed."
         ) from err
+    except OSError as err:
+        raise _write_error(err, path, f"the variables without {region_dim!r}") from err
     return True
 
 
@@ -408,19 +512,23 @@ def write_dataset(
     InputDataError
         If ``region_dim`` is not a dimension of ``ds`` or ``step`` is invalid.
     StoreError
-        If an existing store has another schema and ``overwrite`` is False.
+        If an existing store has another schema and ``overwrite`` is False, or a write fails (e.g.
+        a full disk: free space and re-run, it resumes).
+    LockHeldError
+        If another process writes the store (see :func:`store_lock`).
 
     Notes
     -----
     Each finished region is recorded in ``<store>/.glacgrid_done.json`` under the key
     ``"<region_dim>[start:stop]"`` (variables without ``region_dim`` under :data:`STATIC_KEY`);
     recorded regions are skipped, so re-running the same call finishes an interrupted write and
-    rewrites nothing after a complete one.
+    rewrites nothing after a complete one. The whole write holds the store's run lock.
     """
-    ds, pending = prepare_regions(ds, store, region_dim=region_dim, step=step, overwrite=overwrite)
-    for key, index in pending:
-        write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
-        mark_done(store, key)
+    with store_lock(store, purpose=f"glacgrid writing {Path(store).name}"):
+        ds, pending = prepare_regions(ds, store, region_dim=region_dim, step=step, overwrite=overwrite)
+        for key, index in pending:
+            write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
+            mark_done(store, key)
     return Path(store)
 
 
@@ -438,7 +546,9 @@ def prepare_regions(
     index)`` of each region still to write; the caller writes them (in any order, in parallel if it
     likes) with :func:`write_region` and records each with :func:`mark_done`. This is how other
     engines (e.g. Apache Beam in :mod:`glacgrid.ingest.beam`) write exactly the store that
-    :func:`write_dataset` writes.
+    :func:`write_dataset` writes. The regions are planned with the template (atomically); a resumed
+    store is cleared of the temporary files a killed write left, so call this while holding
+    :func:`store_lock` (one driver per store).
     """
     if region_dim not in ds.dims:
         raise InputDataError(
@@ -457,9 +567,12 @@ def prepare_regions(
             f"step={step} must be a positive multiple of the chunk size {chunk} along {region_dim!r}, "
             "so that no Zarr chunk is written by two regions. Rechunk the dataset or change step."
         )
-    create_template(ds, store, overwrite=overwrite)
     regions = [(region_key(region_dim, slice(a, min(a + step, n))), slice(a, min(a + step, n))) for a in range(0, n, step)]
-    plan_regions(store, [k for k, _ in regions])
+    static = [k for k, v in ds.variables.items() if region_dim not in v.dims and k not in ds.indexes]
+    resumed = Path(store).exists() and not overwrite
+    create_template(ds, store, overwrite=overwrite, planned=[k for k, _ in regions] + ([STATIC_KEY] if static else []))
+    if resumed:
+        clean_partials(store)
     done = completed_regions(store)
     if STATIC_KEY not in done and write_static(ds, store, region_dim=region_dim):
         mark_done(store, STATIC_KEY)

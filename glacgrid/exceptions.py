@@ -7,6 +7,24 @@ Input checks never use ``assert``.
 
 from __future__ import annotations
 
+__all__ = [
+    "ClusterError",
+    "ConfigError",
+    "GeometryError",
+    "GlacgridError",
+    "GridMismatchError",
+    "InputDataError",
+    "LockHeldError",
+    "MissingVariableError",
+    "ModelError",
+    "OptionalDependencyError",
+    "SchemaMismatchError",
+    "StoreError",
+    "TimeAxisError",
+    "UnitsError",
+    "import_optional",
+]
+
 
 class GlacgridError(Exception):
     """Base class of every error glacgrid raises on purpose."""
@@ -53,6 +71,39 @@ class SchemaMismatchError(ModelError):
 
 class StoreError(GlacgridError, RuntimeError):
     """A Zarr store is missing, incompatible with the run, or was left incomplete."""
+
+
+class LockHeldError(StoreError):
+    """An output (a store, an output directory) is being written by another process.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The lock file.
+    holder : dict
+        What the holder recorded: ``host``, ``pid``, ``started`` (ISO 8601), ``purpose``, ``argv``
+        (empty when it had not recorded them yet).
+    """
+
+    def __init__(self, path, holder: dict | None = None) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.holder = dict(holder or {})
+        h = self.holder
+        who = h.get("purpose") or "another process"
+        where = (f" (pid {h.get('pid', '?')} on host {h.get('host', '?')} since {h.get('started', '?')})"
+                 if h else " (it has not recorded its pid and host yet)")
+        pid, host = h.get("pid", "<pid>"), h.get("host", "its host")
+        super().__init__(
+            f"{self.path} is in use by {who}{where}. Wait for it to finish, or write to another output "
+            f"directory. If that process is gone (check with `ps -p {pid}` on {host}), the lock is already "
+            "free on a local disk, and free within the lock lease (about 90 s) on a network filesystem: "
+            "then re-run, and the run resumes where the dead one stopped."
+        )
+
+    def __reduce__(self):  # picklable (dask and multiprocessing send errors between processes)
+        return (type(self), (self.path, self.holder))
 
 
 class OptionalDependencyError(GlacgridError, ImportError):

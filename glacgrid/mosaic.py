@@ -406,39 +406,9 @@ def build_mosaic(thickness_dir: str | Path, dem_dir: str | Path, out_dir: str | 
 
 
 def write_mosaic(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Template first, then slabs of whole chunk rows with ``to_zarr(region=...)``; resumable.
-
-    Finished slabs are recorded in the store's sidecar (:func:`glacgrid.cube.mark_done`), so a
-    re-run skips them.
-    """
-    import shutil
-    import warnings
-
-    path = Path(path)
-    cy = ds["thickness"].data.chunksize[0]
-    if path.exists() and overwrite:
-        if not (path / "zarr.json").exists():
-            raise StoreError(f"{path} exists and is not a Zarr store; glacgrid will not replace it.")
-        shutil.rmtree(path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        if not path.exists():
-            ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=True)
-            cube_mod.mark_done(path, "created")
-        done = cube_mod.completed_regions(path)
-        if cube_mod.STATIC_KEY not in done:
-            static = ds.drop_vars([k for k, v in ds.variables.items() if "y" in v.dims or k in ds.indexes])
-            static.to_zarr(path, mode="r+", consolidated=None)
-            cube_mod.mark_done(path, cube_mod.STATIC_KEY)
-        spatial = ds.drop_vars([k for k, v in ds.variables.items() if "y" not in v.dims or "x" not in v.dims])
-        for j in range(0, ds.sizes["y"], cy):
-            index = slice(j, min(j + cy, ds.sizes["y"]))
-            key = cube_mod.region_key("y", index)
-            if key in done:
-                continue
-            spatial.isel(y=index).to_zarr(path, region={"y": index, "x": slice(None)}, mode="r+", consolidated=None)
-            cube_mod.mark_done(path, key)
-    return path
+    """Template (with its plan, written whole or not at all), then slabs of whole chunk rows; resumable and
+    locked against a second writer (:func:`glacgrid.cube.write_dataset` along ``y``)."""
+    return cube_mod.write_dataset(ds, path, region_dim="y", step=ds["thickness"].data.chunksize[0], overwrite=overwrite)
 
 
 def open_mosaic(path: str | Path, *, chunks: dict | str | None = "auto") -> xr.Dataset:

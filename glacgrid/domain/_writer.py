@@ -237,10 +237,18 @@ def write_domain(src: PackedSource, store: str | os.PathLike, *, group_pixels: i
     meta.update(attrs or {})
     path = Path(store)
     tmpl = _template(n_groups, C, G, meta)
-    cube_mod.create_template(tmpl, path, overwrite=overwrite)
     keys = {k: (cube_mod.region_key("pixel", slice(k * C, (k + 1) * C)),
                 cube_mod.region_key("glacier", slice(k * G, (k + 1) * G))) for k in range(n_groups)}
-    cube_mod.plan_regions(path, [x for pair in keys.values() for x in pair])
+    with cube_mod.store_lock(path, purpose="glacgrid domain"):  # one writer; the template comes with its plan
+        cube_mod.create_template(tmpl, path, overwrite=overwrite, planned=[x for pair in keys.values() for x in pair])
+        _write_groups(src, path, keys, group, n_pix, C, G, first, area_km2, has_th, workers)
+    return path
+
+
+def _write_groups(src: PackedSource, path: Path, keys: dict, group, n_pix, C: int, G: int, first, area_km2, has_th,
+                  workers: int | None) -> None:
+    """The groups of the domain not recorded as done, in a few threads."""
+    n_groups = len(keys)
     done = cube_mod.completed_regions(path)
     gb = np.searchsorted(group, np.arange(n_groups + 1))  # glacier bounds of each group
     pb = np.r_[0, np.cumsum(n_pix)][gb]  # pixel bounds (pixels are glacier-contiguous)
@@ -262,4 +270,3 @@ def write_domain(src: PackedSource, store: str | os.PathLike, *, group_pixels: i
     else:
         for k in range(n_groups):  # a loop over groups
             one(k)
-    return path

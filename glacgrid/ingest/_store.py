@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import xarray as xr
 import zarr
 
 from .. import cube
+from ..atomic import clean_partials
 from ..exceptions import GridMismatchError, InputDataError, StoreError, TimeAxisError
 from ..metadata import provenance
 from ._open import open_era5land
@@ -86,9 +88,21 @@ def ingest(
     An append first records its regions as planned, then grows the time axis and writes the new
     months band by band. Until every band is written, ``open_store(require_complete=True)``
     refuses the store, and re-running the append finishes it.
+
+    The ingest holds the store's run lock (``<store>.lock``, :func:`glacgrid.cube.store_lock`) from
+    the start: a second ingest into the same store is refused at once with
+    :class:`~glacgrid.exceptions.LockHeldError`. A full disk gives a
+    :class:`~glacgrid.exceptions.StoreError`; free space and re-run: it resumes.
     """
     if engine not in ENGINES:
         raise InputDataError(f"engine={engine!r} is not known; use one of {ENGINES}.")
+    with cube.store_lock(store, purpose="glacgrid ingest"):
+        return _ingest(files, store, invariant=invariant, variables=variables, chunks=chunks, overwrite=overwrite,
+                       append=append, engine=engine, beam_options=beam_options, recipe=recipe)
+
+
+def _ingest(files, store, *, invariant, variables, chunks, overwrite, append, engine, beam_options, recipe) -> Path:
+    """:func:`ingest` under the store's run lock."""
     if chunks is None and append and Path(store).exists():  # an append reads by the store's own tiles
         chunks = _store_chunks(Path(store))
     ds = open_era5land(files, invariant=invariant, variables=variables, chunks=chunks)
@@ -122,12 +136,17 @@ def _store_chunks(path: Path) -> dict[str, int] | None:
 
 def _append(ds: xr.Dataset, path: Path) -> Path:
     """Append the months of ``ds`` after the last one of the store at ``path`` (resumably)."""
+    clean_partials(path)  # what a killed append left (the caller holds the store's run lock)
     missing = cube.missing_regions(path)
     if any(not _APPEND_KEY.match(k) for k in missing):
         raise StoreError(
             f"Zarr store {path} is incomplete from an interrupted ingest ({len(missing)} region(s) "
             "missing). Re-run that ingest without --append to finish it, then append."
         )
+    if missing:  # an interrupted append: its planned months decide, and a kill while the time axis grew may
+        # have left arrays of two lengths, which no reader opens: even them out first
+        start, stop = (int(g) for g in _APPEND_KEY.match(sorted(missing)[0]).groups()[:2])
+        _resize_time(path, stop)
     stored = cube.open_store(path, chunks=None)
     ds = ds.drop_vars([v for v in ds.data_vars if "time" not in ds[v].dims])  # invariants stay
     want = sorted(v for v in stored.data_vars if "time" in stored[v].dims)
@@ -145,9 +164,7 @@ def _append(ds: xr.Dataset, path: Path) -> Path:
             )
     times = pd.DatetimeIndex(stored["time"].values)
     have = pd.DatetimeIndex(ds["time"].values)
-    if missing:  # finish the interrupted append first: its planned months decide
-        start, stop = (int(g) for g in _APPEND_KEY.match(sorted(missing)[0]).groups()[:2])
-    else:
+    if not missing:
         start = times.size
         stop = start + int((have > times[-1]).sum())
         if stop == start:
@@ -167,8 +184,7 @@ def _append(ds: xr.Dataset, path: Path) -> Path:
     bands = [slice(a, min(a + band, nlat)) for a in range(0, nlat, band)]
     keys = {f"time[{start}:{stop}]/lat[{b.start}:{b.stop}]": b for b in bands}
     cube.plan_regions(path, keys)  # planned before the time axis grows: a kill leaves it incomplete
-    if stored.sizes["time"] < stop:
-        _grow_time(path, part, stored)
+    _grow_time(path, part, start, stop)
     done = cube.completed_regions(path)
     for key, lat in keys.items():
         if key not in done:
@@ -177,29 +193,67 @@ def _append(ds: xr.Dataset, path: Path) -> Path:
     return _append(ds, path) if missing else path  # after a resumed append, add any later months
 
 
-def _grow_time(path: Path, part: xr.Dataset, stored: xr.Dataset) -> None:
-    """Extend every time variable of the store by ``part``'s months (metadata and time values only)."""
-    template = part.chunk({"time": -1})
-    template = template.drop_vars([v for v in template.data_vars if "time" not in template[v].dims])
-    for var in template.variables.values():
-        var.encoding = {}
+@contextlib.contextmanager
+def _quiet_zarr():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         warnings.filterwarnings("ignore", message=r"Object at \.glacgrid_done")  # our sidecar, not Zarr
-        template.to_zarr(path, append_dim="time", compute=False, consolidated=True, align_chunks=True)
-    old = json.loads(stored.attrs.get("source_files", "[]"))
-    new = [s for s in json.loads(part.attrs.get("source_files", "[]")) if s not in old]
-    group = zarr.open_group(path, mode="r+")
-    group.attrs.update({
-        "source_files": json.dumps(old + new),
-        "history": stored.attrs.get("history", "") + "\n" + provenance(
-            "append", store=str(path), months=f"{pd.Timestamp(part['time'].values[0]):%Y-%m}.."
-            f"{pd.Timestamp(part['time'].values[-1]):%Y-%m}"),
-    })
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        warnings.filterwarnings("ignore", message=r"Object at \.glacgrid_done")  # our sidecar, not Zarr
+        yield
+
+
+def _consolidate(path: Path) -> None:
+    with _quiet_zarr():
         zarr.consolidate_metadata(path)
+
+
+def _resize_time(path: Path, stop: int) -> zarr.Group:
+    """Every array of the store along ``time`` resized to ``stop`` months (a no-op for those that are), and the
+    consolidated metadata rewritten: idempotent, so a kill at any point is repaired by running it again."""
+    try:
+        group = zarr.open_group(path, mode="r+", use_consolidated=False)
+        changed = False
+        with _quiet_zarr():
+            arrays = list(group.arrays())
+        for _, arr in arrays:
+            dims = tuple(arr.metadata.dimension_names or ())
+            if "time" in dims and arr.shape[dims.index("time")] != stop:
+                axis = dims.index("time")
+                arr.resize(arr.shape[:axis] + (stop,) + arr.shape[axis + 1:])
+                changed = True
+        if changed:
+            _consolidate(path)
+    except OSError as err:
+        raise StoreError(f"Could not grow the time axis of {path} to {stop} months: {type(err).__name__}: {err}. "
+                         "Free space (or fix permissions) there, then re-run the append: it resumes.") from err
+    return group
+
+
+def _grow_time(path: Path, part: xr.Dataset, start: int, stop: int) -> None:
+    """Grow every time variable of the store to ``stop`` months, write the time values of months
+    ``start:stop`` (``part``'s) and record the new source files; every step is idempotent (absolute sizes,
+    values written in place, attributes updated once in one write), so a re-run after a kill finishes it."""
+    group = _resize_time(path, stop)
+    tarr = group["time"]
+    coder = xr.coders.CFDatetimeCoder()
+    encoded = coder.encode(xr.Variable("time", part["time"].values, encoding={
+        "units": tarr.attrs["units"], "calendar": tarr.attrs.get("calendar", "proleptic_gregorian"),
+        "dtype": tarr.dtype}))
+    try:
+        if not np.array_equal(tarr[start:stop], encoded.values):
+            tarr[start:stop] = encoded.values
+        old = json.loads(group.attrs.get("source_files", "[]"))
+        new = [s for s in json.loads(part.attrs.get("source_files", "[]")) if s not in old]
+        if new:  # (source files and history in one metadata write: recorded once)
+            group.attrs.update({
+                "source_files": json.dumps(old + new),
+                "history": group.attrs.get("history", "") + "\n" + provenance(
+                    "append", store=str(path), months=f"{pd.Timestamp(part['time'].values[0]):%Y-%m}.."
+                    f"{pd.Timestamp(part['time'].values[-1]):%Y-%m}"),
+            })
+        _consolidate(path)
+    except OSError as err:
+        raise StoreError(f"Could not write the new months' time axis to {path}: {type(err).__name__}: {err}. "
+                         "Free space (or fix permissions) there, then re-run the append: it resumes.") from err
 
 
 def rechunk(
@@ -233,4 +287,5 @@ def rechunk(
     ds = ds.chunk({d: chunks.get(d, -1) for d in ds.dims})
     ds.attrs["history"] = ds.attrs.get("history", "") + "\n" + provenance("rechunk", source=str(source), chunks=chunks)
     region_dim = "time" if "time" in ds.dims else next(iter(ds.dims))
-    return cube.write_dataset(ds, target, region_dim=region_dim, overwrite=overwrite)
+    with cube.store_lock(target, purpose="glacgrid rechunk"):
+        return cube.write_dataset(ds, target, region_dim=region_dim, overwrite=overwrite)

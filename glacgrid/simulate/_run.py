@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..atomic import atomic_path
+from ..atomic import atomic_path, clean_partials
 from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
 from ..features import glacier_constants
@@ -173,10 +173,21 @@ def _open_or_create(template: xr.Dataset, store: Path, fp: str) -> None:
         init_store(template, store)
 
 
+def _year_keys(n_years: int) -> list[str]:
+    """The sidecar keys of the years of a results store: one region per year (``'year[i:i+1]'``)."""
+    return [cube_mod.region_key("year", slice(i, i + 1)) for i in range(n_years)]
+
+
 def init_store(template: xr.Dataset, store: Path, *, overwrite: bool = False) -> None:
     """Create the results store from ``template`` (kept when it exists with the same schema, see
-    :func:`glacgrid.cube.create_template`) and write the member coordinates once."""
-    cube_mod.create_template(template, store, overwrite=overwrite)
+    :func:`glacgrid.cube.create_template`) and write the member coordinates once.
+
+    Every year of the template (and the member coordinates) is planned with the template, so
+    ``open_store(require_complete=True)`` refuses the store until every year is written and marked done:
+    a partial run never reads as a finished one with NaN years.
+    """
+    planned = _year_keys(template.sizes["year"]) + ([cube_mod.STATIC_KEY] if "member" in template.dims else [])
+    cube_mod.create_template(template, store, overwrite=overwrite, planned=planned)
     if "member" in template.dims and cube_mod.STATIC_KEY not in cube_mod.completed_regions(store):
         cube_mod.write_static(template[["thickness_factor", "deltah_factor"]].reset_coords(), store,
                               region_dim="year")
@@ -244,12 +255,26 @@ def simulate(cfg: RunConfig, prep, model, store: Path, *, advance: Callable[[], 
     -------
     Path
         ``store``.
+
+    Raises
+    ------
+    LockHeldError
+        If another process writes ``store`` (its run lock ``<store>.lock`` is held).
+
+    Notes
+    -----
+    Every year is planned in the store with its template; until all are written,
+    ``open_store(require_complete=True)`` refuses it.
     """
-    run = _open_run(cfg, prep, model, Path(store), log)
-    if cfg.mode == "evolve":
-        _evolve(run, prep, model, geometry=cfg.geometry, curves=curves, advance=advance)
-    else:
-        _reconstruct(run, prep, model, advance=advance)
+    store = Path(store)
+    with cube_mod.store_lock(store, purpose=f"glacgrid run ({cfg.mode})"):
+        if store.exists():
+            clean_partials(store)  # what a killed run left (the lock is ours)
+        run = _open_run(cfg, prep, model, store, log)
+        if cfg.mode == "evolve":
+            _evolve(run, prep, model, geometry=cfg.geometry, curves=curves, advance=advance)
+        else:
+            _reconstruct(run, prep, model, advance=advance)
     return run.store
 
 
@@ -262,7 +287,7 @@ def _open_run(cfg: RunConfig, prep, model, store: Path, log: Path | None) -> _Ru
     template = results_template(prep, years, fp, members=members, spread=spread)
     _open_or_create(template, store, fp)
     done = cube_mod.completed_regions(store)
-    keys = [cube_mod.region_key("year", slice(i, i + 1)) for i in range(years.size)]
+    keys = _year_keys(years.size)
     logbook = _Log(Path(log) if log else store.parent / "glacier_log.csv", prep.table,
                    {int(y) for y, k in zip(years, keys) if k in done})
     s = prep.static

@@ -32,7 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..atomic import atomic_path, locked
+from ..atomic import atomic_path, clean_partials, locked
 from ..config import DownscaleParams, GeometryParams
 from ..domain import Domain, GroupArrays, open_domain
 from ..exceptions import InputDataError
@@ -154,8 +154,16 @@ def years_done(store: str | Path, n_groups: int) -> np.ndarray:
     return done
 
 
+def _group_keys(run: DomainRun, k: int) -> list[str]:
+    """The sidecar keys group ``k`` writes: one per year (evolve) or per batch of ``year_batch`` years."""
+    step = 1 if run.mode == "evolve" else run.year_batch
+    n = run.years.size
+    return [_key(k, i0, min(i0 + step, n)) for i0 in range(0, n, step)]
+
+
 def _open_store(domain: Domain, run: DomainRun, store: Path, fingerprint: str, spread: bool) -> None:
-    """Create the template (or keep it when it holds the same run), under a lock: array tasks start at once."""
+    """Create the template (or keep it when it holds the same run), under a lock: array tasks start at once.
+    Every group's years are planned with the template: the store is complete when all are written."""
     template = domain_results_template(domain, run, fingerprint, spread=spread)
     store.parent.mkdir(parents=True, exist_ok=True)
     with locked(store.parent / f".{store.name}.lock"):
@@ -165,7 +173,8 @@ def _open_store(domain: Domain, run: DomainRun, store: Path, fingerprint: str, s
                 overwrite = cube_mod.open_store(store, chunks=None).attrs.get("glacgrid_fingerprint") != fingerprint
             except Exception:  # noqa: BLE001 - a damaged store is rewritten
                 overwrite = True
-        cube_mod.create_template(template, store, overwrite=overwrite)
+        planned = [key for k in range(domain.n_groups) for key in _group_keys(run, k)]
+        cube_mod.create_template(template, store, overwrite=overwrite, planned=planned)
 
 
 # --------------------------------------------------------------------------- one group
@@ -360,7 +369,9 @@ def _run_group(task: _Task, k: int) -> dict:
     # read by an evolving run once it has one)
     g = domain.group(k, skip=("row", "col") + _NEIGHBOURS)
     n = g.n_real_pixels
-    if n == 0:
+    if n == 0:  # nothing to write: its planned years are complete
+        for key in _group_keys(run, k):
+            cube_mod.mark_done(task.store, key)
         return {"group": k, "pixels": 0, "years": 0}
     cube = cube_mod.open_store(task.cube)
     weights = pixel_weights(cube["lat"].values, cube["lon"].values, g.lat[:n], g.lon[:n])
@@ -548,11 +559,33 @@ def simulate_domain(domain: Domain | str | Path, cube: str | Path, model, store:
     -------
     Path
         ``store``.
+
+    Raises
+    ------
+    LockHeldError
+        If another process writes ``store``: a whole run (``groups`` None) holds its run lock
+        (``<store>.lock``) exclusively, the tasks of a Slurm array (``groups`` given) share it.
+
+    Notes
+    -----
+    Every group's years are planned with the template; ``open_store(require_complete=True)`` refuses
+    the store until all are written.
     """
     dom = domain if isinstance(domain, Domain) else open_domain(domain)
     store = Path(store)
     if spread is None:
         spread = run.mode == "reconstruct" and _is_ensemble(model)
+    whole = groups is None
+    with cube_mod.store_lock(store, purpose="glacgrid domain run" + ("" if whole else " (array task)"),
+                             shared=not whole):
+        if whole and store.exists():
+            clean_partials(store)  # what a killed run left (no other writer: the lock is exclusive)
+        return _simulate_domain(dom, cube, model, store, run, fingerprint, groups, spread, progress)
+
+
+def _simulate_domain(dom: Domain, cube, model, store: Path, run: DomainRun, fingerprint: str, groups, spread: bool,
+                     progress) -> Path:
+    """:func:`simulate_domain` under the store's run lock."""
     _open_store(dom, run, store, fingerprint, spread)
     done = frozenset(cube_mod.completed_regions(store))
     todo = list(range(dom.n_groups)) if groups is None else [int(k) for k in groups]

@@ -20,6 +20,7 @@ import pytest
 import xarray as xr
 
 from glacgrid.cube import DONE_FILE, open_store
+from glacgrid.exceptions import StoreError
 from glacgrid.geometry import perturbed_curves
 from glacgrid.glaciers import GlacierGeometry
 from glacgrid.simulate import annual_step, simulate, surface_for_year
@@ -134,7 +135,7 @@ def test_ensemble_members_and_resume_after_an_interruption(base, clean, tmp_path
     try:
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline:
-            if done_file.exists() and "year[0:1]" in done_file.read_text():
+            if done_file.exists() and "year[0:1]" in json.loads(done_file.read_text())["done"]:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -142,7 +143,9 @@ def test_ensemble_members_and_resume_after_an_interruption(base, clean, tmp_path
     finally:
         proc.kill()
         proc.wait()
-    assert "year[2:3]" not in done_file.read_text()  # killed before the end
+    assert "year[2:3]" not in json.loads(done_file.read_text())["done"]  # killed before the end
+    with pytest.raises(StoreError, match="is incomplete"):  # a partial run is not read as a finished one
+        open_store(tmp_path / "b.zarr", require_complete=True)
     resumed = open_store(simulate(ens, prep, model, tmp_path / "b.zarr")).compute()
     xr.testing.assert_identical(resumed.drop_attrs(), ref.drop_attrs())
 
