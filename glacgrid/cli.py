@@ -2,22 +2,77 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
-from .exceptions import GlacgridError
+from .exceptions import ConfigError, GlacgridError, InputDataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="glacgrid: glacier surface mass balance and geometry on chunked grids.\n\n"
                        "Example: glacgrid demo --out demo-output")
 
+#: What to do about the operating-system errors a user can fix (by errno).
+_OS_FIXES = {
+    errno.ENOSPC: "Free space on that filesystem (or point the output elsewhere) and run the same command again: "
+                  "what was finished is kept and the rest resumes.",
+    errno.EDQUOT: "Your disk quota is exhausted: free space (or point the output elsewhere) and run the same "
+                  "command again; what was finished is kept.",
+    errno.EACCES: "Check the permissions of that path (ls -ld), or write to a directory you own.",
+    errno.EPERM: "Check the permissions of that path (ls -ld), or write to a directory you own.",
+    errno.EROFS: "That filesystem is read-only: write the output to another directory.",
+    errno.EFBIG: "A file grew past the size limit of this process or filesystem (see `ulimit -f`): raise the "
+                 "limit or write to another filesystem, and run the same command again.",
+    errno.ENOENT: "Check the path: it (or its parent directory) does not exist.",
+}
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+
+def _os_message(err: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and what to do."""
+    what = err.strerror or str(err)
+    files = [f for f in (err.filename, err.filename2) if f is not None]
+    where = f": {' -> '.join(map(str, files))}" if files else ""
+    code = f" ({errno.errorcode[err.errno]})" if err.errno in errno.errorcode else ""
+    fix = _OS_FIXES.get(err.errno, "Check the file system and the path, then run the same command again.")
+    return f"{what}{code}{where}. {fix}"
+
+
+def _fail(err: BaseException) -> NoReturn:
+    """Print the error as one line, ``error (Type): message`` (never a traceback), and exit with status 2."""
+    text = _os_message(err) if isinstance(err, OSError) and not isinstance(err, GlacgridError) else str(err)
+    typer.secho(f"error ({type(err).__name__}): {' '.join(text.split())}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _command(typer_app: typer.Typer, *args, **kwargs):
+    """``typer_app.command(...)`` whose command turns a :class:`GlacgridError` or an :class:`OSError` (disk
+    full, permission denied) into the one-line message of :func:`_fail`."""
+    register = typer_app.command(*args, **kwargs)
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def guarded(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except (GlacgridError, OSError) as err:
+                _fail(err)
+
+        return register(guarded)
+
+    return decorate
+
+
+def _write_csv(df, path: Path, **kwargs) -> Path:
+    """Write a table as CSV atomically (a kill leaves the old file or the new one, never half of one)."""
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
+    return path
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -33,7 +88,7 @@ def _chunks(value: str | None) -> dict[str, int] | None:
         raise typer.BadParameter(f"--chunks {value!r}: expected e.g. time=-1,lat=64,lon=64") from None
 
 
-@app.command()
+@_command(app)
 def ingest(files: List[Path] = typer.Argument(..., help="a recipe (.toml), or ERA5-Land monthly netCDF/GRIB files"),
            out: Optional[Path] = typer.Option(None, "--out", help="target Zarr store (with files)"),
            invariant: Optional[Path] = typer.Option(None, help="invariant file with geopotential z"),
@@ -52,24 +107,21 @@ def ingest(files: List[Path] = typer.Argument(..., help="a recipe (.toml), or ER
     from .ingest import ingest as run_ingest
     from .ingest import run_recipe
 
-    try:
-        if len(files) == 1 and files[0].suffix == ".toml":
-            if out is not None or invariant is not None or variables or chunks:
-                raise typer.BadParameter("a recipe names its store, invariant, variables and chunks; "
-                                         "drop --out/--invariant/--variables/--chunks or pass files")
-            path = run_recipe(files[0], engine=engine, overwrite=overwrite, append=append or None,
-                              beam_options=beam_option)
-        else:
-            if out is None:
-                raise typer.BadParameter("--out STORE.zarr is needed when ingesting files (or give one recipe .toml)")
-            path = run_ingest(files, out, invariant=invariant, variables=_csv_list(variables), chunks=_chunks(chunks),
-                              overwrite=overwrite, append=append, engine=engine, beam_options=beam_option)
-    except GlacgridError as err:
-        _fail(err)
+    if len(files) == 1 and files[0].suffix == ".toml":
+        if out is not None or invariant is not None or variables or chunks:
+            raise typer.BadParameter("a recipe names its store, invariant, variables and chunks; "
+                                     "drop --out/--invariant/--variables/--chunks or pass files")
+        path = run_recipe(files[0], engine=engine, overwrite=overwrite, append=append or None,
+                          beam_options=beam_option)
+    else:
+        if out is None:
+            raise typer.BadParameter("--out STORE.zarr is needed when ingesting files (or give one recipe .toml)")
+        path = run_ingest(files, out, invariant=invariant, variables=_csv_list(variables), chunks=_chunks(chunks),
+                          overwrite=overwrite, append=append, engine=engine, beam_options=beam_option)
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@_command(app)
 def rechunk(store: Path = typer.Argument(..., help="cube from `glacgrid ingest`"),
             out: Path = typer.Option(..., "--out", help="target Zarr store"),
             chunks: str = typer.Option("time=1,lat=-1,lon=-1", help="target chunks (-1: whole dimension)"),
@@ -80,14 +132,11 @@ def rechunk(store: Path = typer.Argument(..., help="cube from `glacgrid ingest`"
     """
     from .ingest import rechunk as run_rechunk
 
-    try:
-        path = run_rechunk(store, out, chunks=_chunks(chunks), overwrite=overwrite)
-    except GlacgridError as err:
-        _fail(err)
+    path = run_rechunk(store, out, chunks=_chunks(chunks), overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@_command(app)
 def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shapefile or GeoPackage)"),
          grid: Path = typer.Option(..., "--grid", help="DEM GeoTIFF defining the target grid"),
          out: Path = typer.Option(..., "--out", help="target Zarr store"),
@@ -106,16 +155,13 @@ def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shape
     from .grid import TargetGrid
     from .masks import glacier_table, rasterize_glaciers, read_outlines
 
-    try:
-        g = TargetGrid.from_raster(grid, chunks=chunks)
-        gdf = read_outlines(outlines, id_column)
-        ds = rasterize_glaciers(gdf, g, supersample=supersample)
-        ds["pixel_area"] = g.pixel_area()
-        write_dataset(ds, out, region_dim="y", overwrite=True)
-        table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"], grid=g, rel_tol=rel_tol)
-    except GlacgridError as err:
-        _fail(err)
-    table.to_csv(out.with_suffix(".glaciers.csv"))
+    g = TargetGrid.from_raster(grid, chunks=chunks)
+    gdf = read_outlines(outlines, id_column)
+    ds = rasterize_glaciers(gdf, g, supersample=supersample)
+    ds["pixel_area"] = g.pixel_area()
+    write_dataset(ds, out, region_dim="y", overwrite=True)
+    table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"], grid=g, rel_tol=rel_tol)
+    _write_csv(table, out.with_suffix(".glaciers.csv"))
     typer.echo(table.to_string(max_rows=40))
     flagged = table[table["status"] != "ok"]
     typer.echo(f"{len(table)} outlines (RGI v{gdf.attrs['rgi_version'] or '?'}), {len(flagged)} flagged, "
@@ -123,7 +169,7 @@ def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shape
     typer.echo(f"wrote {out} and {out.with_suffix('.glaciers.csv')}")
 
 
-@app.command()
+@_command(app)
 def mosaic(thickness_dir: Path = typer.Argument(..., help="folder of RGIvv-rr.NNNNN_thickness.tif tiles"),
            dem_dir: Path = typer.Argument(..., help="folder of dem_NNNNN.asc.tif tiles (same grids)"),
            out: Path = typer.Option(..., "--out", help="output folder: one <name>_<EPSG>.zarr per projection"),
@@ -142,17 +188,17 @@ def mosaic(thickness_dir: Path = typer.Argument(..., help="folder of RGIvv-rr.NN
         done = build_mosaic(thickness_dir, dem_dir, out, chunks=chunks, epsgs=codes, overwrite=overwrite, name=name)
         for s in done:
             tab = mosaic_totals(open_mosaic(s.path))
-            tab.to_csv(s.path.with_suffix(".glaciers.csv"))
+            _write_csv(tab, s.path.with_suffix(".glaciers.csv"))
             typer.echo(f"EPSG:{s.epsg}: {s.glaciers} glaciers, {s.shape[0]} x {s.shape[1]} px, "
                        f"area {tab['area_km2'].sum():.2f} km2 (tiles {tab['tile_area_km2'].sum():.2f}), "
                        f"volume {tab['volume_km3'].sum():.3f} km3 + overlap {tab.attrs['overlap_volume_km3']:.3f} "
                        f"(tiles {tab['tile_volume_km3'].sum():.3f}); resampled: {', '.join(s.resampled) or 'none'}; "
                        f"wrote {s.path}")
-    except (GlacgridError, ValueError) as err:
+    except ValueError as err:  # a tile that rasterio or pyproj refuses
         _fail(err)
 
 
-@app.command()
+@_command(app)
 def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid ingest`"),
               grid: Path = typer.Option(..., "--grid", help="DEM GeoTIFF: target grid and elevation"),
               out: Path = typer.Option(..., "--out", help="target Zarr store"),
@@ -180,23 +226,20 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
     from .grid import TargetGrid
     from .units import convert
 
-    try:
-        g = TargetGrid.from_raster(grid, chunks=chunks)
-        params = DownscaleParams(lapse_rate=lapse_rate, precip_factor=precip_factor, precip_gradient=precip_gradient,
-                                 snow_threshold=snow_threshold, rain_threshold=rain_threshold)
-        climate = open_store(cube)
-        rates = fit_lapse_rates(climate, g) if monthly_lapse_rates else None
-        ds = run_downscale(climate, g, g.read(grid), params, method=method, engine=engine, lapse_rates=rates)
-        ds["prcp_solid"] = solid_precipitation(ds["temp"], ds["prcp"], params)
-        write_dataset(ds, out, region_dim="time", overwrite=True)
-    except GlacgridError as err:
-        _fail(err)
+    g = TargetGrid.from_raster(grid, chunks=chunks)
+    params = DownscaleParams(lapse_rate=lapse_rate, precip_factor=precip_factor, precip_gradient=precip_gradient,
+                             snow_threshold=snow_threshold, rain_threshold=rain_threshold)
+    climate = open_store(cube, require_complete=True)  # never downscale the cube of a killed ingest
+    rates = fit_lapse_rates(climate, g) if monthly_lapse_rates else None
+    ds = run_downscale(climate, g, g.read(grid), params, method=method, engine=engine, lapse_rates=rates)
+    ds["prcp_solid"] = solid_precipitation(ds["temp"], ds["prcp"], params)
+    write_dataset(ds, out, region_dim="time", overwrite=True)
     if rates is not None:
         typer.echo("monthly lapse rates (K/km): " + ", ".join(f"{v:.2f}" for v in convert(rates.values, "K m-1", "K km-1")))
     typer.echo(f"wrote {out}")
 
 
-@app.command()
+@_command(app)
 def features(config: Path = typer.Argument(..., help="run configuration (TOML)"),
              out: Path = typer.Option(..., "--out", help="directory for features.zarr and features.csv"),
              fmt: str = typer.Option("csv", "--format", help="table format: csv or parquet"),
@@ -215,24 +258,21 @@ def features(config: Path = typer.Argument(..., help="run configuration (TOML)")
     from .config import load_config
     from .pipeline import run_features
 
+    ref = None
+    if reference:
+        parts = reference.split("-")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"--reference must look like 1991-2010, got {reference!r}.")
+        ref = (int(parts[0]), int(parts[1]))
     try:
-        ref = None
-        if reference:
-            parts = reference.split("-")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise GlacgridError(f"--reference must look like 1991-2010, got {reference!r}.")
-            ref = (int(parts[0]), int(parts[1]))
-        try:
-            abl = tuple(float(v) for v in ablation.split(","))
-        except ValueError:
-            abl = ()
-        if len(abl) != 2:
-            raise GlacgridError(f"--ablation must be two fractions like 0.1,0.9, got {ablation!r}.")
-        cfg = load_config(config)
-        paths = run_features(cfg, out, fmt=fmt, monthly=monthly, reference=ref, ablation=abl,
-                             era5_variables=_csv_list(era5) or ())
-    except GlacgridError as err:
-        _fail(err)
+        abl = tuple(float(v) for v in ablation.split(","))
+    except ValueError:
+        abl = ()
+    if len(abl) != 2:
+        raise ConfigError(f"--ablation must be two fractions like 0.1,0.9, got {ablation!r}.")
+    cfg = load_config(config)
+    paths = run_features(cfg, out, fmt=fmt, monthly=monthly, reference=ref, ablation=abl,
+                         era5_variables=_csv_list(era5) or ())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -240,7 +280,8 @@ def _read_table(path: Path):
     import pandas as pd
 
     if not path.exists():
-        raise GlacgridError(f"Table {path} does not exist.")
+        raise InputDataError(f"Table {path} does not exist. Check the path (a feature table from `glacgrid "
+                             "features`, CSV or Parquet).")
     return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
 
 
@@ -250,11 +291,11 @@ CV_SCHEMES = ("logo", "loyo", "lsygo", "random")
 
 def _choice(value: str, valid: tuple[str, ...], option: str) -> str:
     if value not in valid:
-        raise GlacgridError(f"{option} {value!r} is not valid; choose one of {{{','.join(valid)}}}.")
+        raise ConfigError(f"{option} {value!r} is not valid; choose one of {{{','.join(valid)}}}.")
     return value
 
 
-@app.command()
+@_command(app)
 def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
           target: str = typer.Option(..., help="target column (m w.e.)"),
           features: str = typer.Option(..., help="comma-separated feature columns"),
@@ -274,27 +315,24 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
     from .metadata import registry
     from .models import WEIGHTINGS, FeatureSchema, make_model, sample_weights
 
-    try:
-        df = _read_table(table)
-        names = tuple(_csv_list(features) or ())
-        missing = [c for c in (*names, target) if c not in df.columns]
-        if missing:
-            raise GlacgridError(f"Columns {missing} are not in {table} (columns: {list(df.columns)}).")
-        _choice(weights, ("none", *WEIGHTINGS), "--weights")
-        reg = registry()
-        schema = FeatureSchema(names, tuple(reg.get(n, {}).get("units", "1") for n in names))
-        y = df[target].to_numpy("float64")
-        w = sample_weights(y, None if weights == "none" else weights)
-        opts = {"preset": ann_preset} if ann_preset else {}
-        m = make_model(model, seed=seed, **opts).fit(df[list(names)].to_numpy("float64"), y, schema,
-                                                     sample_weight=w)
-        path = m.to_artifact(out)
-    except GlacgridError as err:
-        _fail(err)
+    df = _read_table(table)
+    names = tuple(_csv_list(features) or ())
+    missing = [c for c in (*names, target) if c not in df.columns]
+    if missing:
+        raise InputDataError(f"Columns {missing} are not in {table} (columns: {list(df.columns)}).")
+    _choice(weights, ("none", *WEIGHTINGS), "--weights")
+    reg = registry()
+    schema = FeatureSchema(names, tuple(reg.get(n, {}).get("units", "1") for n in names))
+    y = df[target].to_numpy("float64")
+    w = sample_weights(y, None if weights == "none" else weights)
+    opts = {"preset": ann_preset} if ann_preset else {}
+    m = make_model(model, seed=seed, **opts).fit(df[list(names)].to_numpy("float64"), y, schema,
+                                                 sample_weight=w)
+    path = m.to_artifact(out)
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@_command(app)
 def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
        target: str = typer.Option(..., help="target column (m w.e.)"),
        glacier_col: str = typer.Option(..., help="glacier id column"),
@@ -315,23 +353,20 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
     """
     from .models import cross_validate
 
-    try:
-        df = _read_table(table)
-        _choice(model, CV_MODELS, "--model")
-        _choice(scheme, CV_SCHEMES, "--scheme")
-        opts = {"preset": ann_preset} if ann_preset else {}
-        res = cross_validate(df, target=target, features=_csv_list(features) or [], glacier_col=glacier_col,
-                             year_col=year_col, kind=model, scheme=scheme, seed=seed, **opts)
-        res.to_json(out)
-    except GlacgridError as err:
-        _fail(err)
+    df = _read_table(table)
+    _choice(model, CV_MODELS, "--model")
+    _choice(scheme, CV_SCHEMES, "--scheme")
+    opts = {"preset": ann_preset} if ann_preset else {}
+    res = cross_validate(df, target=target, features=_csv_list(features) or [], glacier_col=glacier_col,
+                         year_col=year_col, kind=model, scheme=scheme, seed=seed, **opts)
+    res.to_json(out)
     typer.echo(res.per_fold.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60))
     typer.echo("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
                + f"  (n={len(res.predictions)}, {len(res.per_fold)} folds)")
     typer.echo(f"wrote {out}")
 
 
-@app.command()
+@_command(app)
 def infer(model_dir: Path = typer.Argument(..., help="model artifact directory from `glacgrid train`"),
           table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
           out: Path = typer.Option(..., "--out", help="CSV with a `predicted` column added")):
@@ -341,17 +376,14 @@ def infer(model_dir: Path = typer.Argument(..., help="model artifact directory f
     """
     from .models import load_model, predict_frame
 
-    try:
-        m = load_model(model_dir)
-        df = _read_table(table)
-        df["predicted"] = predict_frame(m, df)
-    except GlacgridError as err:
-        _fail(err)
-    df.to_csv(out, index=False)
+    m = load_model(model_dir)
+    df = _read_table(table)
+    df["predicted"] = predict_frame(m, df)
+    _write_csv(df, out, index=False)
     typer.echo(f"wrote {out} ({len(df)} rows)")
 
 
-@app.command()
+@_command(app)
 def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, thickness, surface, pixel_area"),
            smb: Path = typer.Option(..., help="CSV with columns glacier (index), smb (m w.e.) and optionally year"),
            out: Path = typer.Option(..., "--out", help="Zarr store of the new state"),
@@ -371,35 +403,31 @@ def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, t
     import xarray as xr
 
     from .cube import open_store, write_dataset
-    from .exceptions import InputDataError
     from .geometry import deltah_update
     from .geometry import evolve as evolve_years
     from .geometry.calibrate import read_curves
 
-    try:
-        st = open_store(state)
-        st = st[["glacier_id", "thickness", "surface", "pixel_area"]]
-        st["thickness"] = st["thickness"].fillna(0.0)
-        df = pd.read_csv(smb)
-        missing = [c for c in ("glacier", "smb") if c not in df.columns]
-        if missing:
-            raise InputDataError(f"SMB table {smb} lacks column(s) {missing}; it has {list(df.columns)}. "
-                                 "Expected glacier, smb (m w.e.) and optionally year.")
-        cur = read_curves(curves) if curves is not None else None
-        kw = dict(rho_ice=rho_ice, rho_water=rho_water, curves=cur)
-        if "year" in df.columns:
-            table = df.set_index(["year", "glacier"])["smb"].to_xarray()
-            new, rep = evolve_years(st, table.astype("float64"), **kw)
-        else:
-            da = xr.DataArray(df["smb"].to_numpy("float64"), dims="glacier",
-                              coords={"glacier": df["glacier"].to_numpy()})
-            new, rep = deltah_update(st, da, **kw)
-        write_dataset(new, out, region_dim="y", overwrite=True)
-    except GlacgridError as err:
-        _fail(err)
+    st = open_store(state, require_complete=True)
+    st = st[["glacier_id", "thickness", "surface", "pixel_area"]]
+    st["thickness"] = st["thickness"].fillna(0.0)
+    df = pd.read_csv(smb)
+    missing = [c for c in ("glacier", "smb") if c not in df.columns]
+    if missing:
+        raise InputDataError(f"SMB table {smb} lacks column(s) {missing}; it has {list(df.columns)}. "
+                             "Expected glacier, smb (m w.e.) and optionally year.")
+    cur = read_curves(curves) if curves is not None else None
+    kw = dict(rho_ice=rho_ice, rho_water=rho_water, curves=cur)
+    if "year" in df.columns:
+        table = df.set_index(["year", "glacier"])["smb"].to_xarray()
+        new, rep = evolve_years(st, table.astype("float64"), **kw)
+    else:
+        da = xr.DataArray(df["smb"].to_numpy("float64"), dims="glacier",
+                          coords={"glacier": df["glacier"].to_numpy()})
+        new, rep = deltah_update(st, da, **kw)
+    write_dataset(new, out, region_dim="y", overwrite=True)
     frame = rep.compute().drop_vars("disappeared_year", errors="ignore").to_dataframe()
     if report is not None:
-        frame.to_csv(report)
+        _write_csv(frame, report)
     typer.echo(frame.to_string(max_rows=40))
     if "disappeared_year" in rep:
         gone = rep["disappeared_year"].to_series()
@@ -407,7 +435,7 @@ def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, t
     typer.echo(f"wrote {out}")
 
 
-@app.command("calibrate-deltah")
+@_command(app, "calibrate-deltah")
 def calibrate_deltah_cmd(
         dh_dir: Path = typer.Argument(..., help="folder of dh_<name>.tif elevation-change rasters (m)"),
         dem_dir: Path = typer.Argument(..., help="folder of DEM_<name>.tif rasters on the same grids (m)"),
@@ -425,20 +453,31 @@ def calibrate_deltah_cmd(
     """
     from .geometry.calibrate import STATUS, calibrate_deltah, plot_curves, read_dh_pairs, write_curves
 
-    try:
-        px = read_dh_pairs(dh_dir, dem_dir, outlines, name_field=name_field, encoding=encoding)
-        cur = calibrate_deltah(px["glacier_id"], px["dem"], px["dh"], names=px["name"])
-        for path in out:
-            write_curves(cur, path)
-            typer.echo(f"wrote {path}")
-        if plot is not None:
-            plot_curves(cur, plot)
-            typer.echo(f"wrote {plot}")
-    except GlacgridError as err:
-        _fail(err)
+    px = read_dh_pairs(dh_dir, dem_dir, outlines, name_field=name_field, encoding=encoding)
+    cur = calibrate_deltah(px["glacier_id"], px["dem"], px["dh"], names=px["name"])
+    for path in out:
+        write_curves(cur, path)
+        typer.echo(f"wrote {path}")
+    if plot is not None:
+        plot_curves(cur, plot)
+        typer.echo(f"wrote {plot}")
     counts = cur["status"].to_series().value_counts().sort_index()
     for code, n in counts.items():
         typer.echo(f"{STATUS[int(code)]:>28s}: {n}")
+
+
+def _early_lock(target, purpose: str, scheduler: str | None, settings, *, shared: bool = False):
+    """The run lock of an output directory, taken before a dask cluster starts, so that a second run on it
+    is refused at once (the pipeline takes it again, re-entrantly). Not under dask-mpi: there the scheduler
+    and worker ranks never return from starting the cluster, and the run's rank takes the lock in the
+    pipeline."""
+    import contextlib
+
+    from .pipeline.outdir import run_lock
+
+    if scheduler is None and settings.kind == "mpi":
+        return contextlib.nullcontext()
+    return run_lock(target, purpose=purpose, shared=shared)
 
 
 _CLUSTER_HELP = ("dask cluster: local (default), threads (no worker processes), slurm (SLURMCluster from the "
@@ -457,7 +496,7 @@ def _print_summary(result) -> None:
         console.print(line, highlight=False)
 
 
-@app.command()
+@_command(app)
 def run(config: Optional[Path] = typer.Argument(None, help="run configuration (TOML)"),
         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
         cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
@@ -475,28 +514,31 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
     from .cluster import client_for, describe_client, resolve_cluster
     from .config import TEMPLATE, load_config
     from .pipeline import run as run_pipeline
+    from .pipeline.outdir import purpose_of
 
     if template:
         typer.echo(TEMPLATE)
         return
     if config is None:
-        _fail(GlacgridError("Give a config file (glacgrid run CONFIG.toml), or --template to print one."))
-    try:
-        cfg = load_config(config)
-        with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
-            typer.echo(f"dask: {describe_client(client)}")
-            if groups is not None:
-                from .pipeline.domain_jobs import run_domain_groups
+        _fail(ConfigError("Give a config file (glacgrid run CONFIG.toml), or --template to print one."))
+    cfg = load_config(config)
+    # the run lock of the output directory first (shared by the tasks of one Slurm array): a second run on
+    # the same output is refused at once, before a dask cluster is started
+    what = f" --groups {groups}" if groups is not None else f" --tile {tile}" if tile is not None else ""
+    settings = resolve_cluster(cfg.cluster, cluster)
+    with _early_lock(cfg, f"{purpose_of(cfg, 'run')}{what}", scheduler, settings, shared=bool(what)), \
+            client_for(scheduler, settings) as client:
+        typer.echo(f"dask: {describe_client(client)}")
+        if groups is not None:
+            from .pipeline.domain_jobs import run_domain_groups
 
-                done = run_domain_groups(cfg, groups)
-            elif tile is not None:
-                from .pipeline import run_tile
+            done = run_domain_groups(cfg, groups)
+        elif tile is not None:
+            from .pipeline import run_tile
 
-                report = run_tile(cfg, tile)
-            else:
-                result = run_pipeline(cfg, progress=progress)
-    except GlacgridError as err:
-        _fail(err)
+            report = run_tile(cfg, tile)
+        else:
+            result = run_pipeline(cfg, progress=progress)
     if groups is not None:
         g = done["groups"]
         typer.echo(f"groups {g[0]}:{g[-1] + 1}: {done['pixels']} pixels, {done['years']} group-years computed, "
@@ -514,7 +556,7 @@ tiles_app = typer.Typer(no_args_is_help=True, help="Region tiles for a Slurm job
 app.add_typer(tiles_app, name="tiles")
 
 
-@tiles_app.command("prepare")
+@_command(tiles_app, "prepare")
 def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TOML)"),
                   tiles: int = typer.Option(..., "--tiles", help="number of tiles wanted (fewer if the glaciers "
                                             "do not allow as many)"),
@@ -526,19 +568,18 @@ def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TO
     from .cluster import client_for, resolve_cluster
     from .config import load_config
     from .pipeline import prepare_tiles
+    from .pipeline.outdir import purpose_of
 
-    try:
-        cfg = load_config(config)
-        with client_for(None, resolve_cluster(cfg.cluster, cluster)):
-            layout = prepare_tiles(cfg, tiles)
-    except GlacgridError as err:
-        _fail(err)
+    cfg = load_config(config)
+    settings = resolve_cluster(cfg.cluster, cluster)
+    with _early_lock(cfg, purpose_of(cfg, "tiles prepare"), None, settings), client_for(None, settings):
+        layout = prepare_tiles(cfg, tiles)
     for k in range(layout.n_tiles):
         typer.echo(f"# tile {k}: {len(layout.glaciers[k])} glaciers, {len(layout.blocks[k])} chunks", err=True)
     typer.echo(layout.n_tiles)
 
 
-@tiles_app.command("finish")
+@_command(tiles_app, "finish")
 def tiles_finish(config: Path = typer.Argument(..., help="run configuration (TOML)")):
     """Write the tables and the figure of a tiled run once every tile is in the results store.
 
@@ -547,14 +588,11 @@ def tiles_finish(config: Path = typer.Argument(..., help="run configuration (TOM
     from .config import load_config
     from .pipeline import finish_tiles
 
-    try:
-        result = finish_tiles(load_config(config))
-    except GlacgridError as err:
-        _fail(err)
+    result = finish_tiles(load_config(config))
     _print_summary(result)
 
 
-@tiles_app.command("missing")
+@_command(tiles_app, "missing")
 def tiles_missing(config: Path = typer.Argument(..., help="run configuration (TOML)")):
     """Print the tiles not yet in the results store, comma-separated (for sbatch --array).
 
@@ -563,14 +601,11 @@ def tiles_missing(config: Path = typer.Argument(..., help="run configuration (TO
     from .config import load_config
     from .pipeline import missing_tiles
 
-    try:
-        missing = missing_tiles(load_config(config))
-    except GlacgridError as err:
-        _fail(err)
+    missing = missing_tiles(load_config(config))
     typer.echo(",".join(map(str, missing)))
 
 
-@app.command("domain-groups")
+@_command(app, "domain-groups")
 def domain_groups(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
     """Run the shared stages of a domain run once (ingest, domain, training, model, results template).
 
@@ -579,17 +614,14 @@ def domain_groups(config: Path = typer.Argument(..., help="run configuration (TO
     from .config import load_config
     from .pipeline.domain_jobs import prepare_domain
 
-    try:
-        jobs = prepare_domain(load_config(config))
-    except GlacgridError as err:
-        _fail(err)
+    jobs = prepare_domain(load_config(config))
     for name, sec in jobs.timings:
         typer.echo(f"# {name}: {sec:.1f} s", err=True)
     typer.echo(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels", err=True)
     typer.echo(jobs.n_groups)
 
 
-@app.command("domain-missing")
+@_command(app, "domain-missing")
 def domain_missing(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
     """Print the groups of a domain run not done yet, comma-separated.
 
@@ -598,14 +630,11 @@ def domain_missing(config: Path = typer.Argument(..., help="run configuration (T
     from .config import load_config
     from .pipeline.domain_jobs import missing_groups
 
-    try:
-        missing = missing_groups(load_config(config))
-    except GlacgridError as err:
-        _fail(err)
+    missing = missing_groups(load_config(config))
     typer.echo(",".join(map(str, missing)))
 
 
-@app.command("domain-finish")
+@_command(app, "domain-finish")
 def domain_finish(config: Path = typer.Argument(..., help="run configuration (TOML) with [domain]")):
     """Write the glacier log, tables and validation of a domain run once every group is done.
 
@@ -614,14 +643,11 @@ def domain_finish(config: Path = typer.Argument(..., help="run configuration (TO
     from .config import load_config
     from .pipeline.domain_jobs import finish_domain
 
-    try:
-        result = finish_domain(load_config(config))
-    except GlacgridError as err:
-        _fail(err)
+    result = finish_domain(load_config(config))
     _print_summary(result)
 
 
-@app.command("export")
+@_command(app, "export")
 def export_domain(results: Path = typer.Argument(..., help="results store of a domain run (results.zarr)"),
                   domain: Path = typer.Argument(..., help="its domain store (<output>/work/domain.zarr)"),
                   out: Path = typer.Argument(..., help="output folder"),
@@ -633,14 +659,11 @@ def export_domain(results: Path = typer.Argument(..., help="results store of a d
     """
     from .pipeline.domain_jobs import export_results
 
-    try:
-        files = export_results(results, domain, out, by=by)
-    except GlacgridError as err:
-        _fail(err)
+    files = export_results(results, domain, out, by=by)
     typer.echo(f"wrote {len(files)} GeoTIFF(s) into {out}")
 
 
-@app.command()
+@_command(app)
 def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output directory"),
          scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
          cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
@@ -656,23 +679,23 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
 
     from .cluster import client_for, describe_client, resolve_cluster
     from .pipeline import run as run_pipeline
+    from .config import ClusterConfig
     from .testing import prepare_demo
 
     t0 = time.perf_counter()
-    try:
+    # the lock covers the demo's inputs too: they are written into --out
+    with _early_lock(out, f"glacgrid demo --out {out}", scheduler, resolve_cluster(ClusterConfig(), cluster)):
         cfg, region = prepare_demo(out, size=size, seed=seed, mode=mode)
         typer.echo(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
                    f"inputs in {region.directory}")
         with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
             typer.echo(f"dask: {describe_client(client)}")
             result = run_pipeline(cfg, progress=progress)
-    except GlacgridError as err:
-        _fail(err)
     _print_summary(result)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.1f} s")
 
 
-@app.command()
+@_command(app)
 def validate(config: Path = typer.Argument(..., help="run configuration (TOML) with [observations]"),
              out: Path = typer.Option(Path("validation-output"), "--out", help="output directory"),
              schemes: str = typer.Option("logo,loyo", help="cross-validation schemes, comma-separated "
@@ -692,12 +715,9 @@ def validate(config: Path = typer.Argument(..., help="run configuration (TOML) w
     from .config import load_config
     from .pipeline import validate as run_validation
 
-    try:
-        report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],
-                                profiles=profiles or None, evolve=evolve)
-        files = report.write(out)
-    except GlacgridError as err:
-        _fail(err)
+    report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],
+                            profiles=profiles or None, evolve=evolve)
+    files = report.write(out)
     typer.echo(report.markdown())
     typer.echo(f"wrote {files['markdown']} and {len(files) - 1} CSV tables into {out}")
 

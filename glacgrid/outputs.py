@@ -296,6 +296,11 @@ def write_outputs(cfg: RunConfig, prep, results: xr.Dataset, cv, observed: Obser
     return WrittenOutputs(files, gy, val)
 
 
+def _values(values) -> str:
+    """The distinct numbers of ``values``, sorted, as Python floats: ``[0.8, 1.0, 1.2]`` (not ``np.float64(0.8)``)."""
+    return str(sorted({float(v) for v in values}))
+
+
 def summary_lines(result) -> list[str]:
     """Human-readable summary of a run (printed by the CLI)."""
     gy, cv = result.glacier_years, result.cv
@@ -310,8 +315,8 @@ def summary_lines(result) -> list[str]:
     ]
     if "member" in gy:
         fac = gy.drop_duplicates("member")
-        lines.append(f"ensemble: {len(fac)} members (thickness factors {sorted(set(fac['thickness_factor']))}, "
-                     f"delta-h factors {sorted(set(fac['deltah_factor']))}); single numbers below: {which}")
+        lines.append(f"ensemble: {len(fac)} members (thickness factors {_values(fac['thickness_factor'])}, "
+                     f"delta-h factors {_values(fac['deltah_factor'])}); single numbers below: {which}")
     lines.append(f"mean glacier-wide SMB {one['smb_mwe'].mean():+.3f} m w.e. a-1"
                  + (f" (mean spread of the ensemble model {one['smb_spread_mwe'].mean():.3f})" if "smb_spread_mwe" in one else ""))
     (_, area, na), (vol_m, vol, nv) = region_totals(gy, "area_km2"), region_totals(gy, "volume_km3")

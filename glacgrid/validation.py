@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .atomic import atomic_path
 from .exceptions import InputDataError
 from .glaciers import area_weighted_mean, glacier_sums
 from .models import regression_metrics
@@ -118,7 +119,7 @@ def band_means(smb: xr.DataArray, surface: xr.DataArray, unit: xr.DataArray, pix
     (NaN where a glacier has no pixel in a band). One flox reduction over a combined (glacier, band) label.
     """
     if width <= 0:
-        raise InputDataError(f"Band width must be positive (m); got {width}.")
+        raise InputDataError(f"Band width must be positive (m); got {float(width):g}.")
     index = np.asarray(index)
     on = (unit > 0) & surface.notnull()
     kb = np.floor((surface - base) / width)
@@ -363,23 +364,28 @@ class ValidationReport:
         return "\n".join(out)
 
     def write(self, directory: str | Path) -> dict[str, Path]:
-        """Write the tables as CSV and ``validation.md`` into ``directory``; return name -> path."""
+        """Write the tables as CSV and ``validation.md`` into ``directory``; return name -> path.
+
+        Each file is written atomically (beside, then renamed), with the permissions of the umask.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        files = {}
+        tables: dict[str, tuple[Path, pd.DataFrame]] = {}
         for scheme, cv in self.reconstruction.items():
-            files[f"{scheme}_metrics"] = d / f"reconstruction_{scheme}_metrics.csv"
-            cv.metrics.to_csv(files[f"{scheme}_metrics"], index=False)
-            files[f"{scheme}_predictions"] = d / f"reconstruction_{scheme}_predictions.csv"
-            cv.predictions.to_csv(files[f"{scheme}_predictions"], index=False)
+            tables[f"{scheme}_metrics"] = (d / f"reconstruction_{scheme}_metrics.csv", cv.metrics)
+            tables[f"{scheme}_predictions"] = (d / f"reconstruction_{scheme}_predictions.csv", cv.predictions)
         if self.bands is not None:
             for part in ("metrics", "per_band", "pairs"):
-                files[f"bands_{part}"] = d / f"bands_{part}.csv"
-                getattr(self.bands, part).to_csv(files[f"bands_{part}"], index=False)
+                tables[f"bands_{part}"] = (d / f"bands_{part}.csv", getattr(self.bands, part))
         if self.evolution is not None:
             for part in ("summary", "yearly"):
-                files[f"evolution_{part}"] = d / f"evolution_{part}.csv"
-                getattr(self.evolution, part).to_csv(files[f"evolution_{part}"], index=False)
+                tables[f"evolution_{part}"] = (d / f"evolution_{part}.csv", getattr(self.evolution, part))
+        files = {}
+        for key, (path, df) in tables.items():
+            with atomic_path(path) as tmp:
+                df.to_csv(tmp, index=False)
+            files[key] = path
         files["markdown"] = d / "validation.md"
-        files["markdown"].write_text(self.markdown(), encoding="utf-8")
+        with atomic_path(files["markdown"]) as tmp:
+            tmp.write_text(self.markdown(), encoding="utf-8")
         return files

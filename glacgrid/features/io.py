@@ -52,7 +52,7 @@ def features_table(gf: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
         raise InputDataError(f"The glacier table needs an 'rgi_id' column; it has {list(table.columns)}.")
     names = [str(n) for n in gf.data_vars]
     df = gf[names].to_dataframe().reset_index()
-    unknown = sorted(set(df["glacier"]) - set(table.index))
+    unknown = sorted(int(v) for v in set(df["glacier"]) - set(table.index))
     if unknown:
         raise InputDataError(f"Glacier indices {unknown[:10]} are not in the glacier table.")
     df["rgi_id"] = table.loc[df["glacier"].to_numpy(), "rgi_id"].to_numpy()
@@ -116,7 +116,7 @@ def read_features(store: str | Path):
     """Open a feature store written by :func:`write_features`; returns ``(dataset, FeatureSchema)``."""
     from ..cube import open_store
 
-    ds = open_store(store)
+    ds = open_store(store, require_complete=True)
     raw = ds.attrs.get("feature_schema")
     if raw is None:
         raise StoreError(f"{store} has no 'feature_schema' attribute: write it with glacgrid features.")

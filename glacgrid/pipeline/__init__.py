@@ -5,12 +5,14 @@
 (:mod:`~glacgrid.pipeline.run`), the features stage (:mod:`~glacgrid.pipeline.features`), a run split
 into region tiles for a Slurm job array (:mod:`~glacgrid.pipeline.tiles`) and the validation of a run
 against its observations (:mod:`~glacgrid.pipeline.validate`), and a run on a glacier domain
-(:mod:`~glacgrid.pipeline.domain`) with its Slurm-array pieces (:mod:`~glacgrid.pipeline.domain_jobs`). ``glacgrid run``, ``glacgrid demo``,
+(:mod:`~glacgrid.pipeline.domain`) with its Slurm-array pieces (:mod:`~glacgrid.pipeline.domain_jobs`); the run lock
+and the outputs of an older configuration (:mod:`~glacgrid.pipeline.outdir`). ``glacgrid run``, ``glacgrid demo``,
 ``glacgrid features``, ``glacgrid tiles`` and ``glacgrid validate`` call these.
 """
 
 from .features import run_features
 from .model import SEED_FREE_KINDS, build_model, ensemble_method, fit_model
+from .outdir import begin_run, retire_stale_outputs, run_lock
 from .prepare import Prepared, prepare
 from .domain import build_domain, run_domain
 from .domain_jobs import finish_domain, missing_groups, prepare_domain, run_domain_groups
@@ -25,4 +27,4 @@ __all__ = ["run_domain", "build_domain", "prepare_domain", "run_domain_groups", 
            "Prepared", "RunResult", "Steps", "SEED_FREE_KINDS", "build_model", "ensemble_method", "fit_model",
            "prepare", "read_observed", "training_table", "run", "run_features", "prepare_tiles", "run_tile",
            "missing_tiles", "finish_tiles", "read_layout", "tile_key", "validate",
-           "ObservedPixels", "observed_pixels", "reconstruction_cv"]
+           "ObservedPixels", "observed_pixels", "reconstruction_cv", "run_lock", "begin_run", "retire_stale_outputs"]

@@ -27,9 +27,10 @@ from ..outputs import write_outputs
 from ..simulate import DomainRun, domain_glacier_features, domain_log, ensemble_members, results_fingerprint, \
     simulate_domain
 from .model import fit_model
+from .outdir import begin_run, run_lock
 from .prepare import _static, _target_grid
 from .result import RunResult
-from .training import observed_years
+from .training import observed_years, write_training_table
 from .steps import Steps
 
 __all__ = ["run_domain", "build_domain", "domain_run_spec", "shared_stages", "domain_outputs", "observed_on",
@@ -143,8 +144,9 @@ def shared_stages(cfg: RunConfig, steps: Steps) -> DomainStages:
     spec = domain_run_spec(cfg)
     with steps.stage("features"):
         observed = observed_on(cfg, domain)
-        train, train_notes = _training_table(cfg, domain, cube_mod.open_store(cube_path), observed, spec)
-        train.to_csv(out / "training_features.csv", index=False)
+        cube = cube_mod.open_store(cube_path, require_complete=True)
+        train, train_notes = _training_table(cfg, domain, cube, observed, spec)
+        write_training_table(train, out)
     with steps.stage("model"):
         model, cv = fit_model(cfg, train, out)
     return DomainStages(cube_path, domain, observed, model, cv, spec, tuple(notes) + tuple(train_notes))
@@ -160,7 +162,7 @@ def domain_outputs(cfg: RunConfig, domain: Domain, store: Path, cv, observed: Ob
         notes = (f"{len(log)} glacier-year(s) of {log['glacier'].nunique()} glacier(s) isolated (values NaN, "
                  f"failed = 1): see {out / 'glacier_log.csv'}",)
     table = domain.table
-    results = cube_mod.open_store(store).sel(glacier=table.index.to_numpy())
+    results = cube_mod.open_store(store, require_complete=True).sel(glacier=table.index.to_numpy())
     no_figures = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, plot=False))
     return write_outputs(no_figures, _Named(table), results, cv, observed, out), notes
 
@@ -173,16 +175,19 @@ class _Named:
 
 
 def run_domain(cfg: RunConfig, *, progress: bool = True) -> RunResult:
-    """Run ``cfg`` (which has a ``[domain]`` section) on its glacier domain; the result of :func:`run`."""
+    """Run ``cfg`` (which has a ``[domain]`` section) on its glacier domain; the result of :func:`run`
+    (holding the run lock of the output directory, as :func:`run` does)."""
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
-    with Steps(progress, total=6) as steps:
-        st = shared_stages(cfg, steps)
-        with steps.stage(f"simulate ({cfg.mode}, {st.domain.n_groups} groups)"):
-            store = simulate_domain(st.domain, st.cube, st.model_for_workers(out), out / "results.zarr", st.spec,
-                                    fingerprint=results_fingerprint(cfg, st.model))
-        with steps.stage("outputs"):
-            written, isolated = domain_outputs(cfg, st.domain, store, st.cv, st.observed)
+    with run_lock(cfg):
+        begun = begin_run(cfg)
+        with Steps(progress, total=6) as steps:
+            st = shared_stages(cfg, steps)
+            with steps.stage(f"simulate ({cfg.mode}, {st.domain.n_groups} groups)"):
+                store = simulate_domain(st.domain, st.cube, st.model_for_workers(out), out / "results.zarr",
+                                        st.spec, fingerprint=results_fingerprint(cfg, st.model))
+            with steps.stage("outputs"):
+                written, isolated = domain_outputs(cfg, st.domain, store, st.cv, st.observed)
     timings = dict(steps.timings, total=time.perf_counter() - t_start)
-    return RunResult(cfg, out, written.glacier_years, written.validation, st.cv, timings, st.notes + isolated,
-                     written.files)
+    return RunResult(cfg, out, written.glacier_years, written.validation, st.cv, timings,
+                     begun + st.notes + isolated, written.files)

@@ -32,6 +32,7 @@ from ..domain import Domain, export, open_domain
 from ..exceptions import ConfigError, InputDataError, StoreError
 from ..simulate import results_fingerprint, simulate_domain, years_done
 from .domain import domain_outputs, domain_run_spec, observed_on, shared_stages
+from .outdir import begin_run, purpose_of, run_lock
 from .result import RunResult
 from .steps import Steps
 from .tiles import _load_cv
@@ -117,8 +118,18 @@ def prepare_domain(cfg: RunConfig) -> DomainJobs:
     -------
     DomainJobs
         The number of groups, the paths the tasks use and the timings of the shared stages.
+
+    Notes
+    -----
+    Holds the run lock of the output directory alone (no group task or other run meanwhile).
     """
     _need_domain(cfg)
+    with run_lock(cfg, purpose=purpose_of(cfg, "domain-groups")):
+        begin_run(cfg)
+        return _prepare_domain(cfg)
+
+
+def _prepare_domain(cfg: RunConfig) -> DomainJobs:
     out = Path(cfg.output.directory)
     path = out / JOBS_FILE
     chash = _config_hash(cfg)
@@ -216,7 +227,18 @@ def run_domain_groups(cfg: RunConfig, groups: str | range) -> dict:
     dict
         ``groups`` (list), ``resumed_years`` (years found done before the task, summed over its groups),
         ``years`` (years computed now), ``pixels``, ``seconds``.
+
+    Notes
+    -----
+    The tasks of one array share the run lock of the output directory (a whole run or a preparation on
+    it meanwhile is refused).
     """
+    text = groups if isinstance(groups, str) else f"{groups.start}:{groups.stop}"
+    with run_lock(cfg, purpose=f"{purpose_of(cfg, 'run')} --groups {text}", shared=True):
+        return _run_domain_groups(cfg, groups)
+
+
+def _run_domain_groups(cfg: RunConfig, groups: str | range) -> dict:
     t0 = time.perf_counter()
     jobs = read_jobs(cfg)
     todo = parse_groups(groups, jobs.n_groups) if isinstance(groups, str) else groups
@@ -264,6 +286,11 @@ def finish_domain(cfg: RunConfig) -> RunResult:
     StoreError
         When groups are not done yet; the message names them and the ``--groups`` ranges that run them.
     """
+    with run_lock(cfg, purpose=purpose_of(cfg, "domain-finish")):
+        return _finish_domain(cfg)
+
+
+def _finish_domain(cfg: RunConfig) -> RunResult:
     t0 = time.perf_counter()
     jobs = read_jobs(cfg)
     missing = missing_groups(cfg)
@@ -301,7 +328,7 @@ def export_results(results: str | Path, domain: str | Path, out: str | Path, *, 
     -------
     list of pathlib.Path
     """
-    res = cube_mod.open_store(results)
+    res = cube_mod.open_store(results, require_complete=True)
     if variables is None:
         variables = [v for v in ("smb", "thickness") if v in res]
     return export(res, open_domain(domain), out, variables=tuple(variables), by=by, years=years)

@@ -12,6 +12,7 @@ from ..features import ClimateFeatureParams, HydroYear, compute_features
 from ..features.io import feature_schema, observed_table, write_features, write_table
 from ..glaciers import GlacierGeometry
 from ..observations import unit_raster
+from .outdir import purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .training import read_observed
 
@@ -31,12 +32,17 @@ def run_features(cfg: RunConfig, out: str | Path, *, fmt: str = "csv", monthly: 
     m w.e.). ``prep`` (from :func:`glacgrid.pipeline.prepare`) is built in ``out/work`` when not given.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, purpose=purpose_of(cfg, "features")):  # one writer of out/work at a time
+        return _run_features(cfg, out, fmt, monthly, reference, ablation, era5_variables, prep)
+
+
+def _run_features(cfg: RunConfig, out: Path, fmt: str, monthly: bool, reference, ablation, era5_variables,
+                  prep: Prepared | None) -> dict[str, Path]:
     prep = prep or prepare(cfg, out / "work")
     s = prep.static
     params = ClimateFeatureParams(HydroYear(cfg.period.hemisphere), ablation=tuple(ablation), monthly=monthly,
                                   reference=tuple(reference) if reference else None)
-    cube = open_store(out / "work" / "cube.zarr") if era5_variables else None
+    cube = open_store(out / "work" / "cube.zarr", require_complete=True) if era5_variables else None
     kw = dict(start=cfg.period.start, end=cfg.period.end, downscale=cfg.downscale, climate=params,
               cube=cube, era5_variables=tuple(era5_variables))
     outlined = prep.glaciers.with_thickness(None)  # the features of the whole outlines, ice or not

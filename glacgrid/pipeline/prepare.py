@@ -10,8 +10,9 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..config import RunConfig, require_dense
+from ..config import RunConfig, config_digest, require_dense
 from ..downscale import downscale
+from ..exceptions import StoreError
 from ..features import HYDRO_START
 from ..glaciers import GlacierGeometry, area_weighted_mean
 from ..grid import TargetGrid
@@ -21,7 +22,10 @@ from ..metadata import provenance, stamp_dataset
 from ..units import METRES_PER_DEGREE
 from .steps import Steps
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "prepare", "FINGERPRINT_ATTR"]
+
+#: The store attribute that records what a work store was computed from (its inputs: configuration sections and input file stamps).
+FINGERPRINT_ATTR = "glacgrid_fingerprint"
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,19 +88,74 @@ def _read_thickness(paths, grid: TargetGrid) -> xr.DataArray:
     return th
 
 
+def _file_stamp(paths) -> str:
+    """Size and modification time of each input file and its siblings (a shapefile's .dbf, a GeoTIFF's
+    .aux.xml): cheap, and it changes when a file is rewritten in place."""
+    stamps = []
+    for p in paths:
+        p = Path(p)
+        for f in sorted(p.parent.glob(f"{p.stem}.*")) if p.parent.is_dir() else []:
+            if f.is_file():
+                st = f.stat()
+                stamps.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(stamps)
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    """The fingerprint a work store was written with (None when absent or unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        return cube_mod.open_store(path, chunks=None).attrs.get(FINGERPRINT_ATTR)
+    except StoreError:
+        return None
+
+
+def _reusable(path: Path, fingerprint: str, chunks) -> xr.Dataset | None:
+    """The work store at ``path`` when it is complete and was computed from the same inputs, else None."""
+    if _stored_fingerprint(path) != fingerprint:
+        return None
+    try:
+        return cube_mod.open_store(path, chunks=chunks, require_complete=True)
+    except StoreError:  # an interrupted write of the same inputs: resumed by _write_work_store
+        return None
+
+
+def _write_work_store(ds: xr.Dataset, path: Path, fingerprint: str, region_dim: str, chunks) -> xr.Dataset:
+    """Write a work store (resumed when it holds an interrupted write of the same inputs, replaced when it
+    was computed from other inputs) and open it back, complete."""
+    ds = ds.assign_attrs({FINGERPRINT_ATTR: fingerprint})
+    replace = path.exists() and _stored_fingerprint(path) != fingerprint
+    cube_mod.write_dataset(ds, path, region_dim=region_dim, overwrite=replace)
+    return cube_mod.open_store(path, chunks=chunks, require_complete=True)
+
+
+def _climate_months(cfg: RunConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first and last month of the run's hydrological years (what the climate must cover)."""
+    m0 = HYDRO_START[cfg.period.hemisphere]
+    first = pd.Timestamp(cfg.period.start - (1 if m0 > 1 else 0), m0, 1)
+    last = first + pd.DateOffset(months=12 * (cfg.period.end - cfg.period.start + 1) - 1)
+    return first, last
+
+
 def _read_surfaces(cfg: RunConfig, grid: TargetGrid, workdir: Path) -> xr.DataArray | None:
     """The dated surfaces of ``[geometry] surfaces`` on the grid (bilinear), stored in ``surfaces.zarr``."""
     if not cfg.geometry.surfaces:
         return None
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    store = workdir / "surfaces.zarr"
+    fingerprint = config_digest(cfg, ("grid", "glaciers", "geometry"),
+                                inputs=_file_stamp([cfg.grid.dem, cfg.glaciers.outlines, *cfg.geometry.surfaces]))
+    kept = _reusable(store, fingerprint, {"surface_year": 1, **chunks})
+    if kept is not None:
+        return kept["surface"]
     z = xr.concat([grid.read(p, resampling="bilinear") for p in cfg.geometry.surfaces], dim="surface_year")
     z = z.assign_coords(surface_year=np.asarray(cfg.geometry.surface_years, dtype="int64"))
     z = grid.attach(stamp_dataset(z.rename("surface").astype("float64").to_dataset(),
                                   history=provenance("prepare", surfaces=[str(p) for p in cfg.geometry.surfaces])))
     z = z.drop_vars("spatial_ref", errors="ignore")
-    chunks = dict(zip(("y", "x"), grid.chunks))
-    cube_mod.write_dataset(z.chunk({"surface_year": 1, **chunks}), workdir / "surfaces.zarr",
-                           region_dim="surface_year", overwrite=True)
-    return cube_mod.open_store(workdir / "surfaces.zarr", chunks={"surface_year": 1, **chunks})["surface"]
+    return _write_work_store(z.chunk({"surface_year": 1, **chunks}), store, fingerprint, "surface_year",
+                             {"surface_year": 1, **chunks})["surface"]
 
 
 def _target_grid(cfg: RunConfig, outlines) -> TargetGrid:
@@ -112,7 +171,14 @@ def _target_grid(cfg: RunConfig, outlines) -> TargetGrid:
 
 def _static(cfg: RunConfig, outlines, grid: TargetGrid, workdir: Path) -> xr.Dataset:
     """Glacier masks, surface, thickness and pixel areas on the grid, written to and read back from
-    ``static.zarr``."""
+    ``static.zarr`` (kept as it is when it is complete and was computed from the same inputs)."""
+    chunks = dict(zip(("y", "x"), grid.chunks))
+    store = workdir / "static.zarr"
+    fingerprint = config_digest(cfg, ("grid", "glaciers"), grid=repr(grid),
+                                inputs=_file_stamp([cfg.grid.dem, cfg.glaciers.outlines, *cfg.glaciers.thickness]))
+    kept = _reusable(store, fingerprint, chunks)
+    if kept is not None:
+        return kept
     dem = grid.read(cfg.grid.dem)
     masks = rasterize_glaciers(outlines, grid)
     if cfg.glaciers.thickness:
@@ -124,9 +190,7 @@ def _static(cfg: RunConfig, outlines, grid: TargetGrid, workdir: Path) -> xr.Dat
     static["thickness"] = static["thickness"].where(static["glacier_id"] > 0)
     static = grid.attach(static).drop_vars("spatial_ref", errors="ignore")
     static = stamp_dataset(static, history=provenance("prepare", dem=str(cfg.grid.dem)))
-    chunks = dict(zip(("y", "x"), grid.chunks))
-    cube_mod.write_dataset(static.chunk(chunks), workdir / "static.zarr", region_dim="y", overwrite=True)
-    return cube_mod.open_store(workdir / "static.zarr", chunks=chunks)
+    return _write_work_store(static.chunk(chunks), store, fingerprint, "y", chunks)
 
 
 def _has_thickness(static: xr.Dataset, index: np.ndarray) -> np.ndarray:
@@ -138,13 +202,18 @@ def _has_thickness(static: xr.Dataset, index: np.ndarray) -> np.ndarray:
 
 def _downscaled(cfg: RunConfig, cube: xr.Dataset, grid: TargetGrid, surface: xr.DataArray,
                 workdir: Path) -> xr.Dataset:
-    """The climate of the run's hydrological years downscaled to the grid, in ``downscaled.zarr``."""
-    m0 = HYDRO_START[cfg.period.hemisphere]
-    first = pd.Timestamp(cfg.period.start - (1 if m0 > 1 else 0), m0, 1)
-    last = first + pd.DateOffset(months=12 * (cfg.period.end - cfg.period.start + 1) - 1)
+    """The climate of the run's hydrological years downscaled to the grid, in ``downscaled.zarr`` (kept as it
+    is when it is complete and was computed from the same cube, DEM and parameters)."""
+    chunks = {"time": 12, "y": grid.chunks[0], "x": grid.chunks[1]}
+    store = workdir / "downscaled.zarr"
+    fingerprint = config_digest(cfg, ("climate", "grid", "period", "downscale"), grid=repr(grid),
+                                cube=str(cube.attrs.get("source_files", "")), inputs=_file_stamp([cfg.grid.dem]))
+    kept = _reusable(store, fingerprint, chunks)
+    if kept is not None:
+        return kept
+    first, last = _climate_months(cfg)
     down = downscale(cube.sel(time=slice(first, last)), grid, surface, cfg.downscale)
-    cube_mod.write_dataset(down, workdir / "downscaled.zarr", region_dim="time", overwrite=True)
-    return cube_mod.open_store(workdir / "downscaled.zarr", chunks={"time": 12, "y": grid.chunks[0], "x": grid.chunks[1]})
+    return _write_work_store(down, store, fingerprint, "time", chunks)
 
 
 def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepared:
@@ -170,7 +239,7 @@ def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepar
     with steps.stage("ingest"):
         cube_path = ingest(list(cfg.climate.files), workdir / "cube.zarr", invariant=cfg.climate.invariant,
                            variables=list(cfg.climate.variables))
-        cube = cube_mod.open_store(cube_path)
+        cube = cube_mod.open_store(cube_path, require_complete=True)
     with steps.stage("grid and masks"):
         outlines = read_outlines(cfg.glaciers.outlines, cfg.glaciers.id_column, cfg.glaciers.name_column)
         if outlines.attrs.get("repaired"):

@@ -14,10 +14,11 @@ from ..config import RunConfig
 from ..outputs import write_outputs
 from .model import fit_model
 from .domain import run_domain
+from .outdir import begin_run, run_lock
 from .prepare import prepare
 from .result import RunResult
 from .steps import Steps
-from .training import read_observed, training_table
+from .training import read_observed, training_table, write_training_table
 
 __all__ = ["RunResult", "run"]
 
@@ -34,29 +35,36 @@ def _isolated_note(log_path: Path) -> tuple[str, ...]:
 def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
     """Run the whole pipeline described by ``cfg`` on the current dask client (or the threaded scheduler).
 
-    The observations are read and linked once (:func:`~glacgrid.pipeline.read_observed`) and handed to
-    the training table and the outputs; the notes of every stage are collected into the result.
+    The run holds the run lock of its output directory throughout (a second run on it is refused at once
+    with a :class:`~glacgrid.exceptions.LockHeldError`), checks the climate's period before any stage, moves
+    the outputs of an older configuration aside and resumes the work stores and the results store of a
+    killed run (:func:`glacgrid.pipeline.outdir.begin_run`). The observations are read and linked once
+    (:func:`~glacgrid.pipeline.read_observed`) and handed to the training table and the outputs; the notes
+    of every stage are collected into the result.
     """
     if cfg.domain is not None:  # every glacier as packed pixels (glacgrid.pipeline.domain)
         return run_domain(cfg, progress=progress)
     t_start = time.perf_counter()
     out = Path(cfg.output.directory)
     work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    with Steps(progress) as steps:
-        prep = prepare(cfg, work, steps)
-        with steps.stage("features"):
-            observed = read_observed(cfg, prep.table)
-            train, train_notes = training_table(cfg, prep, observed)
-            train.to_csv(out / "training_features.csv", index=False)
-        with steps.stage("model"):
-            model, cv = fit_model(cfg, train, out)
-        with steps.stage(f"simulate ({cfg.mode})"):
-            advance = steps.years(cfg.period.end - cfg.period.start + 1)
-            store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)
-        isolated = _isolated_note(store.parent / "glacier_log.csv")
-        with steps.stage("outputs"):
-            written = write_outputs(cfg, prep, cube_mod.open_store(store), cv, observed, out)
+    with run_lock(cfg):
+        begun = begin_run(cfg)
+        work.mkdir(parents=True, exist_ok=True)
+        with Steps(progress) as steps:
+            prep = prepare(cfg, work, steps)
+            with steps.stage("features"):
+                observed = read_observed(cfg, prep.table)
+                train, train_notes = training_table(cfg, prep, observed)
+                write_training_table(train, out)
+            with steps.stage("model"):
+                model, cv = fit_model(cfg, train, out)
+            with steps.stage(f"simulate ({cfg.mode})"):
+                advance = steps.years(cfg.period.end - cfg.period.start + 1)
+                store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)
+            isolated = _isolated_note(store.parent / "glacier_log.csv")
+            with steps.stage("outputs"):
+                written = write_outputs(cfg, prep, cube_mod.open_store(store, require_complete=True), cv, observed,
+                                        out)
     timings = dict(steps.timings, total=time.perf_counter() - t_start)
     return RunResult(cfg, out, written.glacier_years, written.validation, cv, timings,
-                     prep.notes + train_notes + isolated, written.files)
+                     begun + prep.notes + train_notes + isolated, written.files)

@@ -44,9 +44,10 @@ from ..masks import TileLayout, plan_tiles, tile_grid
 from ..models import CVResult, SMBModel, load_model
 from ..outputs import write_outputs
 from .model import fit_model
+from .outdir import begin_run, purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .run import RunResult
-from .training import read_observed, training_table
+from .training import read_observed, training_table, write_training_table
 
 __all__ = ["prepare_tiles", "run_tile", "missing_tiles", "finish_tiles", "read_layout", "tile_key"]
 
@@ -72,7 +73,7 @@ def _config_hash(cfg: RunConfig) -> str:
 def _train(cfg: RunConfig, prep: Prepared, out: Path) -> SMBModel:
     """The model stage of :func:`glacgrid.pipeline.run` (same training table, same artifact)."""
     train, _ = training_table(cfg, prep, read_observed(cfg, prep.table))
-    train.to_csv(out / "training_features.csv", index=False)
+    write_training_table(train, out)
     return fit_model(cfg, train, out)[0]
 
 
@@ -81,7 +82,14 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
 
     Idempotent: when ``<output>/tiles/tiles.json`` was written for the same configuration and number of
     tiles, and the results store exists, nothing is recomputed (a re-submitted array starts at once).
+    Holds the run lock of the output directory alone (no tile task or other run meanwhile).
     """
+    with run_lock(cfg, purpose=purpose_of(cfg, "tiles prepare")):
+        begin_run(cfg)
+        return _prepare_tiles(cfg, n_tiles)
+
+
+def _prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
     out = Path(cfg.output.directory)
     tdir = out / TILES_DIR
     layout_path = tdir / LAYOUT_FILE
@@ -118,7 +126,8 @@ def prepare_tiles(cfg: RunConfig, n_tiles: int) -> TileLayout:
         for scratch in tdir.glob("tile-*.log.csv"):
             scratch.unlink()
         (out / LOG_FILE).unlink(missing_ok=True)
-    prep.table.to_parquet(tdir / "glaciers.parquet")  # for the finish step (names, ids, areas)
+    with atomic_path(tdir / "glaciers.parquet") as tmp:  # for the finish step (names, ids, areas)
+        prep.table.to_parquet(tmp)
     meta = {"config": chash, "requested": n_tiles, "fingerprint": fp, "grid": dataclasses.asdict(prep.grid),
             "has_thickness": [bool(v) for v in prep.has_thickness], "layout": layout.to_dict()}
 
@@ -162,9 +171,9 @@ def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int) -> Pr
     ys, xs = layout.window(k)
     sub = tile_grid(grid, (ys, xs))
     chunks = dict(zip(("y", "x"), grid.chunks))
-    static = cube_mod.open_store(out / "work" / "static.zarr", chunks=chunks).isel(y=ys, x=xs)
-    down = cube_mod.open_store(out / "work" / "downscaled.zarr",
-                               chunks={"time": 12, **chunks}).isel(y=ys, x=xs)
+    static = cube_mod.open_store(out / "work" / "static.zarr", chunks=chunks, require_complete=True).isel(y=ys, x=xs)
+    down = cube_mod.open_store(out / "work" / "downscaled.zarr", chunks={"time": 12, **chunks},
+                               require_complete=True).isel(y=ys, x=xs)
     mine = np.asarray(layout.glaciers[k], dtype=np.int64)
     gid = static["glacier_id"]
     static = static.assign(glacier_id=gid.where(gid.isin(mine), 0).astype(gid.dtype))
@@ -172,8 +181,8 @@ def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int) -> Pr
     down = down.chunk({"time": 12, **chunks})
     surfaces = None
     if cfg.geometry.surfaces:
-        surfaces = cube_mod.open_store(out / "work" / "surfaces.zarr",
-                                       chunks={"surface_year": 1, **chunks})["surface"].isel(y=ys, x=xs)
+        surfaces = cube_mod.open_store(out / "work" / "surfaces.zarr", chunks={"surface_year": 1, **chunks},
+                                       require_complete=True)["surface"].isel(y=ys, x=xs)
     # the simulation needs the index (and the ids for its glacier log)
     table = pd.read_parquet(out / TILES_DIR / "glaciers.parquet").loc[mine]
     has_th = np.asarray(meta["has_thickness"], dtype=bool)
@@ -183,7 +192,7 @@ def _tile_prepared(cfg: RunConfig, layout: TileLayout, meta: dict, k: int) -> Pr
 def _write_tile(scratch: Path, store: Path, layout: TileLayout, k: int) -> None:
     """Copy tile ``k`` from its scratch store into the results store, then record it as done."""
     ys, xs = layout.window(k)
-    res = cube_mod.open_store(scratch, chunks=None)
+    res = cube_mod.open_store(scratch, chunks=None, require_complete=True)
     nyear = res.sizes["year"]
     gridded = [v for v in res.data_vars if {"y", "x"} <= set(res[v].dims)]
     per_glacier = [v for v in res.data_vars if "glacier" in res[v].dims]
@@ -230,8 +239,14 @@ def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:
     """Simulate tile ``k`` and write it into the results store; skip it if it is done already.
 
     Returns a small report: tile, glaciers, chunks, whether it was skipped, years resumed from the
-    scratch store of a killed earlier task, seconds.
+    scratch store of a killed earlier task, seconds. The tasks of one array share the run lock of the
+    output directory (a whole run or a preparation on it meanwhile is refused).
     """
+    with run_lock(cfg, purpose=f"{purpose_of(cfg, 'run')} --tile {k}", shared=True):
+        return _run_tile(cfg, k, advance)
+
+
+def _run_tile(cfg: RunConfig, k: int, advance) -> dict:
     t0 = time.perf_counter()
     layout, meta = read_layout(cfg)
     if not 0 <= k < layout.n_tiles:
@@ -277,8 +292,13 @@ def finish_tiles(cfg: RunConfig) -> RunResult:
 
     Uses the model, cross-validation and stores of the prepare step: nothing is recomputed (a retrained
     model would differ in the last digits and would not match the store). Returns a
-    :class:`~glacgrid.pipeline.RunResult`.
+    :class:`~glacgrid.pipeline.RunResult`. Holds the run lock of the output directory alone.
     """
+    with run_lock(cfg, purpose=purpose_of(cfg, "tiles finish")):
+        return _finish_tiles(cfg)
+
+
+def _finish_tiles(cfg: RunConfig) -> RunResult:
     t0 = time.perf_counter()
     out = Path(cfg.output.directory)
     missing = missing_tiles(cfg)
@@ -290,7 +310,8 @@ def finish_tiles(cfg: RunConfig) -> RunResult:
     prep = Prepared(_layout_grid(meta), xr.Dataset(), xr.Dataset(), table,
                     np.asarray(meta["has_thickness"], dtype=bool))
     cv = _load_cv(out / "cv.json")
-    written = write_outputs(cfg, prep, cube_mod.open_store(out / "results.zarr"), cv, read_observed(cfg, table), out)
+    results = cube_mod.open_store(out / "results.zarr", require_complete=True)
+    written = write_outputs(cfg, prep, results, cv, read_observed(cfg, table), out)
     timings = {"outputs": time.perf_counter() - t0}
     notes = (f"tiled run: {layout.n_tiles} tiles merged into {out / 'results.zarr'}",)
     return RunResult(cfg, out, written.glacier_years, written.validation, cv, timings, notes, written.files)

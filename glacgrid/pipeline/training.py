@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from .. import features as feat
+from ..atomic import atomic_path
 from ..config import RunConfig
 from ..exceptions import ModelError
 from ..observations import ObservedUnits, observed_units, unit_raster
 from .prepare import Prepared
 
-__all__ = ["read_observed", "training_table"]
+__all__ = ["read_observed", "training_table", "write_training_table"]
 
 
 def read_observed(cfg: RunConfig, table: pd.DataFrame) -> ObservedUnits:
@@ -63,6 +66,15 @@ def training_table(cfg: RunConfig, prep: Prepared, observed: ObservedUnits) -> t
     df = gf.to_dataframe().reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
     return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+
+
+def write_training_table(train: pd.DataFrame, out: Path) -> Path:
+    """Write the training table as ``out/training_features.csv``, atomically (a kill leaves the old file or the
+    new one, never a truncated one that parses)."""
+    path = Path(out) / "training_features.csv"
+    with atomic_path(path) as tmp:
+        train.to_csv(tmp, index=False)
+    return path
 
 
 def observed_years(cfg: RunConfig, observed: ObservedUnits) -> tuple[tuple[str, ...], list, pd.DataFrame, list]:

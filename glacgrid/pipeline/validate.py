@@ -45,6 +45,7 @@ from ..validation import (
     reconstruction_metrics,
 )
 from .model import build_model
+from .outdir import purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .run import run
 from .training import read_observed, training_table
@@ -266,7 +267,7 @@ def _evolution(cfg: RunConfig, out: Path, prep: Prepared, observed: ObservedUnit
     run_cfg = dataclasses.replace(cfg, mode="evolve",
                                   output=dataclasses.replace(cfg.output, directory=out / "run", plot=False))
     result = run(run_cfg, progress=False)
-    results = open_store(result.files.results_zarr)
+    results = open_store(result.files.results_zarr, require_complete=True)
     return compare_evolution(results, prep.static, observed, areas, rho_ice=cfg.geometry.rho_ice,
                              rho_water=cfg.geometry.rho_water, names=names)
 
@@ -305,7 +306,12 @@ def validate(cfg: RunConfig, out: str | Path, *, schemes: Sequence[str] = ("logo
     """
     _check_schemes(schemes)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, purpose=purpose_of(cfg, "validate")):  # one writer of out/work at a time
+        return _validate(cfg, out, schemes, profiles, evolve, prep)
+
+
+def _validate(cfg: RunConfig, out: Path, schemes: Sequence[str], profiles, evolve: bool | None,
+              prep: Prepared | None) -> ValidationReport:
     prep = prep if prep is not None else prepare(cfg, out / "work")
     observed = read_observed(cfg, prep.table)
     train, train_notes = training_table(cfg, prep, observed)
