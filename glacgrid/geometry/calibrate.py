@@ -256,7 +256,7 @@ def read_curves(path: str | os.PathLike) -> xr.Dataset:
         return ds
     from ..cube import open_store
 
-    ds = open_store(path, chunks=None).load()
+    ds = open_store(path, chunks=None, require_complete=True).load()
     if "name" in ds.coords:
         ds = ds.assign_coords(name=("glacier", np.array(ds["name"].values.tolist(), dtype=str)))
     return ds
