@@ -65,13 +65,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds, sync it and rename it onto ``path``.
 
     A crash leaves either the old file or the new one, never a truncated one; on error the temporary
     file (``.<name>.<random>.tmp``) is removed, and :func:`clean_partials` removes the one a killed
     process leaves. The file is created with mode ``0666`` less the umask (``0644`` under
     ``umask 022``), as ``open`` would create it, so colleagues sharing the directory can read it.
+    ``durable=False`` skips the two ``fsync`` calls (file and directory): the rename is still atomic for
+    a killed process, but a crash of the machine may lose the new file. For a store's progress file,
+    which vouches for chunk files that Zarr writes without ``fsync`` either (each ``fsync`` costs
+    10-50 ms on a busy disk, and a run records hundreds of regions).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,13 +88,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             continue
     try:
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

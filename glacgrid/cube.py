@@ -250,7 +250,7 @@ def completed_regions(store: str | os.PathLike) -> set[str]:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path / DONE_FILE) as tmp:
+    with atomic_path(path / DONE_FILE, durable=False) as tmp:  # (atomic for a killed process; no fsync)
         tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
