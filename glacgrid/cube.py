@@ -39,6 +39,7 @@ What is atomic, what is locked, what resumes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -66,12 +67,14 @@ __all__ = [
     "mark_done",
     "missing_regions",
     "open_store",
+    "read_arrays",
     "plan_regions",
     "prepare_regions",
     "region_key",
     "store_lock",
     "write_dataset",
     "write_region",
+    "write_arrays",
     "write_static",
 ]
 
@@ -297,6 +300,42 @@ def missing_regions(store: str | os.PathLike) -> set[str]:
 def region_key(region_dim: str, index: slice) -> str:
     """The sidecar key of the region ``index`` along ``region_dim``, e.g. ``'lat[0:64]'``."""
     return f"{region_dim}[{index.start}:{index.stop}]"
+
+
+def read_arrays(store: str | os.PathLike, selections: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Read ``{name: selection}`` of the arrays of a Zarr store as numpy, all at once (no dask graph).
+
+    The reads are gathered on Zarr's own event loop, so the files of every array are read and decoded
+    together rather than one array after the other (a quarter to a third faster for a domain group's
+    fifteen arrays); safe in threads and under a running event loop (Jupyter).
+    """
+    from zarr.api.asynchronous import open_group
+    from zarr.core.sync import sync
+
+    async def gather():
+        grp = await open_group(str(store), mode="r")
+        arrays = await asyncio.gather(*[grp.getitem(name) for name in selections])
+        return await asyncio.gather(*[a.getitem(sel) for a, sel in zip(arrays, selections.values())])
+
+    return dict(zip(selections, sync(gather())))
+
+
+def write_arrays(store: str | os.PathLike, values: Mapping[str, tuple[Any, np.ndarray]]) -> None:
+    """Write ``{name: (selection, array)}`` into existing arrays of a Zarr store, all at once (the writes
+    gathered on Zarr's event loop, as :func:`read_arrays`); each value is cast to its array's dtype."""
+    from zarr.api.asynchronous import open_group
+    from zarr.core.sync import sync
+
+    async def gather():
+        grp = await open_group(str(store), mode="r+")
+        arrays = await asyncio.gather(*[grp.getitem(name) for name in values])
+        await asyncio.gather(*[a.setitem(sel, np.asarray(v, dtype=a.dtype))
+                               for a, (sel, v) in zip(arrays, values.values())])
+
+    try:
+        sync(gather())
+    except OSError as err:  # a full disk: say so, and that a re-run resumes
+        raise _write_error(err, Path(store), f"arrays {', '.join(values)}") from err
 
 
 def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto", require_complete: bool = False,

@@ -340,15 +340,11 @@ class _Task:
 
 
 def _write(task: _Task, k: int, i0: int, i1: int, pixel: dict, glacier: dict, domain: Domain) -> None:
-    """Years ``i0:i1`` of group ``k``: its own chunks of the template (zarr, no dask graph), then the mark."""
-    import zarr
-
-    grp = zarr.open_group(task.store, mode="r+")
+    """Years ``i0:i1`` of group ``k``: its own chunks of the template (zarr, no dask graph, every array at
+    once), then the mark."""
     ps, gs = domain.pixel_slice(k), domain.glacier_slice(k)
-    for names, where in ((pixel, ps), (glacier, gs)):
-        for name, values in names.items():
-            arr = grp[name]
-            arr[i0:i1, ..., where] = np.asarray(values, dtype=arr.dtype)
+    cube_mod.write_arrays(task.store, {name: ((slice(i0, i1), Ellipsis, where), values)
+                                       for names, where in ((pixel, ps), (glacier, gs)) for name, values in names.items()})
     cube_mod.mark_done(task.store, _key(k, i0, i1))
 
 
