@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glacgrid-installed
 PYTEST_ARGS ?=
+# `make test` runs the tests on this many pytest-xdist workers (2: the CI machine's cores; 0: in one
+# process). --dist loadgroup with tests/conftest.py keeps the tests that share a fixture, and the Slurm
+# tests, on one worker each.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test docs hef alps clean
 
@@ -25,7 +29,7 @@ demo: install
 
 test: install
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 docs: install
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html

@@ -131,6 +131,9 @@ def _mpi(c: ClusterConfig) -> Iterator[object]:
     dask_mpi.initialize(nthreads=c.threads_per_worker, memory_limit=c.memory_limit,
                         interface=c.interface or None, dashboard=False)
     with Client() as client:
+        from mpi4py import MPI  # (dask-mpi's own dependency) the worker ranks may register after this rank goes on
+
+        _wait_for_workers(client, max(MPI.COMM_WORLD.Get_size() - 2, 1), c.wait_timeout, "dask-mpi job")
         yield client
 
 

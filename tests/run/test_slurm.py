@@ -24,7 +24,9 @@ from glacgrid.cube import completed_regions, open_store
 from glacgrid.testing import REPO
 
 JOBS = REPO / "jobs"
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker runs them all: they share one slurmd (4 CPUs), and side by side the jobs of one
+# test (a driver and two worker jobs, a tile array) would queue behind those of another
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 _TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
              "DEADLINE", "PREEMPTED"}
 
