@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dask
 
-__all__ = ["REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes"]
+__all__ = ["REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "store_files"]
 
 #: The source tree this package was imported from (an editable install or a checkout on ``sys.path``).
 REPO = Path(__file__).resolve().parents[2]
@@ -47,3 +47,23 @@ def raise_if_dask_computes(max_computes: int = 0):
     counter = ComputeCounter(max_computes)
     with dask.config.set(scheduler=counter):
         yield counter
+
+
+def store_files(store: str | os.PathLike) -> dict[str, bytes]:
+    """Every file of a Zarr store and its bytes, the ``history`` attributes (time stamps, paths) aside: two
+    stores written by the same calls compare equal byte for byte (the kill-and-resume tests)."""
+    import json
+
+    store = Path(store)
+    out = {}
+    for p in sorted(store.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p.name == "zarr.json":
+                meta = json.loads(data)
+                meta.get("attributes", {}).pop("history", None)
+                for sub in meta.get("consolidated_metadata", {}).get("metadata", {}).values():
+                    sub.get("attributes", {}).pop("history", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            out[str(p.relative_to(store))] = data
+    return out

@@ -26,7 +26,7 @@ import zarr.storage
 from glacgrid import cube
 from glacgrid.atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked
 from glacgrid.exceptions import LockHeldError, StoreError
-from glacgrid.testing import REPO
+from glacgrid.testing import REPO, store_files
 
 def make_ds() -> xr.Dataset:
     """The dataset of every test (also built in the child processes: the same bytes)."""
@@ -98,20 +98,6 @@ def try_in_child(lock: Path, *, shared: bool = False) -> int:
     return run_child(code).returncode
 
 
-def files(store: Path) -> dict[str, bytes]:
-    """Every file of a store and its bytes (``history`` attributes dropped from the metadata)."""
-    out = {}
-    for p in sorted(store.rglob("*")):
-        if p.is_file():
-            data = p.read_bytes()
-            if p.name == "zarr.json":
-                meta = json.loads(data)
-                meta.get("attributes", {}).pop("history", None)
-                for sub in meta.get("consolidated_metadata", {}).get("metadata", {}).values():
-                    sub.get("attributes", {}).pop("history", None)
-                data = json.dumps(meta, sort_keys=True).encode()
-            out[str(p.relative_to(store))] = data
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -214,20 +200,20 @@ def test_kill_at_the_template_or_before_its_plan_leaves_a_store_the_rerun_comple
     with pytest.raises(StoreError, match="does not exist|is incomplete"):
         cube.open_store(store, require_complete=True)
     cube.write_dataset(make_ds(), store, region_dim="lat", step=4)  # the re-run: no "different schema" refusal
-    assert files(store) == files(reference)
+    assert store_files(store) == store_files(reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".c.zarr.lock", "c.zarr", "c.zarr.lock"]  # no .tmp left
     xr.testing.assert_identical(cube.open_store(store, require_complete=True).compute(), make_ds().compute())
 
 
 def test_overwrite_replaces_a_store_whole_and_keeps_the_old_one_on_failure(tmp_path, monkeypatch):
     store = cube.write_dataset(make_ds(), tmp_path / "c.zarr", region_dim="lat", step=4)
-    before = files(store)
+    before = store_files(store)
     monkeypatch.setattr(cube, "_write_state", lambda path, state: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(StoreError, match="full or over quota"):
         cube.create_template(make_ds() * 2, store, overwrite=True)
     monkeypatch.undo()
-    assert files(store) == before  # the old store is back in place
+    assert store_files(store) == before  # the old store is back in place
     assert sorted(p.name for p in tmp_path.iterdir()) == [".c.zarr.lock", "c.zarr", "c.zarr.lock"]
     cube.create_template(make_ds().isel(time=slice(0, 3)), store, overwrite=True, planned=["lat[0:4]"])
     assert cube.open_store(store).sizes["time"] == 3 and cube.missing_regions(store) == {"lat[0:4]"}
@@ -274,7 +260,7 @@ def test_a_full_disk_is_a_store_error_naming_the_store_and_the_rerun_resumes(tmp
         with pytest.raises(StoreError, match="is incomplete"):
             cube.open_store(store, require_complete=True)
     cube.write_dataset(make_ds(), store, region_dim="lat", step=4)
-    assert files(store) == files(reference)
+    assert store_files(store) == store_files(reference)
 
 
 def test_a_full_disk_while_recording_progress_is_a_store_error(tmp_path, monkeypatch):
@@ -330,7 +316,7 @@ def test_leftover_partial_files_are_cleaned_on_resume(tmp_path, reference):
         p.write_bytes(b"half")
     cube.write_dataset(make_ds(), store, region_dim="lat", step=4)
     assert not any(p.exists() for p in leftovers) and not (tmp_path / ".c.zarr.0123456789ab.tmp").exists()
-    assert files(store) == files(reference)
+    assert store_files(store) == store_files(reference)
 
 
 def test_clean_partials_removes_only_temporaries_and_respects_their_age(tmp_path):

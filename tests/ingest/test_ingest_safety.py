@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from glacgrid import cube
 from glacgrid.exceptions import LockHeldError, StoreError
 from glacgrid.ingest import ingest
-from glacgrid.testing import REPO
+from glacgrid.testing import REPO, store_files
 from glacgrid.testing._era5 import write_era5land_monthly
 
 TIME = pd.date_range("2001-01-01", "2002-12-01", freq="MS")
@@ -64,30 +64,13 @@ def reference(src, tmp_path_factory) -> tuple[Path, int]:
     return store, calls[0]
 
 
-def files(store: Path) -> dict[str, bytes]:
-    """Every file of a store and its bytes, the ``history`` attributes (time stamps, paths) aside."""
-    out = {}
-    for p in sorted(store.rglob("*")):
-        if p.is_file():
-            data = p.read_bytes()
-            if p.name == "zarr.json":
-                meta = json.loads(data)
-                meta.get("attributes", {}).pop("history", None)
-                for sub in meta.get("consolidated_metadata", {}).get("metadata", {}).values():
-                    sub.get("attributes", {}).pop("history", None)
-                data = json.dumps(meta, sort_keys=True).encode()
-            out[str(p.relative_to(store))] = data
-    return out
 
 
-CHILD = '''
-import json, os, sys, time
+# (in a child process) SIGKILL the process before the (n+1)-th object Zarr writes from now on
+KILL_HOOK = '''
+import os
 import zarr.storage
-from glacgrid import cube
-from glacgrid.ingest import ingest
-src, store, chunks = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-mode, n = sys.argv[4], int(sys.argv[5])
-if mode == "kill":  # SIGKILL itself before the (n+1)-th object Zarr writes
+def kill_after(n):
     real, calls = zarr.storage.LocalStore.set, [0]
     async def counting(self, key, value):
         calls[0] += 1
@@ -95,6 +78,16 @@ if mode == "kill":  # SIGKILL itself before the (n+1)-th object Zarr writes
             os.kill(os.getpid(), 9)
         return await real(self, key, value)
     zarr.storage.LocalStore.set = counting
+'''
+
+CHILD = KILL_HOOK + '''
+import json, os, sys, time
+from glacgrid import cube
+from glacgrid.ingest import ingest
+src, store, chunks = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+mode, n = sys.argv[4], int(sys.argv[5])
+if mode == "kill":  # SIGKILL itself before the (n+1)-th object Zarr writes
+    kill_after(n)
 elif mode == "held":  # a slow disk: the regions wait until the file <store>.go exists
     write = cube.write_region
     def slow(*args, **kwargs):
@@ -145,7 +138,7 @@ def test_a_second_ingest_into_the_same_store_is_refused_at_once(src, reference, 
     finally:
         first.kill()
         first.wait()
-    assert files(store) == files(reference[0])  # the first ingest was not disturbed
+    assert store_files(store) == store_files(reference[0])  # the first ingest was not disturbed
     assert lock.read_text() == ""
 
 
@@ -162,7 +155,7 @@ def test_an_ingest_killed_at_any_moment_resumes_to_the_bytes_of_an_uninterrupted
             with pytest.raises(StoreError, match="is incomplete"):
                 cube.open_store(store, require_complete=True)
         run_ingest(src, store)  # the re-run, as a user would type it again
-        assert files(store) == files(ref)
+        assert store_files(store) == store_files(ref)
         assert sorted(p.name for p in Path(tmp).iterdir()) == [".cube.zarr.lock", "cube.zarr", "cube.zarr.lock"]
 
 
@@ -184,7 +177,7 @@ def test_an_ingest_onto_a_full_disk_is_a_store_error_and_the_rerun_resumes(src, 
     monkeypatch.undo()
     assert store.exists() == (after > 22)
     run_ingest(src, store)
-    assert files(store) == files(reference[0])
+    assert store_files(store) == store_files(reference[0])
 
 
 def test_leftovers_of_a_killed_append_are_removed_on_resume(src, reference, tmp_path):
@@ -195,23 +188,16 @@ def test_leftovers_of_a_killed_append_are_removed_on_resume(src, reference, tmp_
         p.write_bytes(b"half")
     ingest(src["files"], store, invariant=src["invariant"], chunks=CHUNKS, append=True)  # nothing new to append
     assert not partial.exists() and not sidecar_tmp.exists()
-    assert files(store) == files(reference[0])
+    assert store_files(store) == store_files(reference[0])
 
 
-APPEND_CHILD = '''
+APPEND_CHILD = KILL_HOOK + '''
 import json, os, sys
-import zarr.storage
 from glacgrid.ingest import _store, ingest
 files, inv, store, n = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 grow = _store._grow_time
 def killing(*args, **kwargs):  # SIGKILL before the (n+1)-th object Zarr writes while the time axis grows
-    real, calls = zarr.storage.LocalStore.set, [0]
-    async def counting(self, key, value):
-        calls[0] += 1
-        if calls[0] > n:
-            os.kill(os.getpid(), 9)
-        return await real(self, key, value)
-    zarr.storage.LocalStore.set = counting
+    kill_after(n)
     return grow(*args, **kwargs)
 _store._grow_time = killing
 ingest(files, store, invariant=inv, chunks={"time": -1, "lat": 2, "lon": 3}, append=True)
