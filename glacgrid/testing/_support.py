@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dask
 
-__all__ = ["REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "store_files"]
+__all__ = ["REPO", "DATA", "HEF", "requires_data", "ComputeCounter", "raise_if_dask_computes", "store_files", "full_disk_after"]
 
 #: The source tree this package was imported from (an editable install or a checkout on ``sys.path``).
 REPO = Path(__file__).resolve().parents[2]
@@ -67,3 +67,22 @@ def store_files(store: str | os.PathLike) -> dict[str, bytes]:
                 data = json.dumps(meta, sort_keys=True).encode()
             out[str(p.relative_to(store))] = data
     return out
+
+
+def full_disk_after(after: int):
+    """A replacement of ``zarr.storage.LocalStore.set`` that writes ``after`` objects and then fails every
+    write with ``ENOSPC`` (a full disk, simulated when no small tmpfs can be mounted); install it with
+    ``monkeypatch.setattr(zarr.storage.LocalStore, "set", full_disk_after(n))``."""
+    import errno
+
+    import zarr.storage
+
+    real, calls = zarr.storage.LocalStore.set, [0]
+
+    async def full(self, key, value):
+        calls[0] += 1
+        if calls[0] > after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real(self, key, value)
+
+    return full

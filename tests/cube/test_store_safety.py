@@ -26,7 +26,7 @@ import zarr.storage
 from glacgrid import cube
 from glacgrid.atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked
 from glacgrid.exceptions import LockHeldError, StoreError
-from glacgrid.testing import REPO, store_files
+from glacgrid.testing import REPO, full_disk_after, store_files
 
 def make_ds() -> xr.Dataset:
     """The dataset of every test (also built in the child processes: the same bytes)."""
@@ -228,23 +228,13 @@ def test_a_kept_store_gets_the_plan_of_the_resumed_write(tmp_path):
 
 
 # ----------------------------------------------------------------------------- full disk
-def _failing_set(after: int):
-    real, calls = zarr.storage.LocalStore.set, [0]
-
-    async def failing(self, key, value):
-        calls[0] += 1
-        if calls[0] > after:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return await real(self, key, value)
-
-    return failing
 
 
 @pytest.mark.parametrize("after, where", [(2, "the template"), (22, "region lat[4:8]")])
 def test_a_full_disk_is_a_store_error_naming_the_store_and_the_rerun_resumes(tmp_path, reference, monkeypatch,
                                                                               after, where):
     store = tmp_path / "c.zarr"
-    monkeypatch.setattr(zarr.storage.LocalStore, "set", _failing_set(after))
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full_disk_after(after))
     with pytest.raises(StoreError) as info:
         cube.write_dataset(make_ds(), store, region_dim="lat", step=4)
     msg = str(info.value)

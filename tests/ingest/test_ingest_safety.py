@@ -4,7 +4,6 @@ disk (a typed error, then the re-run resumes) and leftovers of killed writes rem
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 from glacgrid import cube
 from glacgrid.exceptions import LockHeldError, StoreError
 from glacgrid.ingest import ingest
-from glacgrid.testing import REPO, store_files
+from glacgrid.testing import REPO, full_disk_after, store_files
 from glacgrid.testing._era5 import write_era5land_monthly
 
 TIME = pd.date_range("2001-01-01", "2002-12-01", freq="MS")
@@ -162,16 +161,8 @@ def test_an_ingest_killed_at_any_moment_resumes_to_the_bytes_of_an_uninterrupted
 @pytest.mark.parametrize("after", [3, 26])  # in the template; in the bands (the template is ~22 objects)
 def test_an_ingest_onto_a_full_disk_is_a_store_error_and_the_rerun_resumes(src, reference, tmp_path, monkeypatch,
                                                                             after):
-    real, calls = zarr.storage.LocalStore.set, [0]
-
-    async def full(self, key, value):
-        calls[0] += 1
-        if calls[0] > after:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return await real(self, key, value)
-
     store = tmp_path / "cube.zarr"
-    monkeypatch.setattr(zarr.storage.LocalStore, "set", full)
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full_disk_after(after))
     with pytest.raises(StoreError, match=f"Zarr store {store}: OSError \\[ENOSPC\\].* full or over quota.*it resumes"):
         run_ingest(src, store)
     monkeypatch.undo()
