@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import glob
 import json
 import os
 import secrets
@@ -38,7 +39,7 @@ from typing import Iterator
 
 from .exceptions import LockHeldError
 
-__all__ = ["atomic_dir", "atomic_path", "clean_partials", "exclusive", "locked"]
+__all__ = ["atomic_dir", "atomic_path", "clean_partials", "exclusive", "locked", "remove_leftovers", "write_csv"]
 
 #: Suffix of the temporary files and directories of :func:`atomic_path` and :func:`atomic_dir`.
 TMP_SUFFIX = ".tmp"
@@ -99,6 +100,15 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
         _fsync_dir(path.parent)
 
 
+def write_csv(table, path: str | os.PathLike, **kwargs) -> Path:
+    """Write a pandas table as CSV through :func:`atomic_path` (``kwargs`` go to ``DataFrame.to_csv``): a
+    kill leaves the old file or the new one, never a truncated table that parses."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, **kwargs)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield a new temporary directory beside ``path``; when the block succeeds, rename it to ``path``.
@@ -133,6 +143,18 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Pa
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Remove the temporary files and directories of :func:`atomic_path` / :func:`atomic_dir` for ``path``
+    (``.<name>.<random>.tmp`` beside it) that a killed process left; those of its neighbours stay."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for entry in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def clean_partials(directory: str | os.PathLike, *, min_age_s: float = 0.0) -> list[Path]:

@@ -10,6 +10,7 @@ from typing import List, NoReturn, Optional
 
 import typer
 
+from .atomic import write_csv
 from .exceptions import ConfigError, GlacgridError, InputDataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -64,15 +65,6 @@ def _command(typer_app: typer.Typer, *args, **kwargs):
         return register(guarded)
 
     return decorate
-
-
-def _write_csv(df, path: Path, **kwargs) -> Path:
-    """Write a table as CSV atomically (a kill leaves the old file or the new one, never half of one)."""
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, **kwargs)
-    return path
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -161,7 +153,7 @@ def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shape
     ds["pixel_area"] = g.pixel_area()
     write_dataset(ds, out, region_dim="y", overwrite=True)
     table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"], grid=g, rel_tol=rel_tol)
-    _write_csv(table, out.with_suffix(".glaciers.csv"))
+    write_csv(table, out.with_suffix(".glaciers.csv"))
     typer.echo(table.to_string(max_rows=40))
     flagged = table[table["status"] != "ok"]
     typer.echo(f"{len(table)} outlines (RGI v{gdf.attrs['rgi_version'] or '?'}), {len(flagged)} flagged, "
@@ -188,7 +180,7 @@ def mosaic(thickness_dir: Path = typer.Argument(..., help="folder of RGIvv-rr.NN
         done = build_mosaic(thickness_dir, dem_dir, out, chunks=chunks, epsgs=codes, overwrite=overwrite, name=name)
         for s in done:
             tab = mosaic_totals(open_mosaic(s.path))
-            _write_csv(tab, s.path.with_suffix(".glaciers.csv"))
+            write_csv(tab, s.path.with_suffix(".glaciers.csv"))
             typer.echo(f"EPSG:{s.epsg}: {s.glaciers} glaciers, {s.shape[0]} x {s.shape[1]} px, "
                        f"area {tab['area_km2'].sum():.2f} km2 (tiles {tab['tile_area_km2'].sum():.2f}), "
                        f"volume {tab['volume_km3'].sum():.3f} km3 + overlap {tab.attrs['overlap_volume_km3']:.3f} "
@@ -379,7 +371,7 @@ def infer(model_dir: Path = typer.Argument(..., help="model artifact directory f
     m = load_model(model_dir)
     df = _read_table(table)
     df["predicted"] = predict_frame(m, df)
-    _write_csv(df, out, index=False)
+    write_csv(df, out, index=False)
     typer.echo(f"wrote {out} ({len(df)} rows)")
 
 
@@ -427,7 +419,7 @@ def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, t
     write_dataset(new, out, region_dim="y", overwrite=True)
     frame = rep.compute().drop_vars("disappeared_year", errors="ignore").to_dataframe()
     if report is not None:
-        _write_csv(frame, report)
+        write_csv(frame, report)
     typer.echo(frame.to_string(max_rows=40))
     if "disappeared_year" in rep:
         gone = rep["disappeared_year"].to_series()

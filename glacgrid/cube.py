@@ -44,7 +44,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import shutil
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
@@ -54,7 +53,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked
+from .atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked, remove_leftovers
 from .exceptions import InputDataError, StoreError
 
 __all__ = [
@@ -420,7 +419,7 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
     ds = _uniform_chunks(_clean(ds))
     plan = sorted({str(k) for k in planned}) if planned is not None else None
     with locked(path.with_name(f".{path.name}{LOCK_SUFFIX}")):  # creators of one store take turns
-        _remove_leftover_templates(path)
+        remove_leftovers(path)  # the template directory of a killed creator
         if path.exists():
             if not _is_zarr(path):
                 raise StoreError(
@@ -445,15 +444,6 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
         except OSError as err:
             raise _write_error(err, path, "the template (schema and coordinates)") from err
     return path
-
-
-def _remove_leftover_templates(path: Path) -> None:
-    """Remove the temporary directories of templates of ``path`` that a killed process left beside it."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{12}}\.tmp$")
-    if path.parent.is_dir():
-        for entry in path.parent.iterdir():
-            if pattern.match(entry.name) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
 
 
 def write_region(ds_part: xr.Dataset, store: str | os.PathLike, *, region_dim: str, index: slice,

@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from . import figures
-from .atomic import atomic_path
+from .atomic import atomic_path, write_csv
 from .config import RunConfig
 from .exceptions import UnitsError
 from .figures import central, region_totals, unit_smb
@@ -285,8 +285,7 @@ def write_outputs(cfg: RunConfig, prep, results: xr.Dataset, cv, observed: Obser
     table_files = write_glacier_years(gy, out)
     val = validation_table(gy, observed.observations, list(observed.units), observed.unit_of_outline)
     val_csv = out / "validation.csv"
-    with atomic_path(val_csv) as tmp:
-        val.to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(val, val_csv, index=False, float_format="%.6g")
     log = out / "glacier_log.csv"
     plots = {}
     if cfg.output.plot:

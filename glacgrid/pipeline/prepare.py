@@ -13,7 +13,7 @@ from .. import cube as cube_mod
 from ..config import RunConfig, config_digest, require_dense
 from ..downscale import downscale
 from ..exceptions import StoreError
-from ..features import HYDRO_START
+from ..features import HydroYear
 from ..glaciers import GlacierGeometry, area_weighted_mean
 from ..grid import TargetGrid
 from ..ingest import ingest
@@ -130,14 +130,6 @@ def _write_work_store(ds: xr.Dataset, path: Path, fingerprint: str, region_dim: 
     return cube_mod.open_store(path, chunks=chunks, require_complete=True)
 
 
-def _climate_months(cfg: RunConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The first and last month of the run's hydrological years (what the climate must cover)."""
-    m0 = HYDRO_START[cfg.period.hemisphere]
-    first = pd.Timestamp(cfg.period.start - (1 if m0 > 1 else 0), m0, 1)
-    last = first + pd.DateOffset(months=12 * (cfg.period.end - cfg.period.start + 1) - 1)
-    return first, last
-
-
 def _read_surfaces(cfg: RunConfig, grid: TargetGrid, workdir: Path) -> xr.DataArray | None:
     """The dated surfaces of ``[geometry] surfaces`` on the grid (bilinear), stored in ``surfaces.zarr``."""
     if not cfg.geometry.surfaces:
@@ -211,7 +203,8 @@ def _downscaled(cfg: RunConfig, cube: xr.Dataset, grid: TargetGrid, surface: xr.
     kept = _reusable(store, fingerprint, chunks)
     if kept is not None:
         return kept
-    first, last = _climate_months(cfg)
+    months = HydroYear(cfg.period.hemisphere).period_months(cfg.period.start, cfg.period.end)
+    first, last = months[0], months[-1]
     down = downscale(cube.sel(time=slice(first, last)), grid, surface, cfg.downscale)
     return _write_work_store(down, store, fingerprint, "time", chunks)
 

@@ -36,7 +36,7 @@ import zarr
 
 from .. import cube as cube_mod
 from .. import simulate
-from ..atomic import atomic_path, locked
+from ..atomic import atomic_path, locked, write_csv
 from ..config import RunConfig, config_digest
 from ..exceptions import InputDataError, StoreError
 from ..grid import TargetGrid
@@ -231,8 +231,7 @@ def _merge_log(tile_log: Path, run_log: Path, glaciers: np.ndarray) -> None:
     rows = rows[~rows["glacier"].astype("int64").isin(glaciers)] if len(rows) else rows
     merged = pd.concat([df for df in (rows, read(tile_log)) if len(df)] or [rows], ignore_index=True)
     merged = merged.sort_values(["year", "member", "glacier"]) if len(merged) else merged
-    with atomic_path(run_log) as tmp:
-        merged[simulate.LOG_COLUMNS].to_csv(tmp, index=False)
+    write_csv(merged[simulate.LOG_COLUMNS], run_log, index=False)
 
 
 def run_tile(cfg: RunConfig, k: int, *, advance=lambda: None) -> dict:

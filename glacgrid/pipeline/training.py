@@ -9,7 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import features as feat
-from ..atomic import atomic_path
+from ..atomic import write_csv
 from ..config import RunConfig
 from ..exceptions import ModelError
 from ..observations import ObservedUnits, observed_units, unit_raster
@@ -71,10 +71,7 @@ def training_table(cfg: RunConfig, prep: Prepared, observed: ObservedUnits) -> t
 def write_training_table(train: pd.DataFrame, out: Path) -> Path:
     """Write the training table as ``out/training_features.csv``, atomically (a kill leaves the old file or the
     new one, never a truncated one that parses)."""
-    path = Path(out) / "training_features.csv"
-    with atomic_path(path) as tmp:
-        train.to_csv(tmp, index=False)
-    return path
+    return write_csv(train, Path(out) / "training_features.csv", index=False)
 
 
 def observed_years(cfg: RunConfig, observed: ObservedUnits) -> tuple[tuple[str, ...], list, pd.DataFrame, list]:

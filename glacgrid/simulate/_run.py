@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..atomic import atomic_path, clean_partials
+from ..atomic import clean_partials, write_csv
 from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
 from ..features import glacier_constants
@@ -142,8 +142,7 @@ class _Log:
         self._write()
 
     def _write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            self.rows.to_csv(tmp, index=False)
+        write_csv(self.rows, self.path, index=False)
 
     def add(self, year: int, index: np.ndarray, reasons: list[np.ndarray]) -> None:
         """The isolated glaciers of ``year``, one reason vector per member; written once per year."""

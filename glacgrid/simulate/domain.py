@@ -32,7 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import cube as cube_mod
-from ..atomic import atomic_path, clean_partials, locked
+from ..atomic import clean_partials, locked, write_csv
 from ..config import DownscaleParams, GeometryParams
 from ..domain import Domain, GroupArrays, open_domain
 from ..exceptions import InputDataError
@@ -619,8 +619,7 @@ def domain_log(store: str | Path, domain: Domain, path: str | Path) -> pd.DataFr
                         "year": df["year"].to_numpy(),
                         "member": df["member"].to_numpy() if "member" in df else 0,
                         "reason": np.asarray(reasons, dtype=object)[df["code"].to_numpy()]})
-    with atomic_path(Path(path)) as tmp:
-        out.to_csv(tmp, index=False)
+    write_csv(out, path, index=False)
     return out
 
 
