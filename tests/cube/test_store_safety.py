@@ -111,11 +111,10 @@ def test_second_writer_is_refused_at_once_naming_the_holder_and_a_dead_holders_l
     lock = tmp_path / "out" / ".glacgrid.lock"
     holder = start_holder(lock, "glacgrid ingest")
     try:
-        t0 = time.perf_counter()
         with pytest.raises(LockHeldError) as info:
             with exclusive(lock, purpose="second run"):
                 pytest.fail("the lock is held by the other process")
-        assert time.perf_counter() - t0 < 1.0  # refused at once, not after waiting
+        assert holder.poll() is None  # refused at once, while the holder still runs (not after waiting for it)
         err = info.value
         assert isinstance(err, StoreError) and err.path == lock
         assert err.holder["pid"] == holder.pid and err.holder["host"] == socket.gethostname()

@@ -4,7 +4,6 @@ is checked against the climate files from their time axes alone (glacgrid.ingest
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +131,8 @@ def test_check_period_reads_time_axes_and_names_the_missing_years(src, tmp_path)
     covered, 2002 is not (its last 6 months are missing), nor is 2000 (it needs Oct 1999)."""
     files = src["files"]
     check_period(files, 2001, 2001)
-    t0 = time.perf_counter()
     with pytest.raises(TimeAxisError) as err:
         check_period(files, 2001, 2002, variables=("t2m", "tp"))
-    assert time.perf_counter() - t0 < 2.0
     msg = str(err.value)
     assert msg.startswith("Hydrological years [2002] are not fully covered by 't2m' in the climate file(s) "
                           f"{files[0].name} (2000-10 .. 2002-03; it holds complete years 2001): a year needs its "
