@@ -17,7 +17,11 @@ process, reset (``/proc/self/clear_refs``) after imports, model loading and glac
   threads, one torch thread each (after one warm-up batch).
 
 Throughput is pixel-years per second; the ratio blockwise / bare time is the target (<= 1.3).
-Glacier constants are computed before timing (a run passes them to ``infer``).
+Glacier constants are computed before timing (a run passes them to ``infer``). Each child also reports
+its process CPU seconds (``cpu_s``: the ratio that holds however loaded the machine is) and ``blockwise``
+the thread CPU seconds of each part of its blocks (``parts_cpu_s``): the year-independent features (lon/lat
+projected per pixel, slope/aspect, glacier constants), the compiled feature pass, the network; the rest is
+the graph, the NaN-filled dense output and the glacier means (flox).
 
 Usage: python benchmarks/inference.py [--quick] [--sizes 5e6 10e6] [--chunk 512] [--threads 2]
 """
@@ -86,6 +90,18 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
     torch.set_num_threads(1)
     r = _region(n, chunk)
     const = _constants(r)
+    timer = None
+    if kind == "blockwise":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from evolve import PartTimer
+
+        from glacgrid.inference import _kernels
+        from glacgrid.models.ann import ANNModel
+
+        timer = PartTimer()
+        timer.wrap(_kernels, "_static_features", "year-independent features (lon/lat, slope/aspect, constants)")
+        timer.wrap(_kernels, "assemble_rows", "compiled feature pass (climate, standardised rows)")
+        timer.wrap(ANNModel, "_predict_standardised", "network forward pass")
     feats = list(FEATURES)
     model = load_model(model_dir)
     pixel_years = r.n_glacier_pixels * (YEARS[1] - YEARS[0] + 1)
@@ -105,6 +121,9 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
     # the region that a run does once per geometry) are left out
     out["rss_before_mib"] = _status_mib("VmRSS")
     out["peak_reset"] = _reset_peak()
+    if timer is not None:
+        timer.reset()
+    c0 = time.process_time()
     if kind == "inputs":  # generating the synthetic inputs only (a run reads them from a store instead)
         t = time.perf_counter()
         sums = dask.compute(r.down["temp"].sum(), r.down["prcp"].sum(), r.surface.sum(), r.glacier_id.sum(),
@@ -165,6 +184,9 @@ def child(kind: str, n: float, chunk: int, threads: int, model_dir: str) -> dict
             list(pool.map(run, starts))
         out["seconds"] = time.perf_counter() - t
         out["smb_total"] = float((res.astype("float64") * model.norm_["y_std"] + model.norm_["y_mean"]).sum())
+    out["cpu_s"] = time.process_time() - c0
+    if timer is not None:
+        out["parts_cpu_s"] = dict(timer.cpu)
     out["pixel_years_per_s"] = pixel_years / out["seconds"]
     out["vmhwm_mib"] = _status_mib("VmHWM")
     return out
@@ -213,10 +235,11 @@ def main() -> None:
                 rows.append(res)
                 print(json.dumps(res), flush=True)
     print(f"\nthreads={a.threads}, chunk={a.chunk}x{a.chunk}, {YEARS[1] - YEARS[0] + 1} hydrological years")
-    print(f"{'glacier px':>11} {'contender':>10} {'s':>8} {'pixel-years/s':>14} {'peak MiB':>9} {'RSS before':>10}")
+    print(f"{'glacier px':>11} {'contender':>10} {'s':>8} {'CPU s':>7} {'pixel-years/s':>14} {'peak MiB':>9} "
+          f"{'RSS before':>10}")
     for r in rows:
-        print(f"{r['glacier_pixels']:>11,} {r['kind']:>10} {r['seconds']:>8.2f} {r['pixel_years_per_s']:>14,.0f} "
-              f"{r['vmhwm_mib']:>9.0f} {r['rss_before_mib']:>10.0f}")
+        print(f"{r['glacier_pixels']:>11,} {r['kind']:>10} {r['seconds']:>8.2f} {r['cpu_s']:>7.2f} "
+              f"{r['pixel_years_per_s']:>14,.0f} {r['vmhwm_mib']:>9.0f} {r['rss_before_mib']:>10.0f}")
     for n in sorted({r["glacier_pixels"] for r in rows}):
         by = {r["kind"]: r for r in rows if r["glacier_pixels"] == n}
         rel = abs(by["blockwise"]["smb_total"] - by["bare"]["smb_total"]) / abs(by["bare"]["smb_total"])
@@ -224,6 +247,15 @@ def main() -> None:
               f"(target <= 1.3); features-only share of blockwise = "
               f"{by['features']['seconds'] / by['blockwise']['seconds']:.0%}, of which generating the synthetic "
               f"inputs {by['inputs']['seconds'] / by['blockwise']['seconds']:.0%}; total SMB rel. diff {rel:.1e}")
+        bw, bare = by["blockwise"], by["bare"]["cpu_s"]
+        print(f"  CPU seconds (x bare CPU {bare:.2f} s): blockwise {bw['cpu_s']:.2f} ({bw['cpu_s'] / bare:.2f}x) = "
+              f"generating the inputs {by['inputs']['cpu_s']:.2f} ({by['inputs']['cpu_s'] / bare:.2f}x)")
+        parts = sum(bw["parts_cpu_s"].values())
+        for label, sec in bw["parts_cpu_s"].items():
+            print(f"    + {label:62s} {sec:6.2f} ({sec / bare:.2f}x)")
+        rest = bw["cpu_s"] - by["inputs"]["cpu_s"] - parts
+        print(f"    + {'the rest: graph, dense NaN-filled output, glacier means (flox)':62s} {rest:6.2f} "
+              f"({rest / bare:.2f}x)")
     small, large = sorted({r["glacier_pixels"] for r in rows})[:1] + sorted({r["glacier_pixels"] for r in rows})[-1:]
     for kind in ("blockwise", "bare"):
         a_, b_ = ([r["vmhwm_mib"] for r in rows if r["kind"] == kind and r["glacier_pixels"] == s][0]
