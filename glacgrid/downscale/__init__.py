@@ -8,7 +8,9 @@ Modules:
   engines)
 - ``pixels``: the same downscaling at the packed pixels of a glacier domain (weights once per pixel)
 - ``lapse``: monthly lapse rates fitted on the ERA5-Land cells around a grid
-- ``biascorrect``: empirical quantile mapping per calendar month
+- ``biascorrect``: bias adjustment of a forcing into the reference per calendar month with xsdba
+  (:func:`bias_adjust`, :class:`BiasAdjustment`: delta method, empirical quantile mapping, quantile delta
+  mapping) and the hand-written empirical quantile mapping of the HISTALP validation
 - ``validation``: downscaled ERA5-Land against HISTALP, before and after bias correction
 
 The result keeps the DEM it refers to as ``reference_elevation`` so that later stages can move
@@ -17,6 +19,7 @@ temperature to an evolving surface with the same lapse rate.
 
 from ..config import DownscaleParams
 from ._kernels import bilinear_at, solid_fraction
+from .biascorrect import METHODS, BiasAdjustment, bias_adjust, to_reference_grid
 from .core import downscale, solid_precipitation
 from .pixels import PixelClimate, PixelWeights, downscale_pixels, pixel_climate, pixel_weights
 from .regrid import regrid
@@ -25,6 +28,8 @@ __all__ = [
     "downscale", "DownscaleParams", "solid_precipitation", "regrid",
     # the packed pixels of a glacier domain: weights once per pixel, applied to every month
     "PixelWeights", "PixelClimate", "pixel_weights", "pixel_climate", "downscale_pixels",
+    # a forcing adjusted into the reference (xsdba)
+    "BiasAdjustment", "bias_adjust", "to_reference_grid", "METHODS",
     # numpy kernels for blockwise callers (the features stage's climate kernels)
     "solid_fraction", "bilinear_at",
 ]
