@@ -16,12 +16,15 @@ from .ann import ANNModel
 from .linear import LINEAR_KINDS, LinearModel
 from .presets import preset_options
 from .schema import FeatureSchema, SMBModel, read_model_json
-from .sklearn_models import SKLEARN_KINDS, SklearnModel
+from .sklearn_models import MONOTONE_SKLEARN_KINDS, SKLEARN_KINDS, SklearnModel
 
-__all__ = ["MODEL_KINDS", "check_kind", "load_single_model", "make_single_model"]
+__all__ = ["MODEL_KINDS", "MONOTONE_KINDS", "check_kind", "check_monotone", "load_single_model",
+           "make_single_model"]
 
 #: Model kinds understood by :func:`glacgrid.models.make_model` and :func:`glacgrid.models.load_model`.
 MODEL_KINDS = (*LINEAR_KINDS, *SKLEARN_KINDS, "ann")
+#: The kinds that accept ``monotone=True`` (monotone in the physical features by construction).
+MONOTONE_KINDS = (*MONOTONE_SKLEARN_KINDS, "ann")
 
 
 def check_kind(kind: str, preset: str | None = None) -> None:
@@ -30,6 +33,13 @@ def check_kind(kind: str, preset: str | None = None) -> None:
         raise ModelError(f"Unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
     if preset is not None and kind != "ann":
         raise ModelError(f"preset={preset!r} applies to the ANN only; got model kind {kind!r}.")
+
+
+def check_monotone(kind: str, monotone: bool) -> None:
+    """Raise :class:`~glacgrid.exceptions.ModelError` when ``monotone`` is asked of a kind that cannot be monotone."""
+    if monotone and kind not in MONOTONE_KINDS:
+        raise ModelError(f"monotone=True is not available for model kind {kind!r}; models that can be constrained "
+                         f"to be monotone: {', '.join(MONOTONE_KINDS)}. Drop monotone or choose one of those.")
 
 
 def make_single_model(kind: str, *, seed: int = 0, preset: str | None = None, **options) -> SMBModel:
@@ -52,6 +62,9 @@ def make_single_model(kind: str, *, seed: int = 0, preset: str | None = None, **
     SMBModel
     """
     check_kind(kind, preset)
+    check_monotone(kind, bool(options.get("monotone", False)))
+    if kind not in MONOTONE_KINDS:
+        options.pop("monotone", None)  # monotone=False: nothing to constrain
     if kind in SKLEARN_KINDS:
         return SklearnModel(kind, seed=seed, **options)
     cls = ANNModel if kind == "ann" else LinearModel

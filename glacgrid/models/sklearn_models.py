@@ -14,6 +14,17 @@ exactly what is predicted with, and loading needs neither scikit-learn nor pickl
 
 The kernels reproduce scikit-learn's own ``predict`` to rounding (trees compare float32 features
 with float64 thresholds exactly as scikit-learn does; tested to 1e-9).
+
+``monotone=True`` (``rf`` and ``gbm``) constrains every tree with scikit-learn's ``monotonic_cst``, the
+signs of :func:`glacgrid.models.physics.monotone_signs` (SMB non-increasing in temperature / degree-day
+features, non-decreasing in snowfall / precipitation features). A forest averages, and boosting adds
+with a positive learning rate, monotone trees: the model is monotone by construction.
+:class:`~sklearn.ensemble.GradientBoostingRegressor` has no ``monotonic_cst``, so a monotone ``gbm`` is
+boosted here, with the same hyperparameters and the same squared-error stages: the initial constant is
+the (weighted) mean target, then each of ``n_estimators`` stages fits a squared-error
+:class:`~sklearn.tree.DecisionTreeRegressor` (with ``monotonic_cst``) to the residuals of a seeded
+``subsample`` of the rows drawn without replacement, and adds ``learning_rate`` times its prediction.
+SVR cannot be constrained.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from ..atomic import atomic_path
 from ..exceptions import ModelError
 from . import _kernels
 from ..metadata import software_versions
+from .physics import monotone_signs
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
@@ -42,6 +54,8 @@ from .schema import (
 )
 
 SKLEARN_KINDS = ("svr", "rf", "gbm")
+#: The scikit-learn kinds that accept ``monotone=True``.
+MONOTONE_SKLEARN_KINDS = ("rf", "gbm")
 ARRAYS_FILE = "arrays.npz"
 TREE_ARRAYS = ("roots", "left", "right", "feature", "threshold", "value")
 #: Default hyperparameters per kind (keyword arguments of the scikit-learn estimator).
@@ -82,19 +96,24 @@ class SklearnModel:
         :class:`sklearn.ensemble.GradientBoostingRegressor` (squared error).
     seed : int
         ``random_state`` of the estimator (SVR is deterministic).
+    monotone : bool
+        ``rf`` and ``gbm`` only: trees constrained by ``monotonic_cst`` (module docstring).
     **params
         Estimator hyperparameters overriding :data:`DEFAULTS` (e.g. ``C``, ``epsilon``, ``gamma``;
         ``n_estimators``, ``max_depth``, ``min_samples_leaf``, ``learning_rate``, ``subsample``).
     """
 
-    def __init__(self, kind: str = "rf", seed: int = 0, **params):
+    def __init__(self, kind: str = "rf", seed: int = 0, monotone: bool = False, **params):
         if kind not in SKLEARN_KINDS:
             raise ModelError(f"Unknown scikit-learn model kind {kind!r}; valid kinds: {', '.join(SKLEARN_KINDS)}.")
+        if monotone and kind not in MONOTONE_SKLEARN_KINDS:
+            raise ModelError(f"monotone=True is not available for model kind {kind!r}: an RBF SVR cannot be "
+                             f"constrained. Models that can be monotone: {', '.join(MONOTONE_SKLEARN_KINDS)}, ann.")
         unknown = sorted(set(params) - set(DEFAULTS[kind]))
         if unknown:
             raise ModelError(f"Unknown option(s) {unknown} for model kind {kind!r}; valid options: "
                              f"{sorted(DEFAULTS[kind])}.")
-        self.kind, self.seed = kind, int(seed)
+        self.kind, self.seed, self.monotone = kind, int(seed), bool(monotone)
         self.params = {**DEFAULTS[kind], **params}
         self.schema: FeatureSchema | None = None
         self.arrays_: dict[str, np.ndarray] = {}
@@ -105,7 +124,7 @@ class SklearnModel:
         state = self.schema.describe() if self.schema is not None else "unfitted"
         return f"SklearnModel(kind={self.kind!r}, seed={self.seed}; {state})"
 
-    def _estimator(self):
+    def _estimator(self, signs=None):
         if self.kind == "svr":
             from sklearn.svm import SVR
 
@@ -113,7 +132,8 @@ class SklearnModel:
         if self.kind == "rf":
             from sklearn.ensemble import RandomForestRegressor
 
-            return RandomForestRegressor(random_state=self.seed, n_jobs=1, **self.params)
+            cst = {"monotonic_cst": list(signs)} if signs is not None else {}
+            return RandomForestRegressor(random_state=self.seed, n_jobs=1, **cst, **self.params)
         from sklearn.ensemble import GradientBoostingRegressor
 
         return GradientBoostingRegressor(random_state=self.seed, loss="squared_error", **self.params)
@@ -124,7 +144,14 @@ class SklearnModel:
         ``sample_weight`` (n_samples,), optional, weights the samples. Returns ``self``.
         """
         X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=5)
-        est = self._estimator()
+        signs = None
+        if self.monotone:
+            signs = monotone_signs(schema.names)
+            if not any(signs):
+                raise ModelError(f"monotone=True, but none of the features {list(schema.names)} has a physical sign "
+                                 "(temperature / degree-day or snowfall / precipitation features, see "
+                                 "glacgrid.models.physics.MONOTONE_RULES); drop monotone or add such a feature.")
+        est = self._estimator(signs)
         mean, std = _kernels.column_stats(X)
         y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
         if self.kind == "svr":
@@ -134,6 +161,10 @@ class SklearnModel:
                             "dual_coef": est.dual_coef_.ravel().astype(np.float64)}
             self.norm_ = {"x_mean": mean.tolist(), "x_std": std.tolist(), "y_mean": y_mean, "y_std": y_std,
                           "gamma": float(est._gamma), "intercept": float(est.intercept_[0])}
+        elif self.kind == "gbm" and signs is not None:
+            trees, init = self._boost_monotone(X, y, w, signs)
+            self.arrays_ = _flatten_trees(trees)
+            self.norm_ = {"scale": float(self.params["learning_rate"]), "offset": init}
         else:
             est.fit(X, y, sample_weight=w)
             trees = [e.tree_ for e in est.estimators_] if self.kind == "rf" else [
@@ -146,8 +177,30 @@ class SklearnModel:
         self.schema = schema
         self.training_ = {"n_samples": int(X.shape[0]), "target_mean": y_mean, "target_std": float(y.std()),
                           "feature_means": mean.tolist(), "feature_stds": X.std(axis=0).tolist(),
-                          "weighted": w is not None}
+                          "weighted": w is not None,
+                          **({"monotone_signs": list(signs)} if signs is not None else {})}
         return self
+
+    def _boost_monotone(self, X, y, w, signs) -> tuple[list, float]:
+        """Squared-error gradient boosting of ``monotonic_cst`` trees: ``(tree_ objects, initial constant)``."""
+        from sklearn.tree import DecisionTreeRegressor
+
+        p = self.params
+        rng = np.random.RandomState(self.seed)
+        n = len(y)
+        init = float(np.average(y, weights=w))
+        current = np.full(n, init)
+        n_sub = max(1, int(p["subsample"] * n))
+        trees = []
+        for _ in range(int(p["n_estimators"])):  # boosting stages are sequential
+            rows = np.sort(rng.choice(n, n_sub, replace=False)) if n_sub < n else np.arange(n)
+            tree = DecisionTreeRegressor(criterion="squared_error", max_depth=p["max_depth"],
+                                         min_samples_leaf=p["min_samples_leaf"], monotonic_cst=list(signs),
+                                         random_state=rng)
+            tree.fit(X[rows], (y - current)[rows], sample_weight=None if w is None else w[rows])
+            current += p["learning_rate"] * tree.predict(X)
+            trees.append(tree.tree_)
+        return trees, init
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict the target (target units, float64) for ``X`` (n_samples, n_features) in schema order.
@@ -181,7 +234,7 @@ class SklearnModel:
         with atomic_path(directory / ARRAYS_FILE) as tmp:
             tmp.write_bytes(data)
         write_json_atomic(directory / MODEL_JSON, {
-            "format_version": ARTIFACT_FORMAT, "kind": self.kind, "seed": self.seed,
+            "format_version": ARTIFACT_FORMAT, "kind": self.kind, "seed": self.seed, "monotone": self.monotone,
             "hyperparameters": self.params, "schema": self.schema.to_dict(), "normalisation": self.norm_,
             "training": self.training_,
             "arrays": {"file": ARRAYS_FILE, "sha256": hashlib.sha256(data).hexdigest(),
@@ -198,7 +251,8 @@ class SklearnModel:
         meta = read_model_json(directory, kinds=SKLEARN_KINDS)
         with malformed_artifact(directory / MODEL_JSON):
             try:
-                model = cls(meta["kind"], seed=int(meta.get("seed", 0)), **meta["hyperparameters"])
+                model = cls(meta["kind"], seed=int(meta.get("seed", 0)), monotone=bool(meta.get("monotone", False)),
+                            **meta["hyperparameters"])
             except TypeError as err:
                 raise ModelError(f"{directory / MODEL_JSON}: bad hyperparameters ({err}); re-export the model.") from err
             model.schema = FeatureSchema.from_dict(meta["schema"])
