@@ -33,7 +33,8 @@ from .observations import ObservedUnits, unit_raster
 from .units import factor, m2_to_km2, m3_to_km3
 
 __all__ = ["ReconstructionCV", "BandComparison", "EvolutionComparison", "ValidationReport", "metrics",
-           "vertical_gradient", "reconstruction_metrics", "band_means", "compare_bands", "compare_evolution"]
+           "vertical_gradient", "reconstruction_metrics", "band_means", "compare_bands", "compare_evolution",
+           "equilibrium_line", "profile_gradients", "side_by_side"]
 
 #: Elevation bands of the WGMS profiles: 50 m wide, edges on multiples of 50 m (mid-elevations ..25, ..75).
 BAND_WIDTH = 50.0
@@ -74,12 +75,14 @@ class ReconstructionCV:
     features of the training table). ``metrics``: per glacier and ``pooled``
     (:func:`reconstruction_metrics`). ``smb``: the out-of-fold gridded SMB (year, y, x) of the observed
     pixels (each glacier-year from the model that did not see it; NaN where not observed).
+    ``training``: ``glacier`` (fitted on glacier-wide rows) or ``joint`` (glacier-wide and band footprints).
     """
 
     scheme: str
     predictions: pd.DataFrame
     metrics: pd.DataFrame
     smb: xr.DataArray
+    training: str = "glacier"
 
 
 def reconstruction_metrics(predictions: pd.DataFrame, names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -180,6 +183,81 @@ def compare_bands(modelled: xr.DataArray, profiles: pd.DataFrame, units: Sequenc
         rows[oid] = {"name": names.get(oid, ""), **metrics(g["observed"], g["modelled"]),
                      "gradient_observed": go, "gradient_modelled": gm}
     return BandComparison(pairs.reset_index(drop=True), per_band, _table(rows), int((~on_lattice).sum()))
+
+
+def equilibrium_line(band_mid, smb) -> float:
+    """Equilibrium-line altitude (m) of a mean profile: the lowest band whose mean balance is >= 0,
+    interpolated linearly with the band below it; NaN when no band is >= 0 or the lowest one already is."""
+    z, v = np.asarray(band_mid, "float64"), np.asarray(smb, "float64")
+    order = np.argsort(z)
+    z, v = z[order], v[order]
+    k = np.flatnonzero(v >= 0)
+    if k.size == 0 or k[0] == 0:
+        return np.nan
+    i = k[0]
+    return float(z[i - 1] + (0.0 - v[i - 1]) * (z[i] - z[i - 1]) / (v[i] - v[i - 1]))
+
+
+def profile_gradients(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Band gradients of each glacier below and above its equilibrium line.
+
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        ``obs_id``, ``year``, ``band_mid``, ``observed``, ``modelled`` (:attr:`BandComparison.pairs`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``obs_id``: ``ela`` (m, :func:`equilibrium_line` of the observed mean profile) and, for
+        the band-years below (``below``) and at or above (``above``) it, the least-squares gradients
+        (m w.e. per 100 m, :func:`vertical_gradient`) ``gradient_observed_<part>``,
+        ``gradient_modelled_<part>`` and their ratio ``gradient_ratio_<part>`` (modelled / observed).
+        Without an ELA every band counts as below.
+    """
+    rows = {}
+    for oid, g in pairs.groupby("obs_id", sort=True):
+        mean = g.groupby("band_mid")["observed"].mean()
+        ela = equilibrium_line(mean.index.to_numpy(), mean.to_numpy())
+        row = {"ela": ela}
+        below = g["band_mid"] < ela if np.isfinite(ela) else np.ones(len(g), dtype=bool)
+        for part, sel in (("below", below), ("above", ~below)):
+            part_g = g[np.asarray(sel)]
+            go = vertical_gradient(part_g["band_mid"], part_g["observed"])
+            gm = vertical_gradient(part_g["band_mid"], part_g["modelled"])
+            row.update({f"gradient_observed_{part}": go, f"gradient_modelled_{part}": gm,
+                        f"gradient_ratio_{part}": gm / go if np.isfinite(go) and go != 0 else np.nan})
+        rows[oid] = row
+    return _table(rows)
+
+
+def side_by_side(reconstruction: dict[str, ReconstructionCV], bands: dict[str, BandComparison]) -> pd.DataFrame:
+    """Glacier-wide skill, band skill and band gradients below/above the ELA of every (training, scheme).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per reconstruction key and glacier (and ``pooled``): ``key``, ``training``, ``scheme``,
+        ``obs_id``, ``name``, glacier-wide ``r``, ``rmse``, ``bias``, band ``band_n``, ``band_rmse``,
+        ``band_bias`` and the columns of :func:`profile_gradients` (pooled: their mean over the glaciers).
+    """
+    frames = []
+    for key, cv in reconstruction.items():
+        gl = cv.metrics[["obs_id", "name", "r", "rmse", "bias"]].copy()
+        gl.insert(0, "scheme", cv.scheme)
+        gl.insert(0, "training", cv.training)
+        gl.insert(0, "key", key)
+        b = bands.get(key)
+        if b is not None:
+            bm = b.metrics[["obs_id", "n", "rmse", "bias"]].rename(columns={"n": "band_n", "rmse": "band_rmse",
+                                                                            "bias": "band_bias"})
+            grads = profile_gradients(b.pairs)
+            if len(grads):
+                pooled = grads.drop(columns="obs_id").mean().to_dict()
+                grads = pd.concat([grads, pd.DataFrame([{"obs_id": "pooled", **pooled}])], ignore_index=True)
+            gl = gl.merge(bm, on="obs_id", how="left").merge(grads, on="obs_id", how="left")
+        frames.append(gl)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # ------------------------------------------------------------------------------------------ evolution
@@ -325,6 +403,9 @@ class ValidationReport:
         Area and volume of an evolution run against WGMS (None when not run).
     notes : list of str
         What the validation reported.
+    comparison : pandas.DataFrame or None
+        Glacier-wide and band skill with the band gradients below / above the ELA for every reconstruction
+        (glacier-wide-only and joint training side by side, :func:`side_by_side`).
     """
 
     name: str
@@ -332,6 +413,7 @@ class ValidationReport:
     bands: BandComparison | None = None
     evolution: EvolutionComparison | None = None
     notes: list[str] = field(default_factory=list)
+    comparison: pd.DataFrame | None = None
 
     def markdown(self) -> str:
         """The report as Markdown tables (the text of ``validation.md``)."""
@@ -353,6 +435,14 @@ class ValidationReport:
             out.append(fmt(self.bands.metrics, ["obs_id", "name", "n", "r", "rmse", "bias", "gradient_observed",
                                                 "gradient_modelled"]))
             out.append("Gradients in m w.e. per 100 m.\n")
+        if self.comparison is not None and len(self.comparison):
+            out.append("### Glacier-wide and band skill by training (out of sample)\n")
+            out.append(fmt(self.comparison, [c for c in ["key", "obs_id", "r", "rmse", "bias", "band_rmse", "band_bias",
+                       "ela", "gradient_observed_below", "gradient_modelled_below", "gradient_ratio_below",
+                       "gradient_observed_above", "gradient_modelled_above", "gradient_ratio_above"]
+                       if c in self.comparison]))
+            out.append("Glacier-wide r, rmse, bias and band rmse, bias in m w.e.; ELA in m (observed mean profile); "
+                       "gradients in m w.e. per 100 m, ratio = modelled / observed.\n")
         if self.evolution is not None:
             out.append("### Evolution run: area and volume change vs WGMS\n")
             out.append(fmt(self.evolution.summary, [c for c in ["obs_id", "name", "member", "area_start_model",
@@ -377,6 +467,8 @@ class ValidationReport:
         if self.bands is not None:
             for part in ("metrics", "per_band", "pairs"):
                 tables[f"bands_{part}"] = (d / f"bands_{part}.csv", getattr(self.bands, part))
+        if self.comparison is not None:
+            tables["comparison"] = (d / "training_comparison.csv", self.comparison)
         if self.evolution is not None:
             for part in ("summary", "yearly"):
                 tables[f"evolution_{part}"] = (d / f"evolution_{part}.csv", getattr(self.evolution, part))

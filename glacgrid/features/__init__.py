@@ -7,6 +7,8 @@ Modules:
   anomalies against a reference period, monthly ERA5-Land variables
 - ``topo``: pixel slope/aspect/elevation and per-glacier constants (flox), recomputed from any geometry
 - ``sampling``: every glacier pixel (lazy) and per glacier (area-weighted, flox); :func:`compute_features`
+- ``profile``: features that bend the vertical profile (fitted precipitation gradient, snow-bucket exposure,
+  tongue-weighted degree-days) for joint training
 - ``packed``: the glacier pixels of a large sparse raster (a regional mosaic) as one ``pixel`` dim
 - ``points``: stakes: bilinear sampling with elevation correction; stake and Iceland ERA5 table readers
 - ``schema``: :class:`FeatureSchema`: names, units and order of the features (checked by every model)
@@ -21,7 +23,7 @@ painting of glacier values onto pixels are shared with other stages: they live i
 
 from __future__ import annotations
 
-from ._kernels import annual_climate, slope_aspect, slope_aspect_at
+from ._kernels import annual_climate, slope_aspect, slope_aspect_at, snow_bucket
 from .climate import (
     ClimateFeatureParams,
     anomalies,
@@ -33,6 +35,7 @@ from .climate import (
 from .hydro import HYDRO_START, HydroYear, PartialYearWarning, hydrological_years, month_labels
 from .io import feature_schema, features_table, read_features, schema_path, to_feature_array, write_features
 from .packed import pack_feature_pixels
+from .profile import PROFILE_FEATURES, exposure_from_monthly, implied_precip_gradient, profile_pixel_features
 from .points import iceland_era5_point_features, read_stakes, sample_points
 from .sampling import compute_features, glacier_features, pixel_features
 from .schema import FeatureSchema
@@ -49,8 +52,9 @@ __all__ = [
     "climate_pixel_features", "climate_from_monthly", "anomalies", "era5_monthly_features", "stamp_feature",
     "topo_pixel_features", "glacier_constants", "active_pixels",
     "pixel_features", "glacier_features", "compute_features",
+    "PROFILE_FEATURES", "profile_pixel_features", "exposure_from_monthly", "implied_precip_gradient",
     "pack_feature_pixels", "sample_points", "read_stakes", "iceland_era5_point_features",
     "feature_schema", "to_feature_array", "features_table", "write_features", "read_features", "schema_path",
     # numpy kernels for blockwise callers (glacgrid.inference builds the features of a block with them)
-    "annual_climate", "slope_aspect", "slope_aspect_at",
+    "annual_climate", "slope_aspect", "slope_aspect_at", "snow_bucket",
 ]

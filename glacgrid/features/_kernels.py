@@ -10,8 +10,8 @@ import numpy as np
 
 from ..downscale import solid_fraction  # the rain/snow partition of the downscaling stage (one home)
 
-__all__ = ["climate_features", "annual_climate", "climate_stack", "snowfall", "slope_aspect", "slope_aspect_at",
-           "slope_aspect_from_gradient", "bilinear_index", "N_ANNUAL"]
+__all__ = ["climate_features", "annual_climate", "climate_stack", "snowfall", "snow_bucket", "slope_aspect",
+           "slope_aspect_at", "slope_aspect_from_gradient", "bilinear_index", "N_ANNUAL"]
 
 #: Number of outputs of :func:`annual_climate`.
 N_ANNUAL = 5
@@ -140,3 +140,35 @@ def bilinear_index(coord: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     i0 = np.minimum(np.floor(pos).astype("int64"), n - 2)
     return i0, pos - i0
 
+
+def snow_bucket(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, snow_threshold: float,
+                rain_threshold: float, ddf_snow: float) -> np.ndarray:
+    """Surface-exposure proxies of a hydrological year from a monthly snow bucket (last axis = month).
+
+    The bucket starts empty at the first month of the year, gains the month's solid precipitation and
+    loses ``ddf_snow * PDD`` (kg m-2 per K day); when the melt exceeds the snow, the rest of the month's
+    degree-days fall on bare ice (or firn of earlier years). A loop over the 12 months, vectorised over
+    every other axis.
+
+    Returns
+    -------
+    (..., 2) float32: snow-free months (the fraction of each month's degree-days on a snow-free surface,
+    summed; months) and the positive degree-days on a snow-free surface (K d). NaN input gives NaN.
+    """
+    pdd = np.maximum(temp_c, 0.0) * days
+    snow = prcp * solid_fraction(temp_c, snow_threshold, rain_threshold)
+    store = np.zeros(np.broadcast_shapes(pdd.shape, snow.shape)[:-1])
+    months = np.zeros_like(store)
+    ice_pdd = np.zeros_like(store)
+    for m in range(pdd.shape[-1]):
+        store = store + snow[..., m]
+        melt = ddf_snow * pdd[..., m]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bare = np.where(melt > store, (melt - store) / np.where(melt > 0, melt, 1.0), 0.0)
+        months += bare
+        ice_pdd += bare * pdd[..., m]
+        store = np.maximum(store - melt, 0.0)
+    nan = np.isnan(pdd).any(axis=-1) | np.isnan(snow).any(axis=-1)
+    out = np.stack([months, ice_pdd], axis=-1)
+    out[nan] = np.nan
+    return out.astype("float32")

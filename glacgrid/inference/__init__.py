@@ -12,12 +12,12 @@ Glacier-wide SMB is the area-weighted mean of the gridded SMB. The model of a ru
 artifact directory: each worker process then loads it once (a per-process cache).
 """
 
-from ._kernels import BlockSpec, assemble_climate, assemble_rows, block_features, infer_pixels, static_at
+from ._kernels import BlockSpec, assemble_climate, assemble_rows, block_features, buildable, infer_pixels, static_at
 from .blockwise import block_spec, infer, pixel_smb, spec_of
 from .predict import glacier_mean, predict_pixels
 
 __all__ = [
-    "predict_pixels", "glacier_mean", "infer", "block_spec",
+    "predict_pixels", "glacier_mean", "infer", "block_spec", "buildable",
     # numpy kernels for blockwise callers (the features of one block, as infer builds them)
     "BlockSpec", "block_features",
     # the packed pixels of a glacier domain: the same features and predictions, pixel by pixel

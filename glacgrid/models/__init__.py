@@ -24,9 +24,11 @@ from .ann import ANNModel
 from .cv import SCHEMES, CVResult, cross_validate
 from .ensemble import ENSEMBLE_METHODS, EnsembleModel
 from .factory import load_model, make_model
-from .kinds import MODEL_KINDS
+from .footprint import DEFAULT_KIND_WEIGHTS, FOOTPRINT_KINDS, Footprints, fit_footprints, footprint_weights
+from .kinds import MODEL_KINDS, MONOTONE_KINDS
 from ._kernels import linear_predict
 from .linear import LinearModel
+from .physics import FeatureViolations, PhysicsReport, check_physics, monotone_sign
 from .presets import ANN_PRESETS
 from .schema import FeatureSchema, SMBModel, predict_frame
 from .sklearn_models import SklearnModel
@@ -34,9 +36,12 @@ from .transfer import fine_tune
 from .weights import WEIGHTINGS, sample_weights
 
 __all__ = [
+    # one pixel model against many observation footprints (glacier-wide, bands, stakes)
+    "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "fit_footprints", "footprint_weights",
     "ANN_PRESETS",
     "ENSEMBLE_METHODS",
     "MODEL_KINDS",
+    "MONOTONE_KINDS",
     "SCHEMES",
     "WEIGHTINGS",
     "ANNModel",
@@ -49,7 +54,11 @@ __all__ = [
     "LinearModel",
     "linear_predict",  # the numpy kernel of LinearModel.predict (fused callers reproduce its order)
     "SMBModel",
+    "check_physics",
     "cross_validate",
+    "FeatureViolations",
+    "monotone_sign",
+    "PhysicsReport",
     "load_model",
     "make_model",
     "predict_frame",

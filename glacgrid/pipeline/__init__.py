@@ -20,11 +20,12 @@ from .result import RunResult
 from .run import run
 from .steps import Steps
 from .tiles import finish_tiles, missing_tiles, prepare_tiles, read_layout, run_tile, tile_key
-from .training import read_observed, training_table
+from .training import fit_joint_model, pixel_footprints, read_band_profiles, read_observed, training_table
 from .validate import ObservedPixels, observed_pixels, reconstruction_cv, validate
 
 __all__ = ["run_domain", "build_domain", "prepare_domain", "run_domain_groups", "missing_groups", "finish_domain",
            "Prepared", "RunResult", "Steps", "SEED_FREE_KINDS", "build_model", "ensemble_method", "fit_model",
            "prepare", "read_observed", "training_table", "run", "run_features", "prepare_tiles", "run_tile",
            "missing_tiles", "finish_tiles", "read_layout", "tile_key", "validate",
-           "ObservedPixels", "observed_pixels", "reconstruction_cv", "run_lock", "begin_run", "retire_stale_outputs"]
+           "ObservedPixels", "observed_pixels", "reconstruction_cv", "run_lock", "begin_run", "retire_stale_outputs",
+           "fit_joint_model", "pixel_footprints", "read_band_profiles"]

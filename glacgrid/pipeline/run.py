@@ -11,6 +11,8 @@ import pandas as pd
 from .. import cube as cube_mod
 from .. import simulate
 from ..config import RunConfig
+from ..exceptions import ConfigError
+from ..inference import buildable
 from ..outputs import write_outputs
 from .model import fit_model
 from .domain import run_domain
@@ -18,9 +20,9 @@ from .outdir import begin_run, run_lock
 from .prepare import prepare
 from .result import RunResult
 from .steps import Steps
-from .training import read_observed, training_table, write_training_table
+from .training import fit_joint_model, read_observed, training_table, write_training_table
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "run", "check_run_features"]
 
 
 def _isolated_note(log_path: Path) -> tuple[str, ...]:
@@ -30,6 +32,21 @@ def _isolated_note(log_path: Path) -> tuple[str, ...]:
         return ()
     return (f"{len(isolated)} glacier-year(s) of {isolated['glacier'].nunique()} glacier(s) "
             f"isolated (values NaN, failed = 1): see {log_path}",)
+
+
+def check_run_features(cfg: RunConfig) -> None:
+    """Refuse, before any stage, a run whose model needs features the inference pass cannot build (the
+    profile features of joint training are for ``glacgrid validate`` until the compiled pass builds them)
+    and joint training on a glacier domain (not wired yet)."""
+    can = set(buildable(("area", "max_elevation", "min_elevation", "slope_lower20")))
+    missing = [f for f in cfg.model.features if f not in can]
+    if missing:
+        raise ConfigError(f"[model] features {missing} are not built by the inference of a run (it builds "
+                          f"{sorted(can)}); they serve `glacgrid validate` for now. Remove them from [model] "
+                          "features for `glacgrid run`.")
+    if cfg.model.training == "joint" and cfg.domain is not None:
+        raise ConfigError("[model] training = 'joint' is not available with a [domain] run yet; use the dense "
+                          "run (no [domain]) or training = 'glacier'.")
 
 
 def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
@@ -42,6 +59,7 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
     (:func:`~glacgrid.pipeline.read_observed`) and handed to the training table and the outputs; the notes
     of every stage are collected into the result.
     """
+    check_run_features(cfg)
     if cfg.domain is not None:  # every glacier as packed pixels (glacgrid.pipeline.domain)
         return run_domain(cfg, progress=progress)
     t_start = time.perf_counter()
@@ -57,7 +75,9 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
                 train, train_notes = training_table(cfg, prep, observed)
                 write_training_table(train, out)
             with steps.stage("model"):
-                model, cv = fit_model(cfg, train, out)
+                model, cv = fit_model(cfg, train, out)  # (cv.json: the glacier-wide cross-validation)
+                if cfg.model.training == "joint":  # one pixel model against glacier-wide and band footprints
+                    model = fit_joint_model(cfg, prep, observed, train, out)
             with steps.stage(f"simulate ({cfg.mode})"):
                 advance = steps.years(cfg.period.end - cfg.period.start + 1)
                 store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)

@@ -18,7 +18,6 @@ Typical use::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -26,14 +25,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import features as feat
 from ..config import RunConfig
 from ..cube import open_store
 from ..exceptions import InputDataError, ModelError
 from ..inference import glacier_mean, predict_pixels
 from ..models import SMBModel
 from ..models.folds import SCHEMES, make_folds
-from ..observations import ObservedUnits, profile_files, read_areas, read_profiles, unit_raster
+from ..observations import ObservedUnits, read_areas, read_profiles
 from ..validation import (
     BandComparison,
     EvolutionComparison,
@@ -43,113 +41,16 @@ from ..validation import (
     compare_bands,
     compare_evolution,
     reconstruction_metrics,
+    side_by_side,
 )
 from .model import build_model
 from .outdir import purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .run import run
-from .training import read_observed, training_table
+from .training import (ObservedPixels, fit_joint, observed_pixels, pixel_footprints, read_band_profiles, read_observed,
+                       training_table)
 
 __all__ = ["ObservedPixels", "observed_pixels", "reconstruction_cv", "validate"]
-
-
-# --------------------------------------------------------------------------------------------- pixels
-@dataclass(frozen=True)
-class ObservedPixels:
-    """Pixel features of the observed glaciers, computed once and reused by every fold.
-
-    Attributes
-    ----------
-    features : xarray.Dataset
-        The model's pixel features (year, y, x), numpy-backed, cropped to the bounding box of the
-        observed glaciers.
-    unit : xarray.DataArray
-        The observation unit (1-based position in ``units``, 0 = none) of each pixel: a glacier linked
-        to several outlines (divides) is one unit.
-    pixel_area : xarray.DataArray
-        Pixel areas (m2) of the crop.
-    surface : xarray.DataArray
-        Surface elevation (m) of the crop.
-    units : tuple of str
-        The observation ids, in unit order.
-    names : dict of str to str
-        Glacier names by observation id.
-    """
-
-    features: xr.Dataset
-    unit: xr.DataArray
-    pixel_area: xr.DataArray
-    surface: xr.DataArray
-    units: tuple[str, ...]
-    names: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def index(self) -> np.ndarray:
-        """The unit indices ``1..len(units)``."""
-        return np.arange(1, len(self.units) + 1)
-
-
-def _crop_window(unit: xr.DataArray, units: Sequence[str]) -> dict[str, slice]:
-    """The (y, x) bounding box of the pixels of any unit."""
-    rows = (unit > 0).any("x").values
-    cols = (unit > 0).any("y").values
-    if not rows.any():
-        raise InputDataError(f"None of the observed glaciers {list(units)} has a pixel on the grid; check the "
-                             "outlines, [observations] links and the grid extent.")
-    ys, xs = np.flatnonzero(rows), np.flatnonzero(cols)
-    return {"y": slice(int(ys[0]), int(ys[-1]) + 1), "x": slice(int(xs[0]), int(xs[-1]) + 1)}
-
-
-def _unit_names(table: pd.DataFrame, observed: ObservedUnits) -> dict[str, str]:
-    """Each unit's name: the first non-empty outline name among its outlines, else its id."""
-    out = {}
-    uoo = np.asarray(observed.unit_of_outline)
-    for pos, oid in enumerate(observed.units, start=1):
-        members = table.index[uoo[table.index.to_numpy()] == pos]
-        out[oid] = next((str(n).strip() for n in table.loc[members, "name"] if str(n).strip()), oid)
-    return out
-
-
-def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, years: Sequence[int]) -> ObservedPixels:
-    """Pixel features of every outline that belongs to an observed unit, on the run's geometry.
-
-    The features are those of a reconstruction run on the grid DEM (static geometry; glacier constants
-    per outline, all glacier pixels active), for hydrological years ``min(years)..max(years)``; computed
-    once and held in memory.
-
-    Parameters
-    ----------
-    cfg : RunConfig
-        The run (``[model] features``, ``[downscale]``, hemisphere).
-    prep : Prepared
-        The prepared grid, masks and downscaled climate.
-    observed : ObservedUnits
-        The observations linked to the outlines.
-    years : sequence of int
-        The observed hydrological years.
-
-    Returns
-    -------
-    ObservedPixels
-    """
-    s = prep.static
-    gid = s["glacier_id"]
-    unit = unit_raster(gid, observed.unit_of_outline)
-    window = _crop_window(unit, observed.units)
-    const = feat.glacier_constants(gid, s["surface"], gid > 0, s["pixel_area"], prep.index).compute()
-    climate = feat.climate_pixel_features(prep.down, s["surface"], cfg.downscale, start=int(min(years)),
-                                          end=int(max(years)), hemisphere=cfg.period.hemisphere)
-    topo = feat.topo_pixel_features(s["surface"], prep.grid)
-    pix = feat.pixel_features(climate, topo, const, gid, unit > 0)
-    names = [n for n in cfg.model.features if n in pix]
-    missing = sorted(set(cfg.model.features) - set(names))
-    if missing:
-        raise ModelError(f"[model] features {missing} are not pixel features; available: {list(pix.data_vars)}.")
-    crop = xr.Dataset({"unit": unit, "pixel_area": s["pixel_area"], "surface": s["surface"]}).isel(window)
-    crop = crop.compute()
-    pix = pix[names].isel(window).compute()
-    return ObservedPixels(pix, crop["unit"], crop["pixel_area"], crop["surface"], tuple(observed.units),
-                          _unit_names(prep.table, observed))
 
 
 # ------------------------------------------------------------------------------------ reconstruction
@@ -176,7 +77,8 @@ def _paint_held_out(field_oos: np.ndarray, smb: np.ndarray, unit: np.ndarray, ye
 
 
 def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, scheme: str = "logo", *,
-                      k: int = 2, n_splits: int = 5) -> ReconstructionCV:
+                      k: int = 2, n_splits: int = 5, training: str | None = None,
+                      profiles: pd.DataFrame | None = None) -> ReconstructionCV:
     """Cross-validate the reconstruction of the observed glacier-years through the gridded path.
 
     Parameters
@@ -192,11 +94,21 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
         Folds of :func:`glacgrid.models.folds.make_folds` (each row is held out exactly once).
     k, n_splits : int
         ``lsygo`` group size and number of ``kfold`` folds.
+    training : {"glacier", "joint"}, optional
+        ``glacier``: each fold model is fitted on the glacier-wide rows of its training folds; ``joint``:
+        on the glacier-wide and band footprints (``profiles``) of the glacier-years of its training folds
+        (:func:`glacgrid.pipeline.training.fit_joint`), so held-out glacier-years are out of sample for both.
+        Default: ``[model] training``.
+    profiles : pandas.DataFrame, optional
+        Band profiles (:func:`glacgrid.observations.read_profiles`) for joint training.
 
     Returns
     -------
     ReconstructionCV
     """
+    training = training or cfg.model.training
+    if training not in ("glacier", "joint"):
+        raise ModelError(f"training must be 'glacier' or 'joint'; got {training!r}.")
     if scheme == "random":
         raise ModelError("scheme 'random' holds out only 15 % of the rows; use logo, loyo, lsygo or kfold.")
     names = list(cfg.model.features)
@@ -210,8 +122,17 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
     fold_of = np.full(len(train), None, dtype=object)
     years_all = px.features["year"].values
     field_oos = np.full((years_all.size, *px.unit.shape), np.nan, dtype="float32")
+    if training == "joint":
+        X_pix, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units,
+                                     train[["obs_id", "year", "smb"]], profiles, names=tuple(names))
+        fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
     for fold in folds:
-        model = _fit(cfg, X[fold.train], y[fold.train])
+        if training == "joint":
+            seen = pd.MultiIndex.from_arrays([train["obs_id"].to_numpy()[fold.train],
+                                              train["year"].to_numpy()[fold.train]])
+            model = fit_joint(cfg, X_pix, fp, keep=fp_keys.isin(seen))
+        else:
+            model = _fit(cfg, X[fold.train], y[fold.train])
         test = np.flatnonzero(fold.test)
         direct[test] = model.predict(X[test])
         years = sorted(set(train["year"].to_numpy()[test].tolist()))
@@ -226,7 +147,7 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
     pred.insert(1, "name", pred["obs_id"].map(px.names))
     smb_oos = xr.DataArray(field_oos, dims=("year", "y", "x"),
                            coords={"year": years_all, "y": px.unit["y"], "x": px.unit["x"]}, name="smb")
-    return ReconstructionCV(scheme, pred, reconstruction_metrics(pred, px.names), smb_oos)
+    return ReconstructionCV(scheme, pred, reconstruction_metrics(pred, px.names), smb_oos, training)
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -237,22 +158,25 @@ def _check_schemes(schemes: Sequence[str]) -> None:
                          "logo, loyo, lsygo, kfold (random holds out only 15 % of the rows).")
 
 
-def _bands(cfg: RunConfig, first: ReconstructionCV, px: ObservedPixels, profiles, notes: list[str]
-           ) -> BandComparison | None:
-    """The out-of-sample band SMB against the profiles (default: those beside WGMS mbdata files)."""
+def _profiles(cfg: RunConfig, profiles, notes: list[str]) -> pd.DataFrame | None:
+    """The band profiles: ``profiles`` files, else ``[observations] profiles`` or those beside WGMS mbdata."""
     if profiles is not None:
-        files = dict.fromkeys(profiles)
+        prof = read_profiles(dict.fromkeys(profiles), id_column=cfg.observations.id_column) if profiles else None
     else:
-        files = profile_files(cfg.observations.files) if cfg.observations.format == "wgms" else {}
-    if not files:
+        prof = read_band_profiles(cfg)
+    if prof is None:
         notes.append("no elevation-band profiles found: band comparison skipped")
-        return None
-    prof = read_profiles(files, id_column=cfg.observations.id_column)
-    modelled = band_means(first.smb, px.surface, px.unit, px.pixel_area, px.index)
+    return prof
+
+
+def _bands(cv: ReconstructionCV, px: ObservedPixels, prof: pd.DataFrame, notes: list[str]) -> BandComparison:
+    """The out-of-sample band SMB of one reconstruction against the profiles."""
+    modelled = band_means(cv.smb, px.surface, px.unit, px.pixel_area, px.index)
     bands = compare_bands(modelled, prof, px.units, names=px.names)
-    if bands.skipped:
-        notes.append(f"{bands.skipped} observed band values lie on bands other than 50 m wide with edges on "
-                     "multiples of 50 m (e.g. 100 m bands) and were not compared.")
+    note = (f"{bands.skipped} observed band values lie on bands other than 50 m wide with edges on "
+            "multiples of 50 m (e.g. 100 m bands) and were not compared.")
+    if bands.skipped and note not in notes:
+        notes.append(note)
     return bands
 
 
@@ -274,12 +198,16 @@ def _evolution(cfg: RunConfig, out: Path, prep: Prepared, observed: ObservedUnit
 
 def validate(cfg: RunConfig, out: str | Path, *, schemes: Sequence[str] = ("logo", "loyo"),
              profiles: Sequence[str | Path] | None = None, evolve: bool | None = None,
-             prep: Prepared | None = None) -> ValidationReport:
+             prep: Prepared | None = None, trainings: Sequence[str] | None = None) -> ValidationReport:
     """Validate the run described by ``cfg`` against its observations; intermediate stores in ``out/work``.
 
-    1. reconstruction cross-validation for each of ``schemes`` (:func:`reconstruction_cv`);
-    2. the out-of-sample (first scheme) gridded SMB in 50 m bands against the WGMS profiles
-       (``profiles``, default: the ``profile_WGMS-*.csv`` beside WGMS ``[observations] files``);
+    1. reconstruction cross-validation for each of ``schemes`` and ``trainings`` (:func:`reconstruction_cv`;
+       the reconstructions of joint training are keyed ``<scheme>_joint``);
+    2. the out-of-sample gridded SMB of every reconstruction in 50 m bands against the WGMS profiles
+       (``profiles``, default: ``[observations] profiles`` or the ``profile_WGMS-*.csv`` beside WGMS
+       ``[observations] files``): :attr:`ValidationReport.bands` holds the first one, and
+       :attr:`ValidationReport.comparison` the glacier-wide and band skill and the band gradients below and
+       above the ELA of all of them side by side;
     3. when ``evolve`` (default: ``cfg.mode == "evolve"``), a full ``glacgrid run`` of ``cfg`` into
        ``out/run`` and its area and volume against the WGMS AREA and glaciological record.
 
@@ -299,19 +227,25 @@ def validate(cfg: RunConfig, out: str | Path, *, schemes: Sequence[str] = ("logo
         Whether to run and compare the evolution.
     prep : Prepared, optional
         An already prepared run (else :func:`glacgrid.pipeline.prepare` into ``out/work``).
+    trainings : sequence of {"glacier", "joint"}, optional
+        How the fold models are trained (default: ``[model] training`` alone).
 
     Returns
     -------
     ValidationReport
     """
     _check_schemes(schemes)
+    trainings = tuple(trainings or (cfg.model.training,))
+    bad = [t for t in trainings if t not in ("glacier", "joint")]
+    if bad:
+        raise ModelError(f"Trainings {bad} are not known; give glacier and/or joint.")
     out = Path(out)
     with run_lock(out, purpose=purpose_of(cfg, "validate")):  # one writer of out/work at a time
-        return _validate(cfg, out, schemes, profiles, evolve, prep)
+        return _validate(cfg, out, schemes, profiles, evolve, prep, trainings)
 
 
 def _validate(cfg: RunConfig, out: Path, schemes: Sequence[str], profiles, evolve: bool | None,
-              prep: Prepared | None) -> ValidationReport:
+              prep: Prepared | None, trainings: tuple[str, ...]) -> ValidationReport:
     prep = prep if prep is not None else prepare(cfg, out / "work")
     observed = read_observed(cfg, prep.table)
     train, train_notes = training_table(cfg, prep, observed)
@@ -322,9 +256,15 @@ def _validate(cfg: RunConfig, out: Path, schemes: Sequence[str], profiles, evolv
         areas = read_areas(cfg.observations.files, id_column=cfg.observations.id_column)
         names = areas.drop_duplicates("obs_id").set_index("obs_id")["name"].to_dict()
         px = dataclasses.replace(px, names={**px.names, **names})
-    recon = {s: reconstruction_cv(cfg, train, px, s) for s in schemes}
-    bands = _bands(cfg, recon[schemes[0]], px, profiles, notes)
+    prof = _profiles(cfg, profiles, notes)
+    if "joint" in trainings and prof is None:
+        raise InputDataError("Joint training needs elevation-band profiles: set [observations] profiles, pass "
+                             "--profiles, or put the WGMS profile_WGMS-*.csv beside the mbdata files.")
+    recon = {(s if t == "glacier" else f"{s}_joint"): reconstruction_cv(cfg, train, px, s, training=t, profiles=prof)
+             for t in trainings for s in schemes}
+    band_sets = {key: _bands(cv, px, prof, notes) for key, cv in recon.items()} if prof is not None else {}
     evolution = None
     if (cfg.mode == "evolve") if evolve is None else evolve:
         evolution = _evolution(cfg, out, prep, observed, areas, px.names)
-    return ValidationReport(cfg.name, recon, bands, evolution, notes)
+    return ValidationReport(cfg.name, recon, next(iter(band_sets.values()), None), evolution, notes,
+                            side_by_side(recon, band_sets))

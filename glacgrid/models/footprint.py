@@ -1,0 +1,306 @@
+"""One pixel-level SMB model trained against many observation footprints at once.
+
+Every observation is the area-weighted mean of the pixel SMB over its footprint: a glacier-wide annual
+balance is the mean over the glacier's pixels in that year, a 50 m elevation band of a WGMS profile the
+mean over the glacier's pixels of that band, a stake one pixel. :class:`Footprints` holds the observed
+values and, for each, the rows of one pixel feature matrix ``X`` (one row per pixel and year) with their
+weights (pixel areas) and a ``kind`` label.
+
+- Linear models (lasso, ols, ridge) are fitted **exactly**: the model is linear, so the mean of the pixel
+  predictions over a footprint is the prediction on the footprint's area-weighted mean features
+  (:meth:`Footprints.aggregate`); a weighted least-squares fit on those aggregated rows is the pixel
+  model. The artifact is an ordinary :class:`~glacgrid.models.LinearModel`.
+- The ANN is fitted by an aggregation loss (the MassBalanceMachine idea, on a grid): the network predicts
+  every pixel row, a sparse (footprint x row) averaging matrix turns those into footprint means, and the
+  weighted squared error of the means is minimised. The artifact is an ordinary
+  :class:`~glacgrid.models.ANNModel`.
+
+Either way the trained model is applied blockwise to pixels exactly as a model fitted on glacier rows.
+
+Weighting: each footprint ``i`` of kind ``k`` gets the sample weight ``kind_weights[k] / n_k`` (``n_k``
+the number of footprints of that kind in the fit), scaled so the weights average 1: every kind contributes
+the share of the loss given by ``kind_weights`` however many footprints it has (by default glacier-wide
+balances and bands count equally, :data:`DEFAULT_KIND_WEIGHTS`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..exceptions import InputDataError, ModelError
+from ..features import FeatureSchema
+from .ann import ANNModel
+from .linear import LinearModel
+
+__all__ = ["DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "footprint_weights", "fit_footprints"]
+
+#: The footprint kinds glacgrid builds: glacier-wide balances, elevation bands, stakes (one pixel).
+FOOTPRINT_KINDS = ("glacier", "band", "stake")
+#: Share of the loss of each kind (normalised over the kinds present in a fit).
+DEFAULT_KIND_WEIGHTS = {"glacier": 1.0, "band": 1.0, "stake": 1.0}
+
+
+@dataclass(frozen=True, eq=False)
+class Footprints:
+    """Observed values, each the area-weighted mean of the pixel SMB over some rows of one feature matrix.
+
+    Footprint ``i`` covers the rows ``rows[indptr[i]:indptr[i + 1]]`` of ``X`` with the weights
+    ``weights[indptr[i]:indptr[i + 1]]`` (e.g. pixel areas, m2).
+
+    Attributes
+    ----------
+    value : numpy.ndarray
+        Observed SMB of each footprint (m w.e.), shape (n,).
+    indptr : numpy.ndarray
+        CSR row pointer, shape (n + 1,), int64.
+    rows : numpy.ndarray
+        Row indices into ``X`` (int64).
+    weights : numpy.ndarray
+        Positive weight of each row within its footprint (float64).
+    kind : numpy.ndarray
+        Kind of each footprint (``"glacier"``, ``"band"``, ``"stake"``), shape (n,).
+    obs_id : numpy.ndarray
+        Observation unit (glacier id) of each footprint, shape (n,).
+    year : numpy.ndarray
+        Year of each footprint, shape (n,).
+    band_mid : numpy.ndarray
+        Band mid-elevation (m) of band footprints, NaN for the others.
+    """
+
+    value: np.ndarray
+    indptr: np.ndarray
+    rows: np.ndarray
+    weights: np.ndarray
+    kind: np.ndarray
+    obs_id: np.ndarray
+    year: np.ndarray
+    band_mid: np.ndarray = field(default=None)
+
+    def __post_init__(self) -> None:
+        n = len(self.value)
+        for name in ("kind", "obs_id", "year"):
+            if len(getattr(self, name)) != n:
+                raise InputDataError(f"Footprints: {name} has {len(getattr(self, name))} entries, value has {n}; "
+                                     "give one per footprint.")
+        if self.band_mid is None:
+            object.__setattr__(self, "band_mid", np.full(n, np.nan))
+        if len(self.indptr) != n + 1 or self.indptr[0] != 0 or self.indptr[-1] != len(self.rows) \
+                or np.any(np.diff(self.indptr) <= 0) or len(self.weights) != len(self.rows):
+            raise InputDataError("Footprints: indptr must start at 0, end at len(rows), and give every footprint at "
+                                 f"least one row (got indptr of length {len(self.indptr)} for {n} values, "
+                                 f"{len(self.rows)} rows, {len(self.weights)} weights).")
+        if not (np.isfinite(self.weights).all() and (self.weights > 0).all()):
+            raise InputDataError("Footprints: row weights must be finite and positive (pixel areas).")
+        if not np.isfinite(self.value).all():
+            raise InputDataError(f"Footprints: {int((~np.isfinite(self.value)).sum())} observed values are NaN or "
+                                 "inf; leave unobserved footprints out.")
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Number of rows of each footprint."""
+        return np.diff(self.indptr)
+
+    def counts(self) -> dict[str, int]:
+        """Number of footprints of each kind."""
+        kinds, n = np.unique(self.kind, return_counts=True)
+        return {str(k): int(c) for k, c in zip(kinds, n)}
+
+    def matrix(self, n_rows: int):
+        """The (footprint x row) averaging matrix (scipy CSR): each row's weights sum to 1."""
+        from scipy.sparse import csr_matrix
+
+        norm = np.repeat(np.add.reduceat(self.weights, self.indptr[:-1]), self.sizes)
+        return csr_matrix((self.weights / norm, self.rows, self.indptr), shape=(len(self), int(n_rows)))
+
+    def aggregate(self, X: np.ndarray) -> np.ndarray:
+        """Weighted mean of the rows of ``X`` (n_rows, n_features) over each footprint: (n, n_features)."""
+        X = np.asarray(X, dtype=np.float64)
+        if self.rows.size and self.rows.max() >= X.shape[0]:
+            raise InputDataError(f"Footprints address row {int(self.rows.max())} but X has {X.shape[0]} rows.")
+        return np.asarray(self.matrix(X.shape[0]) @ X)
+
+    def select(self, mask: np.ndarray) -> Footprints:
+        """The footprints where ``mask`` (bool, one per footprint) is True."""
+        mask = np.asarray(mask, dtype=bool)
+        idx = np.flatnonzero(mask)
+        sizes = self.sizes[idx]
+        starts = self.indptr[:-1][idx]
+        take = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
+        return Footprints(self.value[idx], np.r_[0, np.cumsum(sizes)].astype("int64"), self.rows[take],
+                          self.weights[take], self.kind[idx], self.obs_id[idx], self.year[idx], self.band_mid[idx])
+
+    @staticmethod
+    def concat(parts: Sequence[Footprints]) -> Footprints:
+        """All footprints of ``parts`` (on the same feature matrix), in order."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise InputDataError("No footprints to concatenate.")
+        offsets = np.cumsum([0] + [len(p.rows) for p in parts[:-1]])
+        indptr = np.concatenate([[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets)]).astype("int64")
+
+        def cat(name):
+            return np.concatenate([getattr(p, name) for p in parts])
+        return Footprints(cat("value"), indptr, cat("rows"), cat("weights"), cat("kind"), cat("obs_id"), cat("year"),
+                          cat("band_mid"))
+
+
+def footprint_weights(footprints: Footprints, kind_weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Sample weight of each footprint: ``kind_weights[kind] / n_kind``, normalised to a mean of 1.
+
+    Parameters
+    ----------
+    footprints : Footprints
+        The footprints of the fit.
+    kind_weights : mapping of str to float, optional
+        Share of the loss of each kind (default :data:`DEFAULT_KIND_WEIGHTS`); a kind absent from the
+        mapping is an error, a weight of 0 leaves that kind out of the fit.
+
+    Returns
+    -------
+    numpy.ndarray
+        One non-negative weight per footprint.
+    """
+    kw = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
+    counts = footprints.counts()
+    missing = sorted(set(counts) - set(kw))
+    if missing:
+        raise ModelError(f"No weight for footprint kind(s) {missing}; kind_weights has {sorted(kw)}. Give one "
+                         "non-negative number per kind.")
+    if any(not (math.isfinite(kw[k]) and kw[k] >= 0) for k in counts) or sum(kw[k] for k in counts) <= 0:
+        raise ModelError(f"kind_weights must be finite, non-negative and not all zero; got {kw}.")
+    w = np.array([kw[k] / counts[k] for k in footprints.kind], dtype=np.float64)
+    return w * (len(w) / w.sum())
+
+
+def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: FeatureSchema, *,
+                   kind_weights: Mapping[str, float] | None = None):
+    """Fit ``model`` so that its mean over every footprint matches the footprint's observed value.
+
+    Parameters
+    ----------
+    model : LinearModel or ANNModel
+        An unfitted (or refitted) model; linear kinds are fitted exactly on the aggregated features,
+        the ANN by the aggregation loss.
+    X : numpy.ndarray
+        Pixel features, shape (n_rows, n_features), schema order; only the rows the footprints use need
+        to be finite.
+    footprints : Footprints
+        The observations.
+    schema : FeatureSchema
+        Names and units of the columns of ``X``.
+    kind_weights : mapping of str to float, optional
+        Share of the loss per footprint kind (:func:`footprint_weights`).
+
+    Returns
+    -------
+    LinearModel or ANNModel
+        ``model``, fitted; ``model.training_["footprints"]`` records the number and the total weight of
+        each kind.
+    """
+    w = footprint_weights(footprints, kind_weights)
+    keep = w > 0
+    fp = footprints.select(keep) if not keep.all() else footprints
+    w = w[keep]
+    summary = {k: {"n": int(n), "weight_share": float(w[fp.kind == k].sum() / w.sum())}
+               for k, n in fp.counts().items()}
+    if isinstance(model, LinearModel):
+        model.fit(fp.aggregate(X), fp.value, schema, sample_weight=w)
+    elif isinstance(model, ANNModel):
+        _fit_ann(model, np.asarray(X, dtype=np.float64), fp, schema, w)
+    else:
+        raise ModelError(f"fit_footprints fits linear models (lasso, ols, ridge) and the ANN; got "
+                         f"{type(model).__name__}. Use one of those kinds for footprint training.")
+    model.training_["footprints"] = summary
+    return model
+
+
+def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSchema, w: np.ndarray) -> None:
+    """The aggregation loss: full-batch Adam on the weighted squared error of the footprint means of the
+    network's pixel predictions; early stopping on a seeded 15 % of the footprints."""
+    import torch
+
+    used = np.unique(fp.rows)
+    Xu = X[used]
+    if not np.isfinite(Xu).all():
+        raise InputDataError("Pixel features used by the footprints hold NaN or inf; drop or fill those pixels.")
+    local = np.searchsorted(used, fp.rows)
+    fp_local = Footprints(fp.value, fp.indptr, local, fp.weights, fp.kind, fp.obs_id, fp.year, fp.band_mid)
+    # a quick check of shapes and units (the same checks as an ordinary fit)
+    model.schema = schema
+    x_mean, x_std = Xu.mean(axis=0), Xu.std(axis=0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y = fp.value
+    y_mean, y_std = float(np.average(y, weights=w)), float(y.std()) or 1.0
+    perm = np.random.default_rng(model.seed).permutation(len(fp))
+    n_val = max(1, int(round(0.15 * len(fp))))
+    val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    M = fp_local.matrix(len(used)).tocoo()
+    signs = None
+    if getattr(model, "monotone", False):  # the sign-constrained network of ANNModel(monotone=True)
+        from .physics import monotone_signs
+
+        signs = monotone_signs(schema.names)
+    threads = getattr(model, "threads", None)
+    with torch.random.fork_rng(devices=[]), _threads(threads):
+        torch.manual_seed(model.seed)
+        net = model._build(X.shape[1]) if signs is None else model._build(X.shape[1], signs)
+        Z = torch.from_numpy(((Xu - x_mean) / x_std).astype(np.float32))
+        Mt = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([M.row, M.col]).astype(np.int64)),
+                                     torch.from_numpy(M.data.astype(np.float32)), M.shape,
+                                     check_invariants=True).coalesce()
+        yt = torch.from_numpy(((y - y_mean) / y_std).astype(np.float32))
+        wt = torch.from_numpy((w / w.mean()).astype(np.float32))
+        tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(val)
+        opt = torch.optim.Adam(net.parameters(), lr=model.lr)
+
+        def losses():
+            pred = torch.sparse.mm(Mt, net(Z)).squeeze(1)
+            err = (pred - yt) ** 2 * wt
+            return err[tr_t].sum() / wt[tr_t].sum(), err[va_t].sum() / wt[va_t].sum()
+
+        best, best_epoch, best_state, wait, epoch = math.inf, 0, None, 0, 0
+        for epoch in range(1, model.epochs + 1):
+            net.train()
+            opt.zero_grad()
+            loss, _ = losses()
+            loss.backward()
+            opt.step()
+            net.eval()
+            with torch.no_grad():
+                v = float(losses()[1])
+            if v < best:
+                best, best_epoch, wait = v, epoch, 0
+                best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
+            else:
+                wait += 1
+                if wait >= model.patience:
+                    break
+        if best_state is None:
+            raise ModelError("ANN footprint training diverged (validation loss is NaN); lower lr or check the "
+                             "features.")
+        net.load_state_dict(best_state)
+        net.eval()
+    model.norm_ = {"x_mean": x_mean.tolist(), "x_std": x_std.tolist(), "y_mean": y_mean, "y_std": y_std}
+    model.training_ = {"n_samples": int(len(fp)), "n_train": int(len(tr)), "n_val": int(len(val)),
+                       "epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best, "device": "cpu",
+                       "target_mean": y_mean, "target_std": float(y.std()), "weighted": True,
+                       "n_pixel_rows": int(len(used)),
+                       **({"monotone_signs": list(signs)} if signs is not None else {})}
+    model._set_net(net, "cpu")
+
+
+def _threads(n):
+    """torch intra-op threads of the ANN (:func:`glacgrid.models.ann.torch_threads` when it exists)."""
+    from contextlib import nullcontext
+
+    from . import ann
+
+    helper = getattr(ann, "torch_threads", None)
+    return helper(n) if helper is not None else nullcontext()
