@@ -106,6 +106,9 @@ def _quiet():
     """Silence zarr's warning that consolidated metadata is not part of the v3 specification."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        # fixed-width text coordinates (rgi_id, glacier_name: glacgrid.metadata.cf_dataset) are zarr-python's
+        # FixedLengthUTF32, which has no Zarr v3 extension spec yet; xarray and zarr-python read them back
+        warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
         yield
 
 
@@ -183,7 +186,9 @@ def _uniform_chunks(ds: xr.Dataset) -> xr.Dataset:
         if var.chunks is not None:
             for dim, chunks in zip(var.dims, var.chunks):
                 sizes.setdefault(dim, chunks[0])
-    return ds.chunk({dim: sizes.get(dim, -1) for dim in ds.dims})
+    # in-memory coordinates (glacier ids, time bounds, the CF grid mapping) stay numpy: the template writes them
+    eager = {k: ds[k].variable for k in ds.coords if k not in ds.indexes and ds[k].chunks is None}
+    return ds.chunk({dim: sizes.get(dim, -1) for dim in ds.dims}).assign_coords(eager)
 
 
 def _stored_dtype(var: xr.Variable) -> str:

@@ -30,14 +30,16 @@ import xarray as xr
 from . import figures
 from .atomic import atomic_path, write_csv
 from .config import RunConfig
-from .exceptions import UnitsError
+from .exceptions import InputDataError, UnitsError
 from .figures import central, region_totals, unit_smb
+from .metadata import SMB_RATE_UNITS, cf_dataset
 from .models import regression_metrics
 from .observations import ObservedUnits
 
 # reference_member, central, unit_smb and region_totals live in glacgrid.figures (figures draw with them)
 __all__ = ["TABLE_COLUMNS", "RunFiles", "WrittenOutputs", "glacier_years", "validation_table", "write_glacier_years",
-           "read_glacier_years", "write_outputs", "plot_results", "summary_lines"]
+           "read_glacier_years", "write_outputs", "plot_results", "summary_lines", "EXPORT_FORMATS", "export_netcdf",
+           "export_geotiff", "export_store"]
 
 #: table column -> (store variable or None, units, long name, CSVW datatype)
 TABLE_COLUMNS: dict[str, tuple[str | None, str, str, str]] = {
@@ -58,9 +60,11 @@ TABLE_COLUMNS: dict[str, tuple[str | None, str, str, str]] = {
     "failed": ("failed", "1", "1 where the glacier was isolated that year (bad geometry, NaN features); "
                               "its values are NaN then (see glacier_log.csv)", "byte"),
 }
-# units the store must carry for the table's columns to be right (the store says m for m w.e.)
-_STORE_UNITS = {"smb_glacier": "m", "smb_glacier_spread": "m", "glacier_area": "km2", "volume": "km3",
-                "mean_elevation": "m", "disappeared": "1", "failed": "1"}
+# units the store must carry for the table's columns to be right: the SMB of one hydrological year in m w.e.,
+# "m yr-1" in a CF store (glacgrid.metadata.SMB_RATE_UNITS), "m" in stores written before CF-1.10
+_STORE_UNITS = {"smb_glacier": ("m", SMB_RATE_UNITS), "smb_glacier_spread": ("m", SMB_RATE_UNITS),
+                "glacier_area": ("km2",), "volume": ("km3",), "mean_elevation": ("m",), "disappeared": ("1",),
+                "failed": ("1",)}
 _DTYPES = {"long": "int64", "double": "float64", "byte": "int8", "string": "str"}
 
 
@@ -75,9 +79,10 @@ def glacier_years(results: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
     present = {col: spec[0] for col, spec in TABLE_COLUMNS.items() if spec[0] and spec[0] in results}
     for var in present.values():
         got = results[var].attrs.get("units")
-        if got is not None and str(got) != _STORE_UNITS[var]:
+        if got is not None and str(got) not in _STORE_UNITS[var]:
             raise UnitsError(f"Results variable {var!r} has units {got!r}; the glacier-year table expects "
-                             f"{_STORE_UNITS[var]!r}. Convert the store (or its producer) to {_STORE_UNITS[var]!r}.")
+                             f"{' or '.join(_STORE_UNITS[var])!r}. Convert the store (or its producer) to "
+                             f"{_STORE_UNITS[var][0]!r}.")
     has_member = "member" in results.dims
     dims = ["glacier", *(["member"] if has_member else []), "year"]
     ds = results[list(present.values())].reset_coords(drop=True)
@@ -244,7 +249,8 @@ def _write_figures(results: xr.Dataset, gy: pd.DataFrame, val: pd.DataFrame, cv,
     mean_smb = figures.mean_smb_map(results)  # one pass over the gridded store for both maps
     uoo = observed.unit_of_outline
     return {
-        "plot_png": figures.save(figures.figure_summary(results, gy, val, cv, title, mean_smb=mean_smb),
+        "plot_png": figures.save(figures.figure_summary(results, gy, val, cv, title, mean_smb=mean_smb,
+                                                        units=observed.units, unit_of_outline=uoo),
                                  out / "summary.png"),
         "cumulative_smb_png": figures.save(
             figures.figure_cumulative_smb(gy, observed.observations, observed.units, uoo, title=title),
@@ -356,3 +362,183 @@ def summary_lines(result) -> list[str]:
         lines.append(f"note: {note}")
     lines.append(f"outputs in {result.output}")
     return lines
+
+
+# --------------------------------------------------------------------------- exports for other tools
+#: What ``glacgrid export --to`` writes: a CF-1.10 netCDF file, or Cloud-Optimised GeoTIFFs.
+EXPORT_FORMATS = ("netcdf", "geotiff")
+# coordinates and bounds carry no fill value in CF (xarray adds NaN to float ones by default)
+_NO_FILL = ("time", "time_bnds", "x", "y", "lat", "lon", "year", "glacier", "member", "thickness_factor",
+            "deltah_factor", "spatial_ref")
+
+
+def _open_results(store):
+    """A finished store (refused while regions are missing), lazily."""
+    from .cube import open_store
+
+    return open_store(store, require_complete=True)
+
+
+def _title(ds: xr.Dataset, store: Path) -> str:
+    return str(ds.attrs.get("title") or f"glacgrid store {Path(store).name}")
+
+
+def export_netcdf(store: str | Path, out: str | Path | None = None) -> Path:
+    """Write a glacgrid Zarr store as one CF-1.10 netCDF-4 file (what any CF reader, GDAL and QGIS open).
+
+    The store's variables, coordinates (``spatial_ref`` grid mapping, ``time``/``time_bnds``, ``rgi_id``)
+    and attributes are kept (:func:`glacgrid.metadata.cf_dataset` is applied again, so a store written
+    before CF-1.10 gets them too); coordinates carry no fill value; data variables are zlib-compressed.
+
+    Parameters
+    ----------
+    store : path
+        A finished glacgrid store (``results.zarr``, ``static.zarr``, ``downscaled.zarr``, a cube).
+    out : path, optional
+        The netCDF file (default: the store path with suffix ``.nc``). Written atomically.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
+    store = Path(store)
+    out = Path(out) if out is not None else store.with_suffix(".nc")
+    ds = _open_results(store)
+    ds = cf_dataset(ds, title=_title(ds, store), history=None)
+    for name, var in ds.variables.items():
+        keep = {k: v for k, v in var.encoding.items() if k in ("units", "calendar", "dtype")}
+        if name in _NO_FILL or name in ds.coords:
+            keep["_FillValue"] = None
+        elif var.dtype.kind in "fiu":
+            keep.update(zlib=True, complevel=4)
+        var.encoding = keep
+    ds.attrs = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in ds.attrs.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+    return out
+
+
+def _write_cog(da: xr.DataArray, path: Path, tags: dict[str, str]) -> Path:
+    """One 2-D field as a float32 Cloud-Optimised GeoTIFF (nodata NaN, CRS of its grid mapping), atomically."""
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    arr = np.asarray(da.values, dtype="float32")
+    profile = dict(driver="GTiff", height=arr.shape[0], width=arr.shape[1], count=1, dtype="float32",
+                   crs=da.rio.crs, transform=da.rio.transform(), nodata=np.nan)
+    with MemoryFile() as mem:
+        with mem.open(**profile) as src:
+            src.write(arr, 1)
+            src.update_tags(**tags)
+            src.update_tags(1, **tags)
+            src.set_band_description(1, tags.get("long_name", str(da.name)))
+        with mem.open() as src, atomic_path(path) as tmp:
+            with rasterio.open(tmp, "w", driver="COG", height=arr.shape[0], width=arr.shape[1], count=1,
+                               dtype="float32", crs=src.crs, transform=src.transform, nodata=np.nan,
+                               compress="DEFLATE") as dst:
+                dst.write(src.read(1), 1)
+                dst.update_tags(**src.tags())
+                dst.update_tags(1, **src.tags(1))
+                dst.set_band_description(1, src.descriptions[0])
+    return path
+
+
+def export_geotiff(store: str | Path, out: str | Path | None = None, *, variables=None,
+                   domain: str | Path | None = None, by: str = "glacier") -> list[Path]:
+    """Write the gridded fields of a store as GeoTIFFs that GDAL and QGIS open with their CRS.
+
+    A store on the ``(y, x)`` grid gives one Cloud-Optimised GeoTIFF per variable and year (and member):
+    ``<out>/<var>_<year>[_m<member>].tif``, float32, nodata NaN, tags ``units``, ``long_name``,
+    ``standard_name`` and ``year``. The packed store of a domain run is rasterised with
+    :func:`glacgrid.domain.export` (one file per glacier window or CRS zone, bands = years).
+
+    Parameters
+    ----------
+    store : path
+        A finished store: ``results.zarr`` of a dense or a domain run, ``static.zarr``, ``downscaled.zarr``.
+    out : path, optional
+        Output folder (default: the store path with ``_tif`` instead of ``.zarr``).
+    variables : sequence of str, optional
+        Default: every data variable on the grid (a dense store), ``smb`` and ``thickness`` (a domain store).
+    domain : path, optional
+        The domain store of a domain run's results (default ``work/domain.zarr`` beside the store).
+    by : {"glacier", "zone"}
+        Domain results only: one file per glacier window, or per CRS zone.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+
+    Raises
+    ------
+    InputDataError
+        For a store without a grid or a domain, or an unknown variable.
+    """
+    store = Path(store)
+    out = Path(out) if out is not None else store.with_name(store.stem + "_tif")
+    ds = _open_results(store)
+    if "pixel" in ds.dims:
+        from .domain import export as export_domain
+        from .domain import open_domain
+
+        dpath = Path(domain) if domain is not None else store.parent / "work" / "domain.zarr"
+        if not dpath.exists():
+            raise InputDataError(f"{store} holds a domain run's packed pixels; its domain store {dpath} does not "
+                                 "exist. Pass the domain store (--domain PATH, usually <output>/work/domain.zarr).")
+        variables = variables or [v for v in ("smb", "thickness") if v in ds]
+        return export_domain(ds, open_domain(dpath), out, variables=tuple(variables), by=by)
+    if not {"y", "x"} <= set(ds.dims):
+        raise InputDataError(f"{store} has no (y, x) grid (dims {sorted(map(str, ds.dims))}); export it "
+                             "--to netcdf instead.")
+    ds = cf_dataset(ds, title=_title(ds, store))
+    import rioxarray  # noqa: F401 - registers .rio
+
+    gridded = [str(v) for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
+    variables = list(variables) if variables else gridded
+    bad = [v for v in variables if v not in gridded]
+    if bad:
+        raise InputDataError(f"{store} has no gridded variable(s) {bad}; it has {gridded}.")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for var in variables:  # a loop over the few variables, years and members: one file each
+        da = ds[var]
+        lead = [d for d in da.dims if d not in ("y", "x")]
+        stack = da.stack(_one=lead) if lead else da.expand_dims(_one=[0])
+        for i in range(stack.sizes["_one"]):
+            one = stack.isel(_one=i).transpose("y", "x")
+            labels = {d: one[d].values.item() for d in lead}
+            if "time" in lead:
+                labels["time"] = str(labels["time"])[:7]
+            sfx = "".join(f"_{'m' if d == 'member' else ''}{labels[d]}" for d in lead)
+            tags = {k: str(da.attrs[k]) for k in ("units", "long_name", "standard_name") if k in da.attrs}
+            tags.update({d: str(v) for d, v in labels.items()})
+            written.append(_write_cog(one.drop_vars(["_one", *lead], errors="ignore"), out / f"{var}{sfx}.tif", tags))
+    return written
+
+
+def export_store(store: str | Path, to: str, out: str | Path | None = None, **kwargs) -> list[Path]:
+    """:func:`export_netcdf` (``to="netcdf"``) or :func:`export_geotiff` (``to="geotiff"``); the files written.
+
+    Parameters
+    ----------
+    store : path
+        A finished glacgrid store.
+    to : {"netcdf", "geotiff"}
+        The format.
+    out : path, optional
+        The netCDF file or the GeoTIFF folder (defaults: see the two functions).
+    **kwargs
+        Passed to :func:`export_geotiff` (``variables``, ``domain``, ``by``).
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    if to not in EXPORT_FORMATS:
+        raise InputDataError(f"Export format {to!r} is not one of {', '.join(EXPORT_FORMATS)}; pick one (--to).")
+    if to == "netcdf":
+        return [export_netcdf(store, out)]
+    return export_geotiff(store, out, **kwargs)

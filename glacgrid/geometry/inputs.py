@@ -76,8 +76,8 @@ def smb_vectors(smb: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
             f"coordinate of glacier indices; got {type(smb).__name__} with dims "
             f"{getattr(smb, 'dims', None)}. Build it with xr.DataArray(values, "
             "coords={'glacier': indices}, dims='glacier').")
-    if canonical(smb.attrs.get("units", "m")) != "m":
-        require_units(smb, "m", source="smb (glacier-wide SMB in m w.e.)")
+    if canonical(smb.attrs.get("units", "m")) != "m" and smb.attrs.get("units") != "m yr-1":
+        require_units(smb, "m", source="smb (glacier-wide SMB in m w.e.; m yr-1 in CF stores: per year)")
     ids = smb["glacier"].values
     if not np.issubdtype(ids.dtype, np.integer):
         raise GeometryError(f"smb's 'glacier' coordinate has dtype {ids.dtype}; expected integer "

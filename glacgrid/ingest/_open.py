@@ -33,7 +33,7 @@ from ..exceptions import (
     TimeAxisError,
     UnitsError,
 )
-from ..metadata import provenance, software_versions, stamp
+from ..metadata import CONVENTIONS, provenance, software_versions, stamp
 from ._readers import GRIB_SUFFIXES, SOURCE_INDEX, is_hdf5, open_source, sha256
 from ._tiles import FilePiece, hdf5_slab, normalise_chunks, tiled_variable
 
@@ -300,7 +300,7 @@ def _cube_attrs(paths: list[Path], used: list[Path], invariant, wanted: list[str
     sources = [{"name": p.name, "sha256": sha256(p)} for p in used]
     grib = any(p.suffix.lower() in GRIB_SUFFIXES for p in used)
     return {
-        "Conventions": "CF-1.8",
+        "Conventions": CONVENTIONS,
         "title": "ERA5-Land monthly climate cube",
         "source": "ERA5-Land monthly averaged reanalysis (ECMWF / Copernicus C3S)",
         "source_files": json.dumps(sources),

@@ -18,7 +18,7 @@ from ..glaciers import GlacierGeometry, area_weighted_mean
 from ..grid import TargetGrid
 from ..ingest import ingest
 from ..masks import glacier_table, rasterize_glaciers, read_outlines
-from ..metadata import provenance, stamp_dataset
+from ..metadata import cf_dataset, provenance, stamp_dataset
 from ..units import METRES_PER_DEGREE
 from .steps import Steps
 
@@ -182,6 +182,7 @@ def _static(cfg: RunConfig, outlines, grid: TargetGrid, workdir: Path) -> xr.Dat
     static["thickness"] = static["thickness"].where(static["glacier_id"] > 0)
     static = grid.attach(static).drop_vars("spatial_ref", errors="ignore")
     static = stamp_dataset(static, history=provenance("prepare", dem=str(cfg.grid.dem)))
+    static = cf_dataset(static, title="glacgrid static fields: glacier masks, surface, thickness", crs=grid.crs)
     return _write_work_store(static.chunk(chunks), store, fingerprint, "y", chunks)
 
 
@@ -206,6 +207,7 @@ def _downscaled(cfg: RunConfig, cube: xr.Dataset, grid: TargetGrid, surface: xr.
     months = HydroYear(cfg.period.hemisphere).period_months(cfg.period.start, cfg.period.end)
     first, last = months[0], months[-1]
     down = downscale(cube.sel(time=slice(first, last)), grid, surface, cfg.downscale)
+    down = cf_dataset(down, title="glacgrid downscaled monthly climate", crs=grid.crs)
     return _write_work_store(down, store, fingerprint, "time", chunks)
 
 

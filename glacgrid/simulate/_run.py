@@ -29,7 +29,7 @@ from ..config import RunConfig, config_digest
 from ..exceptions import StoreError
 from ..features import glacier_constants
 from ..glaciers import GlacierGeometry, area_weighted_mean
-from ..metadata import stamp
+from ..metadata import cf_dataset, stamp
 from ..units import convert
 from ._step import CheckedGeometry, annual_step, reconstruct_step
 
@@ -105,7 +105,7 @@ def results_template(prep, years: np.ndarray, fingerprint: str, *, members: list
         for c in ("thickness_factor", "deltah_factor"):
             ds[c].attrs.update(stamp(ds[c], c).attrs)
     ds.attrs.update({"glacgrid_fingerprint": fingerprint, "crs": grid.crs, "transform": list(grid.transform)})
-    return ds
+    return cf_dataset(ds, title="glacgrid results: annual surface mass balance and glacier geometry", glaciers=prep.table)
 
 
 def surface_for_year(dem: xr.DataArray, surfaces: xr.DataArray | None, year: int) -> xr.DataArray:

@@ -41,7 +41,7 @@ from ..geometry import deltah_update, perturbed_curves
 from ..glaciers import CONSTANTS, PIXEL_CHECKS, check_reasons, pixel_check_terms
 from ..inference import assemble_climate, pixel_smb, spec_of, static_at
 from ..downscale import pixel_climate, pixel_weights
-from ..metadata import stamp
+from ..metadata import cf_dataset, stamp
 from ..units import M2_PER_KM2, M3_PER_KM3
 from ._step import NAN_REASON
 
@@ -134,7 +134,8 @@ def domain_results_template(domain: Domain, run: DomainRun, fingerprint: str, *,
                                units="1")
     ds.attrs.update(glacgrid_fingerprint=fingerprint, glacgrid_domain=str(domain.path), mode=run.mode,
                     failure_reasons=json.dumps(REASONS), group_pixels=C, group_glaciers=G)
-    return ds
+    return cf_dataset(ds, title="glacgrid domain results (packed glacier pixels)", glaciers=domain.table,
+                      year_start_month=HydroYear(run.hemisphere).first_month)
 
 
 def _key(k: int, i0: int, i1: int) -> str:

@@ -153,7 +153,9 @@ def test_cumulative_smb_figure_plots_the_cumulated_numbers(name):
     gy = glacier_years(s.results, s.table)
     fig = figures.figure_cumulative_smb(gy, s.obs, s.units, s.unit_of_outline)
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in axes[1:]][0].startswith("OBS-A") and len(axes) == 3
+    titles = [ax.get_title().split("\n")[0] for ax in axes[1:]]  # unit panels: "Name (RGI id)" where one outline
+    assert titles == ["Glacier 1 (RGI60-99.00001)", "OBS-B (2 outlines)"]
+    assert len(axes) == 3
     years = s.results["year"].values
     ref = s.results.sel(member=1) if "member" in s.results.dims else s.results
     for ax, oid, gl in ((axes[1], "OBS-A", [1]), (axes[2], "OBS-B", [2, 3])):
@@ -166,17 +168,22 @@ def test_cumulative_smb_figure_plots_the_cumulated_numbers(name):
             mod = _unit_ref(SimpleNamespace(results=ref), gl)
             ok_years = years[np.isfinite(mod)]
         common = np.intersect1d(o.index, ok_years)
+        # every cumulative curve starts at 0 at the end of the year before its first year
         xo, yo = _label(ax, "observed").get_xydata().T
-        np.testing.assert_array_equal(xo, common)
-        np.testing.assert_allclose(yo, np.cumsum(o.loc[common].values), rtol=1e-12)
+        np.testing.assert_array_equal(xo, np.r_[common[0] - 1, common])
+        np.testing.assert_allclose(yo, np.r_[0.0, np.cumsum(o.loc[common].values)], rtol=1e-12)
         xm, ym = _label(ax, "modelled").get_xydata().T
+        assert xm[0] == common[0] - 1 and ym[0] == 0.0
+        xm, ym = xm[1:], ym[1:]
         sel = np.isin(years, common)
         mref = _unit_ref(SimpleNamespace(results=ref), gl)[sel]
         np.testing.assert_allclose(ym, np.cumsum(mref), rtol=1e-12)
         if name == "members":
             cum = np.cumsum(mod_all[sel], axis=0)
             bx, lo, hi = band_limits(_label(ax, figures.BAND_MEMBERS))
-            np.testing.assert_array_equal(bx, common)
+            np.testing.assert_array_equal(bx, np.r_[common[0] - 1, common])
+            assert lo[0] == hi[0] == 0.0
+            bx, lo, hi = bx[1:], lo[1:], hi[1:]
             np.testing.assert_allclose(lo, cum.min(axis=1))
             np.testing.assert_allclose(hi, cum.max(axis=1))
             mean = cum.mean(axis=1)
@@ -187,14 +194,18 @@ def test_cumulative_smb_figure_plots_the_cumulated_numbers(name):
             w = np.where(np.isfinite(s.results["smb_glacier"].sel(glacier=gl).values), area, 0.0)
             unit_sp = (sp * w).sum(1) / w.sum(1)
             bx, lo, hi = band_limits(_label(ax, figures.BAND_SPREAD))
+            assert lo[0] == hi[0] == 0.0
+            lo, hi = lo[1:], hi[1:]
             np.testing.assert_allclose(hi - ym, np.cumsum(unit_sp[sel]), rtol=1e-10)
             np.testing.assert_allclose(ym - lo, np.cumsum(unit_sp[sel]), rtol=1e-10)
         else:
             assert not [c for c in ax.collections if "ensemble" in c.get_label()]
     # first panel: every glacier's modelled cumulative SMB (years without a value add nothing)
     lines = [c for c in axes[0].collections if c.get_label() == "each glacier"][0].get_segments()
-    np.testing.assert_allclose(np.stack([seg[:, 1] for seg in lines], axis=1),
-                               np.nancumsum(ref["smb_glacier"].values, axis=0))
+    cum = np.stack([seg[:, 1] for seg in lines], axis=1)
+    np.testing.assert_array_equal(lines[0][:, 0], np.r_[years[0] - 1, years])
+    np.testing.assert_array_equal(cum[0], 0.0)
+    np.testing.assert_allclose(cum[1:], np.nancumsum(ref["smb_glacier"].values, axis=0))
 
 
 def test_area_volume_figure_totals_and_bands():
@@ -221,9 +232,11 @@ def test_area_volume_figure_totals_and_bands():
         assert np.all(lo <= tot.mean(1)) and np.all(tot.mean(1) <= hi)
         # bottom: one line per highlighted glacier, the reference member, with its band
         g = hl[0]
-        x, y = _label(ax[1, j], f"RGI60-99.{g:05d}").get_xydata().T
+        name = s.table.loc[g, "name"]  # legend: "Name (RGI id)", the id alone without a name
+        label = f"{name} (RGI60-99.{g:05d})" if name else f"RGI60-99.{g:05d}"
+        x, y = _label(ax[1, j], label).get_xydata().T
         np.testing.assert_allclose(y, s.results[var].sel(member=1, glacier=g).values)
-        _, lo, hi = band_limits(_label(ax[1, j], f"_RGI60-99.{g:05d} {figures.BAND_MEMBERS}"))
+        _, lo, hi = band_limits(_label(ax[1, j], f"_{label} {figures.BAND_MEMBERS}"))
         np.testing.assert_allclose(hi, s.results[var].sel(glacier=g).max("member").values)
 
 
@@ -243,7 +256,8 @@ def test_mean_smb_map_is_the_mean_of_smb_on_the_grid_extent(name):
     lo, hi = im.get_clim()
     assert lo == -hi and hi == pytest.approx(np.nanpercentile(np.abs(expect), 98))
     assert fig.axes[1].get_ylabel() == "mean SMB (m w.e. a$^{-1}$)"
-    assert ax.get_xlabel() == "x (m)" and (("mean of 3 members" in ax.get_title()) == (name == "members"))
+    assert ax.get_xlabel() == "x (km), CRS unknown"  # the synthetic store names no CRS
+    assert ("mean of 3 members" in ax.get_title()) == (name == "members")
 
 
 def _cfg(tmp_path, obs_file, plot=True):
