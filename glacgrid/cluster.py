@@ -20,7 +20,8 @@ from .config import CLUSTER_KINDS, ClusterConfig, cluster_problems
 from .exceptions import ClusterError, ConfigError, import_optional
 from .units import convert
 
-__all__ = ["client_for", "resolve_cluster", "describe_client", "slurm_cluster_kwargs", "CLUSTER_KINDS"]
+__all__ = ["client_for", "resolve_cluster", "describe_client", "dashboard_link", "slurm_cluster_kwargs",
+           "gateway_options", "CLUSTER_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,35 @@ def resolve_cluster(cluster: ClusterConfig = ClusterConfig(), kind: str | None =
     return cluster
 
 
+def dashboard_link(client) -> str | None:
+    """The link to the dask dashboard of ``client``'s scheduler (None: no client, or a scheduler without a
+    dashboard, e.g. when ``bokeh`` is missing)."""
+    if client is None:
+        return None
+    try:
+        services = client.scheduler_info().get("services", {})
+        if "dashboard" not in services and not getattr(client.cluster, "dashboard_link", None):
+            return None
+        return client.dashboard_link
+    except Exception:  # a scheduler that cannot tell (closing): no link rather than a failed run
+        return None
+
+
 def describe_client(client) -> str:
-    """One line: the scheduler address and the workers (count, threads, memory) the client sees."""
+    """One line: the scheduler address, the workers (count, threads, memory) the client sees, and the
+    dashboard link."""
     if client is None:
         import dask
 
-        return f"threaded scheduler in this process, {dask.config.get('num_workers', None) or os.cpu_count()} threads"
+        return (f"threaded scheduler in this process, {dask.config.get('num_workers', None) or os.cpu_count()} "
+                "threads (no dashboard)")
     info = client.scheduler_info()
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
     mem = convert(sum(w.get("memory_limit", 0) or 0 for w in workers.values()), "B", "GiB")
-    return f"scheduler {info.get('address', '?')}, {len(workers)} workers, {threads} threads, {mem:.1f} GiB"
+    link = dashboard_link(client)
+    return (f"scheduler {info.get('address', '?')}, {len(workers)} workers, {threads} threads, {mem:.1f} GiB; "
+            f"dashboard {link or 'none (install bokeh)'}")
 
 
 def _wait_for_workers(client, n: int, timeout: float, what: str, pending=lambda: "") -> None:
@@ -129,7 +148,7 @@ def _mpi(c: ClusterConfig) -> Iterator[object]:
 
     # rank 0 runs the scheduler and rank >= 2 the workers, neither returns; rank 1 goes on as the client
     dask_mpi.initialize(nthreads=c.threads_per_worker, memory_limit=c.memory_limit,
-                        interface=c.interface or None, dashboard=False)
+                        interface=c.interface or None, dashboard=True, dashboard_address=":0")
     with Client() as client:
         from mpi4py import MPI  # (dask-mpi's own dependency) the worker ranks may register after this rank goes on
 
@@ -137,15 +156,78 @@ def _mpi(c: ClusterConfig) -> Iterator[object]:
         yield client
 
 
+def gateway_options(options, c: ClusterConfig) -> dict[str, object]:
+    """Set the ``[cluster]`` settings on a gateway's cluster options where the gateway offers them:
+    ``cores`` -> ``worker_cores``, ``memory`` -> ``worker_memory`` (GiB for a numeric option, the memory
+    string otherwise) and ``image`` (when set) -> ``image``; returns what was set.
+
+    Raises :class:`~glacgrid.exceptions.ClusterError` when the gateway refuses a value (out of its range).
+    """
+    from dask.utils import parse_bytes
+
+    wanted: dict[str, object] = {"worker_cores": c.cores, "worker_memory": c.memory}
+    if c.image:
+        wanted["image"] = c.image
+    offered = set(options)
+    done: dict[str, object] = {}
+    for name, value in wanted.items():
+        if name not in offered:
+            if name == "image":
+                log.warning("the dask-gateway offers no 'image' option (it offers %s); [cluster] image = %r is "
+                            "not used", sorted(offered), c.image)
+            continue
+        current = options[name]
+        if name == "worker_memory" and isinstance(current, (int, float)) and not isinstance(current, bool):
+            value = parse_bytes(str(value)) / 2 ** 30  # hubs count worker memory in GiB
+        if isinstance(current, int) and not isinstance(current, bool):
+            value = int(value)
+        elif isinstance(current, float):
+            value = float(value)
+        try:
+            options[name] = value
+        except (ValueError, TypeError) as err:
+            key = {"worker_cores": "cores", "worker_memory": "memory"}.get(name, name)
+            raise ClusterError(f"The dask-gateway refuses {name} = {value!r} (from [cluster] {key}): {err}. "
+                               "Use a value within the gateway's limits.") from err
+        done[name] = value
+    return done
+
+
+def _close_gateway(gateway) -> None:
+    """Close a ``dask_gateway.Gateway`` once: its ``__del__`` closes it again and, its event loop gone by
+    then, prints an ignored exception at exit (dask-gateway 2026.3); without the loop runner it skips that.
+    Also for the gateway client a ``GatewayCluster`` makes for itself (already closed with the cluster)."""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        gateway.close()
+    with contextlib.suppress(AttributeError):
+        del gateway._loop_runner
+
+
 @contextlib.contextmanager
 def _gateway(c: ClusterConfig) -> Iterator[object]:
     dask_gateway = import_optional("dask_gateway", "pangeo")
-    gateway = dask_gateway.Gateway()
-    with gateway.new_cluster() as cluster:
-        cluster.scale(c.n_workers)
-        with cluster.get_client() as client:
-            _wait_for_workers(client, 1, c.wait_timeout, "dask-gateway cluster")
-            yield client
+    try:
+        gateway = dask_gateway.Gateway()
+    except ValueError as err:  # no address in the dask config
+        raise ClusterError(f"No dask-gateway to connect to ({err}). On a Pangeo hub the address is configured for "
+                           "you; elsewhere set DASK_GATEWAY__ADDRESS (and DASK_GATEWAY__PROXY_ADDRESS, "
+                           "DASK_GATEWAY__AUTH__TYPE) or the `gateway` section of the dask config.") from err
+    with contextlib.ExitStack() as stack:
+        stack.callback(_close_gateway, gateway)
+        try:
+            options = gateway.cluster_options()
+        except Exception as err:  # connection refused, authentication: dask-gateway raises plain errors
+            raise ClusterError(f"Could not reach the dask-gateway at {gateway.address}: {err}. Check the address "
+                               "and that you are logged in to the hub.") from err
+        chosen = gateway_options(options, c)
+        log.info("dask-gateway cluster options: %s", chosen)
+        with gateway.new_cluster(options) as cluster:
+            if getattr(cluster, "gateway", gateway) is not gateway:
+                stack.callback(_close_gateway, cluster.gateway)
+            cluster.scale(c.n_workers)
+            with cluster.get_client() as client:
+                _wait_for_workers(client, 1, c.wait_timeout, "dask-gateway cluster")
+                yield client
 
 
 @contextlib.contextmanager
@@ -195,6 +277,6 @@ def client_for(scheduler: str | None = None, cluster: ClusterConfig = ClusterCon
         return
     logging.getLogger("distributed").setLevel(logging.WARNING)
     with LocalCluster(n_workers=cluster.n_workers, threads_per_worker=cluster.threads_per_worker,
-                      memory_limit=cluster.memory_limit, processes=True, dashboard_address=None) as lc, \
+                      memory_limit=cluster.memory_limit, processes=True, dashboard_address="127.0.0.1:0") as lc, \
             Client(lc) as client:
         yield client
