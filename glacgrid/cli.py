@@ -277,8 +277,37 @@ def _read_table(path: Path):
     return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
 
 
-CV_MODELS = ("lasso", "ols", "svr", "rf", "gbm", "ann")
-CV_SCHEMES = ("logo", "loyo", "lsygo", "random")
+def _search_grid(value: str | None) -> dict | None:
+    """``--search``: JSON (``{"C": [0.3, 1, 3]}``) or ``C=0.3,1,3;epsilon=0.05,0.1`` -> option -> values."""
+    import json
+
+    if not value:
+        return None
+    try:
+        if value.lstrip().startswith("{"):
+            grid = json.loads(value)
+        else:
+            grid = {}
+            for item in (i for i in value.split(";") if i.strip()):
+                name, values = item.split("=", 1)
+                grid[name.strip()] = [_scalar(v) for v in values.split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(f"--search {value!r} is not understood ({err}); expected e.g. 'C=0.3,1,3;epsilon=0.05,0.1' "
+                          "or JSON '{\"hidden\": [[32, 16], [64]]}'.") from None
+    if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise ConfigError(f"--search {value!r}: every option needs a non-empty list of values, e.g. 'C=0.3,1,3'.")
+    return grid
+
+
+def _scalar(text: str):
+    """A number (int or float) when ``text`` is one, else the stripped string."""
+    import json
+
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _choice(value: str, valid: tuple[str, ...], option: str) -> str:
@@ -294,6 +323,9 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
           model: str = typer.Option("lasso", help="lasso, ols, ridge, svr, rf, gbm or ann"),
           ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
           weights: str = typer.Option("none", help="sample weights: none, kde or frequency"),
+          monotone: bool = typer.Option(False, "--monotone", help="SMB monotone in temperature / snowfall "
+                                        "features by construction (rf, gbm, ann)"),
+          threads: int = typer.Option(1, help="torch threads of the ANN"),
           seed: int = typer.Option(0),
           out: Path = typer.Option(..., "--out", help="model artifact directory")):
     """Fit an SMB model on a feature table and save it without pickle.
@@ -318,6 +350,10 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
     y = df[target].to_numpy("float64")
     w = sample_weights(y, None if weights == "none" else weights)
     opts = {"preset": ann_preset} if ann_preset else {}
+    if monotone:
+        opts["monotone"] = True
+    if model == "ann":
+        opts["threads"] = threads
     m = make_model(model, seed=seed, **opts).fit(df[list(names)].to_numpy("float64"), y, schema,
                                                  sample_weight=w)
     path = m.to_artifact(out)
@@ -330,32 +366,110 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
        glacier_col: str = typer.Option(..., help="glacier id column"),
        year_col: str = typer.Option(..., help="year column"),
        features: str = typer.Option(..., help="comma-separated feature columns"),
-       model: str = typer.Option(..., help="{lasso,ols,svr,rf,gbm,ann}"),
-       scheme: str = typer.Option(..., help="{logo,loyo,lsygo,random}"),
+       model: str = typer.Option(..., help="{lasso,ols,ridge,svr,rf,gbm,ann}"),
+       scheme: str = typer.Option(..., help="{logo,loyo,lsygo,kfold,random}"),
        ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
+       weighting: str = typer.Option("none", help="sample weights from each fold's training target: "
+                                     "{none,kde,frequency}"),
+       ensemble: int = typer.Option(0, help="members of an ensemble per fold (0: one model)"),
+       ensemble_method: str = typer.Option("seeds", help="how ensemble members differ: {seeds,bootstrap}"),
+       search: Optional[str] = typer.Option(None, help="nested hyperparameter search inside each outer fold, "
+                                            "e.g. 'C=0.3,1,3;epsilon=0.05,0.1' or JSON"),
+       monotone: bool = typer.Option(False, "--monotone", help="monotone models (rf, gbm, ann)"),
+       threads: int = typer.Option(1, help="torch threads of the ANN"),
+       n_splits: int = typer.Option(5, help="folds of the kfold scheme"),
+       k: int = typer.Option(2, help="lsygo group size (k glaciers x k years)"),
        seed: int = typer.Option(0),
        out: Path = typer.Option(..., "--out", help="RESULT.json")):
     """Cross-validate a model on a feature table; print metrics and write out-of-fold predictions.
 
     RESULT.json holds the overall and per-fold metrics (r, r2, rmse, mae, bias) and one record per
-    held-out row (glacier, year, observed, predicted, fold).
+    held-out row (glacier, year, observed, predicted, fold), and the options used.
 
     Example: glacgrid cv features.csv --target smb --glacier-col rgi_id --year-col year
-    --features cpdd,snow_winter,snow_summer --model lasso --scheme logo --out cv.json
+    --features cpdd,snow_winter,snow_summer --model gbm --monotone --scheme kfold --weighting kde
+    --search 'learning_rate=0.05,0.1' --out cv.json
     """
-    from .models import cross_validate
+    from .models import ENSEMBLE_METHODS, MODEL_KINDS, SCHEMES, WEIGHTINGS, cross_validate
 
     df = _read_table(table)
-    _choice(model, CV_MODELS, "--model")
-    _choice(scheme, CV_SCHEMES, "--scheme")
+    _choice(model, MODEL_KINDS, "--model")
+    _choice(scheme, SCHEMES, "--scheme")
+    _choice(weighting, ("none", *WEIGHTINGS), "--weighting")
+    _choice(ensemble_method, ENSEMBLE_METHODS, "--ensemble-method")
+    if ensemble < 0 or ensemble == 1:
+        raise ConfigError(f"--ensemble {ensemble}: use 0 for one model or at least 2 members.")
     opts = {"preset": ann_preset} if ann_preset else {}
+    if monotone:
+        opts["monotone"] = True
+    if model == "ann":
+        opts["threads"] = threads
+    if ensemble:
+        opts.update(ensemble=ensemble, ensemble_method=ensemble_method)
     res = cross_validate(df, target=target, features=_csv_list(features) or [], glacier_col=glacier_col,
-                         year_col=year_col, kind=model, scheme=scheme, seed=seed, **opts)
+                         year_col=year_col, kind=model, scheme=scheme, seed=seed,
+                         weighting=None if weighting == "none" else weighting, search=_search_grid(search),
+                         k=k, n_splits=n_splits, **opts)
     res.to_json(out)
     typer.echo(res.per_fold.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60))
     typer.echo("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
                + f"  (n={len(res.predictions)}, {len(res.per_fold)} folds)")
     typer.echo(f"wrote {out}")
+
+
+@_command(app, "check-physics")
+def check_physics_cmd(model_dir: Path = typer.Argument(..., help="model artifact directory from `glacgrid train`"),
+                      table: Optional[Path] = typer.Option(None, help="probe rows: a feature table (CSV or Parquet) "
+                                                           "holding the model's features; default: the training "
+                                                           "means stored in the model"),
+                      n_probe: int = typer.Option(50, help="at most this many probe rows (a seeded sample)"),
+                      amplitude: float = typer.Option(10.0, help="amplitude (K) of the sinusoidal annual cycle "
+                                                      "that warms degree days when monthly temperatures are "
+                                                      "not features"),
+                      json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")):
+    """Sweep each temperature / snowfall feature of a model and report monotonicity violations and the
+    SMB sensitivity per K at +1..+4 K.
+
+    A violation is a probe row on which SMB rises with degree days or temperature, or falls with
+    snowfall or precipitation, anywhere on a sweep of the feature over its training mean +- 2.5 std.
+    The exit status is 0 whatever is found: read the table.
+
+    Example: glacgrid check-physics model --table features.csv --json physics.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .models import check_physics, load_model
+    from .models.schema import write_json_atomic
+
+    m = load_model(model_dir)
+    rep = check_physics(m, None if table is None else _read_table(table), n_probe=n_probe,
+                        amplitude=amplitude)
+    console = Console(soft_wrap=True)
+    label = "monotone by construction" if rep.monotone else "not constrained"
+    console.print(f"{model_dir}: {rep.kind} model, {label}; {rep.n_probe} probe row(s) from {rep.probe_source}",
+                  highlight=False)
+    viol = Table(title="Monotonicity sweeps")
+    for col in ("feature", "SMB must", "rows violating", "max violation (m w.e.)"):
+        viol.add_column(col, justify="left" if col in ("feature", "SMB must") else "right")
+    for v in rep.violations:
+        viol.add_row(v.feature, "not rise" if v.sign < 0 else "not fall", f"{v.rows_violating}/{v.n_rows}",
+                     f"{v.max_violation:.4f}")
+    console.print(viol)
+    sens = Table(title=f"Warming (degree days {rep.degree_days})")
+    for col in ("step", "mean SMB after (m w.e.)", "sensitivity (m w.e./K)"):
+        sens.add_column(col, justify="right")
+    sens.add_row("+0 K", f"{rep.smb_mean[0]:.3f}", "")
+    for a, b, smb, s in zip(rep.warming, rep.warming[1:], rep.smb_mean[1:], rep.sensitivity):
+        sens.add_row(f"+{a:g} -> +{b:g} K", f"{smb:.3f}", f"{s:+.3f}")
+    console.print(sens)
+    console.print(f"sensitivity 0..+2 K: {rep.sensitivity_0_2:+.3f} m w.e./K; +2..+4 K: {rep.sensitivity_2_4:+.3f} "
+                  f"m w.e./K (snowfall held); total violations: {rep.total_violations}", highlight=False)
+    for note in rep.notes:
+        console.print(f"note: {note}", highlight=False)
+    if json_out is not None:
+        write_json_atomic(json_out, rep.to_dict())
+        typer.echo(f"wrote {json_out}")
 
 
 @_command(app)
@@ -640,19 +754,29 @@ def domain_finish(config: Path = typer.Argument(..., help="run configuration (TO
 
 
 @_command(app, "export")
-def export_domain(results: Path = typer.Argument(..., help="results store of a domain run (results.zarr)"),
-                  domain: Path = typer.Argument(..., help="its domain store (<output>/work/domain.zarr)"),
-                  out: Path = typer.Argument(..., help="output folder"),
-                  by: str = typer.Option("glacier", "--by", help="glacier (one GeoTIFF per glacier window) or "
-                                         "zone (one per CRS zone)")):
-    """Write the packed fields of a domain run (smb, thickness) as GeoTIFFs, bands = years.
+def export(store: Path = typer.Argument(..., help="a finished store: results.zarr (dense or domain run), "
+                                      "static.zarr, downscaled.zarr"),
+           domain: Optional[Path] = typer.Argument(None, help="domain runs to GeoTIFF: the domain store "
+                                                   "(default <store folder>/work/domain.zarr)"),
+           out_folder: Optional[Path] = typer.Argument(None, help="output (the same as --out)"),
+           to: str = typer.Option("geotiff", "--to", help="netcdf (one CF-1.10 netCDF-4 file) or geotiff "
+                                  "(one Cloud-Optimised GeoTIFF per variable and year; domain runs: one per "
+                                  "glacier or CRS zone, bands = years)"),
+           out: Optional[Path] = typer.Option(None, "--out", help="the netCDF file or the GeoTIFF folder (default: "
+                                              "beside the store, STORE.nc or STORE_tif)"),
+           by: str = typer.Option("glacier", "--by", help="domain runs: glacier (one GeoTIFF per glacier window) "
+                                  "or zone (one per CRS zone)")):
+    """Write a store for other tools: CF netCDF (--to netcdf) or GeoTIFFs with their CRS (--to geotiff).
 
-    Example: glacgrid export alps-output/results.zarr alps-output/work/domain.zarr alps-tifs --by zone
+    Example: glacgrid export demo-output/results.zarr --to netcdf
     """
-    from .pipeline.domain_jobs import export_results
+    from .outputs import export_store
 
-    files = export_results(results, domain, out, by=by)
-    typer.echo(f"wrote {len(files)} GeoTIFF(s) into {out}")
+    target = out if out is not None else out_folder
+    files = export_store(store, to, target, domain=domain, by=by) if to == "geotiff" else export_store(store, to, target)
+    kind = "netCDF file" if to == "netcdf" else "GeoTIFF(s)"
+    where = files[0] if to == "netcdf" else (target or (files[0].parent if files else store))
+    typer.echo(f"wrote {len(files)} {kind} ({where})")
 
 
 @_command(app)
@@ -696,19 +820,25 @@ def validate(config: Path = typer.Argument(..., help="run configuration (TOML) w
                                                            "(default: those beside the WGMS mbdata files)"),
              evolve: Optional[bool] = typer.Option(None, "--evolve/--no-evolve", help="also run the evolution "
                                                    "and compare area and volume with WGMS (default: when "
-                                                   "mode = \"evolve\")")):
+                                                   "mode = \"evolve\")"),
+             training: Optional[str] = typer.Option(None, "--training", help="how the fold models are trained, "
+                                                    "comma-separated: glacier (glacier-wide rows), joint "
+                                                    "(glacier-wide + 50 m bands); default: [model] training")):
     """Validate a run against its observations: reconstruction LOGO/LOYO on the gridded path, 50 m
-    elevation bands against WGMS profiles, and (evolve) area and volume change against WGMS.
+    elevation bands against WGMS profiles (band RMSE, bias and the gradients below and above the ELA),
+    and (evolve) area and volume change against WGMS.
 
-    Writes CSV tables and validation.md into --out and prints the tables.
+    Writes CSV tables and validation.md into --out and prints the tables. With --training glacier,joint
+    glacier-wide-only and joint training are compared side by side (training_comparison.csv).
 
-    Example: glacgrid validate examples/hef_evolve.toml --out hef-validation
+    Example: glacgrid validate examples/hef_evolve.toml --out hef-validation --training glacier,joint
     """
     from .config import load_config
     from .pipeline import validate as run_validation
 
     report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],
-                            profiles=profiles or None, evolve=evolve)
+                            profiles=profiles or None, evolve=evolve,
+                            trainings=_csv_list(training) or None)
     files = report.write(out)
     typer.echo(report.markdown())
     typer.echo(f"wrote {files['markdown']} and {len(files) - 1} CSV tables into {out}")

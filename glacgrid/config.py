@@ -28,6 +28,7 @@ __all__ = [
     "CLUSTER_KINDS",
     "RunConfig",
     "ClimateConfig",
+    "ForcingConfig",
     "GridConfig",
     "GlaciersConfig",
     "PeriodConfig",
@@ -53,6 +54,40 @@ class ClimateConfig:
     files: tuple[Path, ...]
     invariant: Path
     variables: tuple[str, ...] = ("t2m", "tp")
+
+
+@dataclass(frozen=True)
+class ForcingConfig:
+    """A climate forcing beside the ``[climate]`` reference: a GCM, CESM or a reanalysis ensemble, read with
+    :func:`glacgrid.ingest.read_forcing` and bias-adjusted into the reference with
+    :func:`glacgrid.downscale.bias_adjust`.
+
+    files : the forcing's netCDF files (globs allowed), split per variable and/or period.
+
+    kind : ``cf`` (CF/CMIP ``tas``, ``pr``), ``cesm`` (``TREFHT``, ``PRECC`` + ``PRECL``) or ``era5`` (ERA5,
+        CERA-20C: ``t2m``, ``tp``; ``number`` becomes ``member``).
+
+    invariant : the forcing's orography file (optional).
+
+    members : ensemble members to use (values of ``number``); empty: all.
+
+    method : bias adjustment per calendar month: ``delta`` (additive temperature, multiplicative
+        precipitation), ``eqm`` (empirical quantile mapping) or ``qdm`` (quantile delta mapping, keeps the
+        forcing's trend).
+
+    overlap : first and last month of the fitting period, e.g. ``["1981-01", "2000-12"]``; empty: all the
+        months the forcing and the reference share.
+
+    n_quantiles : quantiles per calendar month (eqm, qdm).
+    """
+
+    files: tuple[Path, ...]
+    kind: str
+    invariant: Path | None = None
+    members: tuple[int, ...] = ()
+    method: str = "qdm"
+    overlap: tuple[str, ...] = ()
+    n_quantiles: int = 20
 
 
 @dataclass(frozen=True)
@@ -108,10 +143,24 @@ class ModelConfig:
     ensemble : number of ensemble members (models of ``kind`` with seeds ``seed, seed + 1, ...``);
         0 = a single model. In reconstruct mode an ensemble writes the member mean (``smb``,
         ``smb_glacier``) and the spread across members (``smb_spread``, ``smb_glacier_spread``).
+
     ensemble_method : how members differ: ``seeds`` (same data, other seeds), ``bootstrap`` (each
         member fitted on a bootstrap resample of the training rows), or ``auto``: bootstrap for the
         kinds whose fit does not depend on the seed (lasso, ols, ridge, svr: seeds alone would give
         identical members and a spread of exactly 0), seeds for the others (rf, gbm, ann).
+
+    monotone : SMB non-increasing in the temperature / degree-day features and non-decreasing in the
+        snowfall features by construction (kinds rf, gbm, ann; :mod:`glacgrid.models.physics`).
+
+    threads : torch threads of each ANN fit and prediction (default 1: one per worker).
+
+    training : ``glacier`` (default): fit on the glacier-wide rows of the training table; ``joint``: one
+        pixel model fitted against the glacier-wide balances and the elevation bands of the WGMS profiles
+        at once, each observation the area-weighted mean of the model over its footprint
+        (:mod:`glacgrid.models.footprint`; linear kinds and ann).
+
+    band_weight : joint training: share of the loss of the band footprints relative to the glacier-wide
+        balances (1.0): each kind's weight is spread over its footprints.
     """
 
     kind: str = "lasso"
@@ -120,6 +169,10 @@ class ModelConfig:
     seed: int = 0
     ensemble: int = 0
     ensemble_method: str = "auto"
+    monotone: bool = False
+    threads: int = 1
+    training: str = "glacier"
+    band_weight: float = 1.0 / 3.0
 
 
 @dataclass(frozen=True)
@@ -130,12 +183,15 @@ class ObservationsConfig:
     ``format = "table"``: CSV with columns ``id_column``, ``year`` and ``smb`` in m w.e.
     ``links`` maps an observation id to one or more outline ids (e.g. a glacier split into divides);
     without a link an observation id must equal an outline id.
+    ``profiles``: WGMS elevation-band profiles (``profile_WGMS-NNNNN.csv``) for joint training and
+    validation; default: the ones beside the WGMS ``mbdata`` files.
     """
 
     files: tuple[Path, ...] = ()
     format: str = "wgms"
     id_column: str = "RGI_ID"
     links: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    profiles: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,6 +280,10 @@ class ClusterConfig:
     wait_timeout : float
         Seconds to wait for the ``n_workers`` workers of a SLURMCluster (then the run goes on
         with those connected, an error if none is) or for the first worker of a gateway cluster.
+    image : str
+        The container image of a gateway cluster's workers (its ``image`` cluster option, as on a Pangeo
+        hub); empty: the gateway's default. A gateway cluster also gets ``cores`` and ``memory`` as its
+        ``worker_cores`` and ``worker_memory`` options where the gateway offers them.
     """
 
     kind: str = "local"
@@ -242,6 +302,7 @@ class ClusterConfig:
     log_directory: str = ""
     python: str = ""
     wait_timeout: float = 600.0
+    image: str = ""
 
 
 #: Cluster kinds besides a scheduler address.
@@ -297,11 +358,13 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     domain: DomainConfig | None = None
+    forcing: ForcingConfig | None = None
     source: Path | None = None
 
 
 _SECTIONS: dict[str, type] = {
     "climate": ClimateConfig,
+    "forcing": ForcingConfig,
     "grid": GridConfig,
     "glaciers": GlaciersConfig,
     "period": PeriodConfig,
@@ -320,11 +383,15 @@ _CHOICES = {
     ("model", "kind"): ("lasso", "ols", "ridge", "svr", "rf", "gbm", "ann"),
     ("model", "cv"): ("logo", "loyo", "lsygo", "kfold", "random"),
     ("model", "ensemble_method"): ("auto", "seeds", "bootstrap"),
+    ("model", "training"): ("glacier", "joint"),
     ("observations", "format"): ("wgms", "table"),
+    ("forcing", "kind"): ("cf", "cesm", "era5"),  # glacgrid.ingest.FORCING_KINDS
+    ("forcing", "method"): ("delta", "eqm", "qdm"),  # glacgrid.downscale.METHODS
 }
 _FEATURES = (
     "cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
     "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin",
+    "elevation_norm", "snow_winter_dz", "snowfree_months", "cpdd_ice", "cpdd_low",  # profile features (joint)
 )
 
 
@@ -466,6 +533,7 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     missing = {"t2m", "tp"} - set(climate.variables)
     if missing:
         errs.add(f"[climate] variables must include t2m and tp; missing {sorted(missing)}.")
+    _check_forcing(kw.get("forcing"), errs)
     grid: GridConfig | None = kw["grid"]
     if grid is not None and not grid.dem.exists():
         errs.add(f"[grid] dem {grid.dem} does not exist.")
@@ -506,6 +574,12 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     _check_geometry(geom, kw.get("mode", "reconstruct"), errs)
     if model.ensemble == 1 or model.ensemble < 0:
         errs.add(f"[model] ensemble = {model.ensemble}: use 0 for a single model or at least 2 members.")
+    if model.threads < 1:
+        errs.add(f"[model] threads = {model.threads}: use at least 1 (torch threads of the ANN).")
+    if not (model.band_weight >= 0 and model.band_weight < float("inf")):
+        errs.add(f"[model] band_weight = {model.band_weight}: use a non-negative number (0: glacier-wide only).")
+    if model.training == "joint" and model.kind not in ("lasso", "ols", "ridge", "ann"):
+        errs.add(f"[model] training = 'joint' fits linear kinds and ann; kind = {model.kind!r} is not one of them.")
     errs.problems.extend(cluster_problems(kw.get("cluster", ClusterConfig())))
     if dom is not None:
         if (dom.thickness_tiles is None) != (dom.dem_tiles is None):
@@ -526,6 +600,28 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
             errs.add(f"[domain] numbers lists a glacier twice: {sorted(dom.numbers)}.")
         if dom.numbers and not tiles:
             errs.add("[domain] numbers selects per-glacier tiles; it needs thickness_tiles and dem_tiles.")
+
+
+def _check_forcing(forcing: ForcingConfig | None, errs: _Collector) -> None:
+    """``[forcing]``: files that exist, a period of two months ``YYYY-MM``, valid members and quantiles."""
+    import re
+
+    if forcing is None:
+        return
+    if not forcing.files:
+        errs.add("[forcing] files is empty: list the forcing's netCDF files (globs allowed).")
+    for p in (*forcing.files, *((forcing.invariant,) if forcing.invariant is not None else ())):
+        if not p.exists():
+            errs.add(f"[forcing] file {p} does not exist.")
+    month = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+    if forcing.overlap and (len(forcing.overlap) != 2 or not all(month.fullmatch(m) for m in forcing.overlap)
+                            or forcing.overlap[1] < forcing.overlap[0]):
+        errs.add(f"[forcing] overlap = {list(forcing.overlap)}: give the first and last month of the fitting period, "
+                 "e.g. [\"1981-01\", \"2000-12\"] (or leave it out for the whole overlap).")
+    if any(m < 0 for m in forcing.members):
+        errs.add(f"[forcing] members = {list(forcing.members)}: members are the non-negative values of 'number'.")
+    if forcing.n_quantiles < 3:
+        errs.add(f"[forcing] n_quantiles = {forcing.n_quantiles}: use at least 3 (20 is typical).")
 
 
 def _raw_domain_tiles(raw: dict[str, Any]) -> bool:
@@ -641,6 +737,10 @@ cv = "logo"                      # logo, loyo, lsygo (k glaciers x k years), kfo
 seed = 0
 ensemble = 0                     # members of a model ensemble (0: one model); reconstruct writes mean and spread
 ensemble_method = "auto"         # seeds, bootstrap, auto (bootstrap for lasso/ols/ridge/svr, seeds otherwise)
+monotone = false                 # rf, gbm, ann: SMB monotone in degree days / snowfall by construction
+threads = 1                      # torch threads of the ANN
+training = "glacier"             # glacier (glacier-wide rows) or joint (glacier-wide + WGMS 50 m bands)
+band_weight = 0.333              # joint: loss share of the bands relative to the glacier-wide balances (1)
 
 [observations]
 files = ["mbdata_WGMS-*.csv"]
