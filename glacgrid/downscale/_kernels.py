@@ -206,3 +206,87 @@ def orography_terms(orog: np.ndarray, j, wy, i, wx, z: np.ndarray, factor: float
                      np.ascontiguousarray(wx, dtype="float32"), np.ascontiguousarray(z, dtype="float32"),
                      float(gradient), float(factor), dz, scale)
     return dz, scale
+
+
+# ----------------------------------------------------------------------------- learned downscaling
+#: Predictors of the learned downscaling, in column order (see :func:`learned_features`).
+LEARNED_FEATURES = ("coarse", "elevation", "dz", "lat", "lon", "month_sin", "month_cos")
+#: Precipitation offset (kg m-2 per month) of the log-ratio target of the learned downscaling.
+LEARNED_PR_OFFSET = 1.0
+
+
+def learned_features(coarse: np.ndarray, z_coarse: np.ndarray, z: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                     month: np.ndarray) -> np.ndarray:
+    """The ``(n, 7)`` float64 predictor table of the learned downscaling, one row per (time, point).
+
+    ``coarse`` is the coarse field interpolated to the points, ``(time, *space)``; ``z_coarse`` (the
+    interpolated coarse orography), ``z`` (the points' elevation), ``lat``, ``lon`` have the ``space``
+    shape; ``month`` (1..12) has ``(time,)``. Rows are time-major (C order of ``coarse``). Columns:
+    :data:`LEARNED_FEATURES`; the month enters as a point on the unit circle (December next to January).
+    """
+    coarse = np.asarray(coarse, dtype="float64")
+    shape = coarse.shape
+    nt = shape[0]
+    npt = int(np.prod(shape[1:], dtype="int64"))
+    z = np.asarray(z, dtype="float64").reshape(-1)
+    zc = np.asarray(z_coarse, dtype="float64").reshape(-1)
+    ang = 2.0 * np.pi * (np.asarray(month, dtype="float64").reshape(-1) - 1.0) / 12.0
+    out = np.empty((nt, npt, 7), dtype="float64")
+    out[..., 0] = coarse.reshape(nt, npt)
+    out[..., 1] = z[None, :]
+    out[..., 2] = (z - zc)[None, :]
+    out[..., 3] = np.asarray(lat, dtype="float64").reshape(-1)[None, :]
+    out[..., 4] = np.asarray(lon, dtype="float64").reshape(-1)[None, :]
+    out[..., 5] = np.sin(ang)[:, None]
+    out[..., 6] = np.cos(ang)[:, None]
+    return out.reshape(nt * npt, 7)
+
+
+@njit(cache=True, nogil=True)
+def _tree_sum(X, roots, left, right, feature, threshold, value, out):  # pragma: no cover - compiled
+    for r in range(X.shape[0]):
+        s = 0.0
+        for t in range(roots.size):
+            node = roots[t]
+            while left[node] >= 0:
+                if np.float64(np.float32(X[r, feature[node]])) <= threshold[node]:
+                    node = left[node]
+                else:
+                    node = right[node]
+            s += value[node]
+        out[r] = s
+
+
+def tree_sum(X: np.ndarray, roots: np.ndarray, left: np.ndarray, right: np.ndarray, feature: np.ndarray,
+             threshold: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Sum over flattened regression trees of each row's leaf value (float64, one value per row of ``X``).
+
+    Trees are concatenated: ``roots`` holds each tree's root index; ``left``/``right`` are global node
+    indices (-1 at leaves). A row goes left where ``float32(x) <= threshold``, as scikit-learn decides.
+    Rows holding NaN go right at every split (the caller masks them).
+    """
+    X = np.ascontiguousarray(X, dtype="float64")
+    out = np.empty(X.shape[0], dtype="float64")
+    _tree_sum(X, np.ascontiguousarray(roots, dtype="int64"), np.ascontiguousarray(left, dtype="int64"),
+              np.ascontiguousarray(right, dtype="int64"), np.ascontiguousarray(feature, dtype="int64"),
+              np.ascontiguousarray(threshold, dtype="float64"), np.ascontiguousarray(value, dtype="float64"), out)
+    return out
+
+
+def learned_target(fine: np.ndarray, coarse: np.ndarray, kind: str) -> np.ndarray:
+    """Training target of the learned downscaling: ``fine - coarse`` (``kind="+"``, temperature) or
+    ``log((fine + c) / (coarse + c))`` with ``c`` = :data:`LEARNED_PR_OFFSET` (``"*"``, precipitation)."""
+    fine, coarse = np.asarray(fine, dtype="float64"), np.asarray(coarse, dtype="float64")
+    if kind == "+":
+        return fine - coarse
+    c = LEARNED_PR_OFFSET
+    return np.log((np.maximum(fine, 0.0) + c) / (np.maximum(coarse, 0.0) + c))
+
+
+def learned_inverse(pred: np.ndarray, coarse: np.ndarray, kind: str) -> np.ndarray:
+    """The fine field from the predicted target (:func:`learned_target` inverted; precipitation >= 0)."""
+    pred, coarse = np.asarray(pred, dtype="float64"), np.asarray(coarse, dtype="float64")
+    if kind == "+":
+        return coarse + pred
+    c = LEARNED_PR_OFFSET
+    return np.maximum((np.maximum(coarse, 0.0) + c) * np.exp(pred) - c, 0.0)
