@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FEATURES", "CONSTANTS", "PIXEL_TOPO", "CLIMATE", "DERIVED", "STATE_VARS", "ordered_features"]
+__all__ = ["FEATURES", "CONSTANTS", "PIXEL_TOPO", "CLIMATE", "DERIVED", "CLIMATE_PRODUCTS", "EXPOSURE",
+           "STATE_VARS", "ordered_features"]
 
 #: The base features glacgrid computes, in canonical order (the ``[model] features`` of a run).
 FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
@@ -15,6 +16,12 @@ PIXEL_TOPO = ("mean_elevation", "slope", "lat", "lon", "aspect_cos", "aspect_sin
 CLIMATE = ("cpdd", "cpdd_ablation", "ablation_months", "snow_winter", "snow_summer")
 #: Derived from the constants: position of the pixel in its glacier's elevation range.
 DERIVED = ("elevation_norm",)
+#: Profile features that are a climate predictor times a per-pixel factor, as ``(name, climate predictor)``
+#: (:mod:`glacgrid.features.profile`): winter snowfall times the height above the reference elevation,
+#: degree-days times ``1 - elevation_norm``. The compiled inference pass builds them from its climate sums.
+CLIMATE_PRODUCTS = (("snow_winter_dz", "snow_winter"), ("cpdd_low", "cpdd"))
+#: Profile features of a monthly snow bucket (:func:`glacgrid.features.snow_bucket`), in its output order.
+EXPOSURE = ("snowfree_months", "cpdd_ice")
 #: The pixel variables of a glacier state (:class:`~glacgrid.glaciers.GlacierGeometry`).
 STATE_VARS = ("glacier_id", "thickness", "surface", "pixel_area")
 

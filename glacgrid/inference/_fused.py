@@ -8,7 +8,10 @@ the block. Arithmetic is that of :func:`glacgrid.features.annual_climate` to the
 temperature moved to the surface in float32, positive degree-days ``max(t, 0) * days`` in float64, the
 solid fraction and the snowfall in float32, and the 12 monthly terms summed in numpy's pairwise order
 (``((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))``, then ``a8`` to ``a11`` one by one), which is
-how ``np.sum`` adds a contiguous run of 12 values. NaN propagates as in numpy.
+how ``np.sum`` adds a contiguous run of 12 values. NaN propagates as in numpy. The climate products of
+the profile features (``snow_winter_dz``, ``cpdd_low``: :data:`glacgrid.glaciers.CLIMATE_PRODUCTS`) are a
+sum times a per-pixel float64 factor, rounded to float32, as numpy multiplies a float32 feature by a float64
+(or float32) array in :func:`glacgrid.features.profile_pixel_features`.
 
 Rows can be written at any positions (the layout torch models need, see
 :func:`glacgrid.inference._kernels.aligned_layout`). Pure numpy + numba: never imports xarray.
@@ -27,8 +30,8 @@ CHUNK = 512
 
 
 @njit(cache=True, nogil=True)
-def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, static, scols, ccols, pos,
-              mean, std, zero_bad, X, ok):  # pragma: no cover - compiled
+def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, static, scols, ccols, pcols, psrc,
+              pfac, ddf, pos, mean, std, zero_bad, X, ok):  # pragma: no cover - compiled
     """Fill ``X[pos[y * n + i]]`` for every year ``y`` and active pixel ``i`` of a block.
 
     Parameters
@@ -42,7 +45,13 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     rain_thr, band : float32, rain threshold and width of the rain/snow band (float32(rain - snow))
     static : (n, k) float32, the year-independent columns of each pixel
     scols : (k,) int64, their columns in ``X``
-    ccols : (3,) int64, columns of CPDD, winter and summer snowfall in ``X`` (-1: not wanted)
+    ccols : (5,) int64, columns of CPDD, winter and summer snowfall, snow-free months and degree-days on a
+        snow-free surface (the snow bucket of :func:`glacgrid.features.snow_bucket`) in ``X`` (-1: not
+        wanted; the bucket needs every month in ``winter`` or ``summer``)
+    pcols, psrc : (p,) int64, the columns of the climate products (``snow_winter_dz``, ``cpdd_low``) and
+        the sum each multiplies (0: CPDD, 1: winter, 2: summer snowfall)
+    pfac : (n, p) float64, each pixel's factor: the product is ``float32(float64(sum) * factor)``
+    ddf : float64, degree-day factor of snow of the bucket (kg m-2 K-1 d-1)
     pos : (year * n,) int64, the row of each pixel-year in ``X``
     mean, std : (n_features,) float64; each value is written as ``float32((float64(v) - mean) / std)``
         (the standardisation of ``ANNModel.predict``, to the bit); 0 and 1 write ``v`` itself
@@ -56,6 +65,7 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
     no_pred = np.zeros(0, np.float64)
     pdd, sw, ss, sums = _scratch()
     zstat, sgood = _standard_static(static, scols, mean, std)
+    bucket = ccols[3] >= 0 or ccols[4] >= 0
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
@@ -63,17 +73,19 @@ def fill_rows(temp, prcp, days, corr, flat, winter, summer, rain_thr, band, stat
                 _month_terms(temp[y, m], prcp[y, m], flat[a:b], corr[a:b], days[y, m], winter[m], summer[m],
                              rain_thr, band, pdd[m], sw[m], ss[m])
             _sum_months(pdd, sw, ss, b - a, sums)
-            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, no_coef, 0.0,
-                    no_pred)
+            if bucket:
+                _bucket(pdd, sw, ss, winter, ddf, b - a, sums)
+            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, pcols, psrc, pfac, sums, mean, std, zero_bad, X,
+                    ok, no_coef, 0.0, no_pred)
 
 
 @njit(cache=True, nogil=True)
 def _scratch():  # pragma: no cover - compiled
     """The monthly terms of a chunk of pixels, month-major so that the month loop and the sums run along
     the pixels (vectorised): degree-days (float64), winter and summer snowfall (float32); and the chunk's
-    three 12-month sums (CPDD, winter and summer snowfall, float32)."""
+    three 12-month sums (CPDD, winter and summer snowfall, float32) and two snow-bucket values (float32)."""
     return (np.zeros((12, CHUNK), np.float64), np.zeros((12, CHUNK), np.float32), np.zeros((12, CHUNK), np.float32),
-            np.zeros((3, CHUNK), np.float32))
+            np.zeros((5, CHUNK), np.float32))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -139,9 +151,37 @@ def _sum_months(pdd, sw, ss, size, sums):  # pragma: no cover - compiled
         sums[2, k] = (((u + ss[8, k]) + ss[9, k]) + ss[10, k]) + ss[11, k]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bucket(pdd, sw, ss, winter, ddf, size, sums):  # pragma: no cover - compiled
+    """The monthly snow bucket of the first ``size`` pixels of a chunk (:func:`glacgrid.features.snow_bucket`,
+    the same float64 operations in the same order): ``sums[3]`` the snow-free months, ``sums[4]`` the
+    degree-days on a snow-free surface; NaN when a month's degree-days or snowfall is NaN. A month's
+    snowfall is its winter term in winter months, else its summer term."""
+    for k in range(size):
+        store = 0.0
+        months = 0.0
+        ice = 0.0
+        bad = False
+        for m in range(12):
+            s = sw[m, k] if winter[m] else ss[m, k]
+            p = pdd[m, k]
+            if np.isnan(s) or np.isnan(p):
+                bad = True
+            store = store + np.float64(s)
+            melt = ddf * p
+            bare = (melt - store) / melt if melt > store else 0.0
+            months += bare
+            ice += bare * p
+            store = store - melt
+            store = store if store > 0.0 else 0.0
+        sums[3, k] = np.float32(np.nan) if bad else np.float32(months)
+        sums[4, k] = np.float32(np.nan) if bad else np.float32(ice)
+
+
 @njit(cache=True, nogil=True)
 def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, winter, summer, rain_thr, band, static,
-                   scols, ccols, pos, mean, std, zero_bad, X, ok, coef, intercept, pred):  # pragma: no cover
+                   scols, ccols, pcols, psrc, pfac, ddf, pos, mean, std, zero_bad, X, ok, coef, intercept,
+                   pred):  # pragma: no cover - compiled
     """:func:`fill_rows` with each pixel's monthly climate interpolated in place from the coarse window.
 
     ``t2m``, ``tp``: ``(year, 12, lat, lon)`` float32 windows of the cube; ``j, wy, i, wx``: the pixels'
@@ -163,6 +203,7 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
     n = j.size
     pdd, sw, ss, sums = _scratch()
     zstat, sgood = _standard_static(static, scols, mean, std)
+    bucket = ccols[3] >= 0 or ccols[4] >= 0
     for y in range(ny):
         for a in range(0, n, CHUNK):
             b = min(a + CHUNK, n)
@@ -183,8 +224,10 @@ def fill_rows_cube(t2m, tp, j, wy, i, wx, dz, scale, gamma, t0, days, corr, wint
                                       pdd[m, ka:kb], sw[m, ka:kb], ss[m, ka:kb])
                 r0 = r1
             _sum_months(pdd, sw, ss, b - a, sums)
-            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, coef, intercept,
-                    pred)
+            if bucket:
+                _bucket(pdd, sw, ss, winter, ddf, b - a, sums)
+            _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, pcols, psrc, pfac, sums, mean, std, zero_bad, X,
+                    ok, coef, intercept, pred)
 
 
 @njit(cache=True, nogil=True)
@@ -213,11 +256,11 @@ def _standard(v, mean, std):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_bad, X, ok, coef, intercept,
-            pred):  # pragma: no cover - compiled
-    """Write the rows of pixels ``a:b`` of year ``y`` from the standardised static columns and the chunk's
-    sums (shared by both kernels); with ``coef`` the row goes to the scratch line ``i - a`` and its linear
-    prediction to ``pred[row]``."""
+def _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, pcols, psrc, pfac, sums, mean, std, zero_bad, X, ok, coef,
+            intercept, pred):  # pragma: no cover - compiled
+    """Write the rows of pixels ``a:b`` of year ``y`` from the standardised static columns, the chunk's
+    sums and their products with the pixels' factors (shared by both kernels); with ``coef`` the row goes
+    to the scratch line ``i - a`` and its linear prediction to ``pred[row]``."""
     k = scols.size
     nf = X.shape[1]
     zero = np.float32(0.0)
@@ -228,13 +271,19 @@ def _finish(y, a, b, n, pos, zstat, sgood, scols, ccols, sums, mean, std, zero_b
         for jj in range(k):
             X[r, scols[jj]] = zstat[i, jj]
         good = sgood[i]
-        for q in range(3):
+        for q in range(ccols.size):
             c = ccols[q]
             if c >= 0:
                 v = sums[q, i - a]
                 if not np.isfinite(v):
                     good = False
                 X[r, c] = _standard(v, mean[c], std[c])
+        for q in range(pcols.size):  # float32(float64(sum) * factor): numpy's float32 x float64 product
+            c = pcols[q]
+            v = np.float32(np.float64(sums[psrc[q], i - a]) * pfac[i, q])
+            if not np.isfinite(v):
+                good = False
+            X[r, c] = _standard(v, mean[c], std[c])
         ok[row] = good
         if linear:
             acc = intercept

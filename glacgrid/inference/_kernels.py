@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..downscale import PixelClimate
-from ..features import annual_climate, slope_aspect_at
-from ..glaciers import CLIMATE, CONSTANTS, DERIVED, PIXEL_TOPO, glacier_positions
+from ..features import annual_climate, slope_aspect_at, snow_bucket
+from ..features.profile import DDF_SNOW, REFERENCE_ELEVATION
+from ..glaciers import CLIMATE, CLIMATE_PRODUCTS, CONSTANTS, DERIVED, EXPOSURE, PIXEL_TOPO, glacier_positions
 from ..models import LinearModel, linear_predict
 from ..models.ann import PAD_ROWS
 from ..units import T0
@@ -67,10 +68,16 @@ class BlockSpec:
 
 def buildable(constants) -> tuple[str, ...]:
     """Feature names a block can compute given the names of the available glacier constants."""
-    names = [*CLIMATE, *PIXEL_TOPO, *(c for c in CONSTANTS if c in constants)]
+    names = [*CLIMATE, *PIXEL_TOPO, *(c for c in CONSTANTS if c in constants), "snow_winter_dz", *EXPOSURE]
     if "max_elevation" in constants and "min_elevation" in constants:
-        names += list(DERIVED)
+        names += [*DERIVED, "cpdd_low"]
     return tuple(names)
+
+
+#: The climate products (name -> the climate predictor it multiplies).
+_PRODUCTS = dict(CLIMATE_PRODUCTS)
+#: The per-pixel-year values of the compiled passes, in their order: three 12-month sums, the snow bucket.
+_SUMS = ("cpdd", "snow_winter", "snow_summer", *EXPOSURE)
 
 
 def _transformer(crs: str):
@@ -91,7 +98,7 @@ def _static_features(spec: BlockSpec, zpad: np.ndarray, gid_rows: np.ndarray, r:
     """Year-independent features (float32, one value per active pixel) that ``spec.features`` needs."""
     need = set(spec.features)
     rp, cp = r + 1, c + 1
-    z = zpad[rp, cp].astype("float64")
+    z = zpad[rp, cp]  # (its own dtype: the factor of snow_winter_dz is computed in it, as the xarray path does)
     yy, xx = ycoord[r].astype("float64"), xcoord[c].astype("float64")
     lon = lat = None
     if spec.geographic:
@@ -112,7 +119,12 @@ def static_at(spec: BlockSpec, z: np.ndarray, gid: np.ndarray, lon: np.ndarray |
     """Year-independent features (float32 per pixel) from each pixel's surface ``z`` (m), glacier index
     ``gid``, longitude/latitude (float64 degrees) and slope/aspect ``sa`` ((n, 3) float32: slope, cos and
     sin of the aspect, from :func:`glacgrid.features.slope_aspect_at`); ``lon``/``lat``/``sa`` may be None
-    when no feature needs them. Shared by the (y, x) blocks and the packed pixels of a glacier domain."""
+    when no feature needs them. Shared by the (y, x) blocks and the packed pixels of a glacier domain.
+
+    For the climate products (:data:`glacgrid.glaciers.CLIMATE_PRODUCTS`) the entry is the pixel's factor
+    (float64): ``(z - REFERENCE_ELEVATION) / 1000`` in the dtype of ``z`` for ``snow_winter_dz``,
+    ``1 - elevation_norm`` (float32) for ``cpdd_low``, the expressions of
+    :func:`glacgrid.features.profile_pixel_features`."""
     need = set(spec.features)
     out: dict[str, np.ndarray] = {}
     if sa is not None:
@@ -125,18 +137,25 @@ def static_at(spec: BlockSpec, z: np.ndarray, gid: np.ndarray, lon: np.ndarray |
         out["lat"] = lat.astype("float32")
     if "lon" in need:
         out["lon"] = lon.astype("float32")
+    want_norm = "elevation_norm" in need or "cpdd_low" in need
     painted = [name for name in CONSTANTS if name in spec.constants and (
-        name in need or (name in ("max_elevation", "min_elevation") and "elevation_norm" in need))]
+        name in need or (name in ("max_elevation", "min_elevation") and want_norm))]
     if painted:  # one search of the pixels' glacier ids for every constant
         at, found = glacier_positions(gid, spec.index)
         for name in painted:
             out[name] = np.where(found, spec.constants[name][at], np.nan).astype("float32")
-    if "elevation_norm" in need:
+    if want_norm:
         zmin, zmax = out["min_elevation"], out["max_elevation"]
         rng = zmax - zmin
         with np.errstate(invalid="ignore", divide="ignore"):
             norm = (elev - zmin) / np.where(rng > 0, rng, np.float32(np.nan))
         out["elevation_norm"] = np.where(np.isnan(norm), np.float32(0.0), norm).astype("float32")
+    if "snow_winter_dz" in need:
+        zz = np.asarray(z)
+        zz = zz if zz.dtype.kind == "f" else zz.astype("float64")
+        out["snow_winter_dz"] = ((zz - REFERENCE_ELEVATION) / 1000.0).astype("float64")
+    if "cpdd_low" in need:
+        out["cpdd_low"] = (1.0 - out["elevation_norm"]).astype("float64")
     return out
 
 
@@ -219,20 +238,24 @@ def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.
         return X, ok
     from ._fused import fill_rows
 
-    scols, table, ccols = _columns(spec, static, n)
+    scols, table, ccols, pcols, psrc, pfac = _columns(spec, static, n)
     fill_rows(np.ascontiguousarray(temp), np.ascontiguousarray(prcp),
               np.ascontiguousarray(days, dtype="float64").reshape(ny, 12), corr,
               np.ascontiguousarray(flat, dtype="int64"), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
               np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
-              ccols, np.ascontiguousarray(pos, dtype="int64"), mean, std, bool(zero_bad), X, ok)
+              ccols, pcols, psrc, pfac, float(DDF_SNOW), np.ascontiguousarray(pos, dtype="int64"), mean, std,
+              bool(zero_bad), X, ok)
     return X, ok
 
 
 def _compiled(spec: BlockSpec, *arrays: np.ndarray) -> bool:
     """Whether the compiled passes build these rows: float32 climate and correction, no ablation-season
-    predictors (else numpy does, :func:`_numpy_rows`)."""
+    predictors, and for the snow-bucket features every month in the winter or the summer season (else
+    numpy does, :func:`_numpy_rows`)."""
+    every_month = bool((np.asarray(spec.winter, bool) | np.asarray(spec.summer, bool)).all())
     return (all(a.dtype == np.float32 for a in arrays)
-            and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features))
+            and not any(f in ("cpdd_ablation", "ablation_months") for f in spec.features)
+            and (every_month or not any(f in EXPOSURE for f in spec.features)))
 
 
 def _rows_layout(spec: BlockSpec, ny: int, n: int, pos, length, mean, std, scratch: int = 0, reuse: bool = False):
@@ -267,16 +290,27 @@ def _buffer(rows: int, nf: int) -> np.ndarray:
     return buf[:rows * nf].reshape(rows, nf)
 
 
-def _columns(spec: BlockSpec, static: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled passes' layout: the static columns of ``X`` and their ``(n, k)`` float32 table, and the
-    columns of CPDD, winter and summer snowfall (-1: not wanted)."""
-    scols = np.array([j for j, f in enumerate(spec.features) if f not in CLIMATE], dtype="int64")
+def _columns(spec: BlockSpec, static: dict, n: int) -> tuple[np.ndarray, ...]:
+    """The compiled passes' layout: the static columns of ``X`` and their ``(n, k)`` float32 table, the
+    columns of CPDD, winter and summer snowfall (-1: not wanted), and the climate products' columns, the
+    sum each multiplies and the ``(n, p)`` float64 table of the pixels' factors."""
+    scols = np.array([j for j, f in enumerate(spec.features) if not _yearly(f)], dtype="int64")
     table = np.empty((n, scols.size), dtype="float32")
     for k, j in enumerate(scols):
         table[:, k] = static[spec.features[j]]
     ccols = np.array([spec.features.index(f) if f in spec.features else -1
-                      for f in ("cpdd", "snow_winter", "snow_summer")], dtype="int64")
-    return scols, table, ccols
+                      for f in _SUMS], dtype="int64")
+    pcols = np.array([j for j, f in enumerate(spec.features) if f in _PRODUCTS], dtype="int64")
+    psrc = np.array([_SUMS.index(_PRODUCTS[spec.features[j]]) for j in pcols], dtype="int64")
+    pfac = np.empty((n, pcols.size), dtype="float64")
+    for k, j in enumerate(pcols):
+        pfac[:, k] = static[spec.features[j]]
+    return scols, table, ccols, pcols, psrc, pfac
+
+
+def _yearly(name: str) -> bool:
+    """Whether a feature changes every year (computed from the months), not a per-pixel constant."""
+    return name in CLIMATE or name in _PRODUCTS or name in EXPOSURE
 
 
 def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
@@ -284,18 +318,29 @@ def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
     ``temp``/``prcp`` are ``(year, 12, cell)`` and ``flat`` the pixels' cells."""
     n, ny = flat.size, temp.shape[0]
     X = np.empty((ny * n, len(spec.features)), dtype="float32")
-    clim_cols = [(j, CLIMATE.index(f)) for j, f in enumerate(spec.features) if f in CLIMATE]
+    # climate columns, then the products: (column, annual_climate column, pixel factor or None)
+    clim_cols = [(j, CLIMATE.index(f), None) for j, f in enumerate(spec.features) if f in CLIMATE]
+    clim_cols += [(j, CLIMATE.index(_PRODUCTS[f]), static[f]) for j, f in enumerate(spec.features)
+                  if f in _PRODUCTS]
+    bucket = [(j, EXPOSURE.index(f)) for j, f in enumerate(spec.features) if f in EXPOSURE]
     for j, f in enumerate(spec.features):
-        if f not in CLIMATE:
+        if not _yearly(f):
             X[:, j] = np.tile(static[f], ny)
-    if clim_cols:
-        cols, kcols = [j for j, _ in clim_cols], [k for _, k in clim_cols]
+    if clim_cols or bucket:
+        kcols = [k for _, k, _ in clim_cols]
         for y in range(ny):
             for a in range(0, n, ROW_BATCH):
                 b = min(a + ROW_BATCH, n)
                 t = np.ascontiguousarray((temp[y][:, flat[a:b]] + corr[a:b]).T)
                 p = np.ascontiguousarray(prcp[y][:, flat[a:b]].T)
-                X[y * n + a:y * n + b, cols] = _climate(spec, t, p, days[y], kcols)
+                clim = _climate(spec, t, p, days[y], kcols)
+                for q, (j, _, fac) in enumerate(clim_cols):
+                    v = clim[:, q] if fac is None else (clim[:, q].astype("float64") * fac[a:b]).astype("float32")
+                    X[y * n + a:y * n + b, j] = v
+                if bucket:
+                    exp = snow_bucket(t, p, days[y], spec.snow_threshold, spec.rain_threshold, DDF_SNOW)
+                    for j, q in bucket:
+                        X[y * n + a:y * n + b, j] = exp[:, q]
     return X
 
 
@@ -404,13 +449,14 @@ def _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std,
     pred = np.full(ok.size, np.nan) if linear is not None else np.zeros(0)
     if n == 0:
         return (None, ok, pred) if linear is not None else (X, ok)
-    scols, table, ccols = _columns(spec, static, n)
+    scols, table, ccols, pcols, psrc, pfac = _columns(spec, static, n)
     w = climate.weights
     fill_rows_cube(climate.t2m, climate.tp, w.lat_index, w.lat_weight, w.lon_index, w.lon_weight, climate.dz,
                    climate.scale, climate.gamma, np.float32(T0), np.ascontiguousarray(days, dtype="float64").reshape(ny, 12),
                    np.ascontiguousarray(corr), np.asarray(spec.winter, bool), np.asarray(spec.summer, bool),
                    np.float32(spec.rain_threshold), np.float32(spec.rain_threshold - spec.snow_threshold), table, scols,
-                   ccols, pos, mean, std, bool(zero_bad), X, ok, coef, intercept, pred)
+                   ccols, pcols, psrc, pfac, float(DDF_SNOW), pos, mean, std, bool(zero_bad), X, ok, coef, intercept,
+                   pred)
     return (None, ok, pred) if linear is not None else (X, ok)
 
 

@@ -17,6 +17,12 @@ weights (pixel areas) and a ``kind`` label.
 
 Either way the trained model is applied blockwise to pixels exactly as a model fitted on glacier rows.
 
+Band fit: with ``band_fit="level"`` (default) every band footprint constrains the modelled band value
+itself; with ``band_fit="shape"`` each glacier-year's mean band value is removed from the observed and
+from the modelled bands (:func:`shape_matrix`), so the bands constrain only the shape of the profile and
+the glacier-wide balances its level (e.g. when the bands, averaged with the model DEM's hypsometry, do not
+average to the glacier-wide balance).
+
 Weighting: each footprint ``i`` of kind ``k`` gets the sample weight ``kind_weights[k] / n_k`` (``n_k``
 the number of footprints of that kind in the fit), scaled so the weights average 1: every kind contributes
 the share of the loss given by ``kind_weights`` however many footprints it has (by default glacier-wide
@@ -36,12 +42,15 @@ from ..features import FeatureSchema
 from .ann import ANNModel
 from .linear import LinearModel
 
-__all__ = ["DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "footprint_weights", "fit_footprints"]
+__all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "footprint_weights", "fit_footprints",
+           "shape_matrix"]
 
 #: The footprint kinds glacgrid builds: glacier-wide balances, elevation bands, stakes (one pixel).
 FOOTPRINT_KINDS = ("glacier", "band", "stake")
 #: Share of the loss of each kind (normalised over the kinds present in a fit).
 DEFAULT_KIND_WEIGHTS = {"glacier": 1.0, "band": 1.0, "stake": 1.0}
+#: What the band footprints constrain: their values (``level``) or their profile only (``shape``).
+BAND_FITS = ("level", "shape")
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,8 +188,49 @@ def footprint_weights(footprints: Footprints, kind_weights: Mapping[str, float] 
     return w * (len(w) / w.sum())
 
 
+def shape_matrix(footprints: Footprints):
+    """The (footprint x footprint) matrix that removes each glacier-year's mean band value (scipy CSR).
+
+    Row ``i`` of a band footprint is ``e_i - mean over the bands of the same (obs_id, year)``; the rows of
+    the other kinds are those of the identity. Applied to the observed values, or to the footprint means of
+    a model, it leaves the bands' shape (their deviations from the glacier-year's mean band value).
+
+    Parameters
+    ----------
+    footprints : Footprints
+        The footprints of a fit; bands are grouped by ``(obs_id, year)``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Shape ``(n, n)``.
+    """
+    from scipy.sparse import csr_matrix, identity
+
+    n = len(footprints)
+    band = np.flatnonzero(footprints.kind == "band")
+    if band.size == 0:
+        return identity(n, format="csr")
+    keys = np.char.add(np.char.add(footprints.obs_id[band].astype(str), "|"), footprints.year[band].astype(str))
+    _, group, size = np.unique(keys, return_inverse=True, return_counts=True)
+    order = np.argsort(group, kind="stable")
+    members = band[order]  # the bands, grouped by glacier-year
+    g = group[order]
+    starts = np.r_[0, np.cumsum(size)][g]  # each member's group start in ``members``
+    k = size[g]  # each member's group size
+    # every pair (i, j) of bands of one glacier-year: -1 / size
+    first = np.repeat(np.arange(members.size), k)
+    within = np.arange(k.sum()) - np.repeat(np.r_[0, np.cumsum(k)[:-1]], k)
+    rows = np.r_[members[first], np.arange(n)]
+    cols = np.r_[members[starts[first] + within], np.arange(n)]
+    vals = np.r_[-1.0 / k[first], np.ones(n)]
+    m = csr_matrix((vals, (rows, cols)), shape=(n, n))
+    m.sum_duplicates()
+    return m
+
+
 def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: FeatureSchema, *,
-                   kind_weights: Mapping[str, float] | None = None):
+                   kind_weights: Mapping[str, float] | None = None, band_fit: str = "level"):
     """Fit ``model`` so that its mean over every footprint matches the footprint's observed value.
 
     Parameters
@@ -197,6 +247,11 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
         Names and units of the columns of ``X``.
     kind_weights : mapping of str to float, optional
         Share of the loss per footprint kind (:func:`footprint_weights`).
+    band_fit : {"level", "shape"}
+        ``shape``: the bands constrain only their deviations from each glacier-year's mean band value
+        (:func:`shape_matrix`), the other footprints the level. Linear kinds: the intercept, which the
+        shape rows cannot see, is profiled out (the other kinds' rows are centred on their weighted mean,
+        the model fitted, the intercept set from that mean); this needs glacier-wide (or stake) footprints.
 
     Returns
     -------
@@ -204,26 +259,54 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
         ``model``, fitted; ``model.training_["footprints"]`` records the number and the total weight of
         each kind.
     """
+    if band_fit not in BAND_FITS:
+        raise ModelError(f"band_fit must be one of {list(BAND_FITS)}; got {band_fit!r}.")
     w = footprint_weights(footprints, kind_weights)
     keep = w > 0
     fp = footprints.select(keep) if not keep.all() else footprints
     w = w[keep]
     summary = {k: {"n": int(n), "weight_share": float(w[fp.kind == k].sum() / w.sum())}
                for k, n in fp.counts().items()}
+    shape = band_fit == "shape" and bool((fp.kind == "band").any())
+    if shape and not (fp.kind != "band").any():
+        raise ModelError("band_fit='shape' leaves the level of the model to the glacier-wide (or stake) "
+                         "footprints, and there are none; give glacier-wide balances or use band_fit='level'.")
     if isinstance(model, LinearModel):
-        model.fit(fp.aggregate(X), fp.value, schema, sample_weight=w)
+        if shape:
+            _fit_linear_shape(model, fp.aggregate(X), fp, schema, w)
+        else:
+            model.fit(fp.aggregate(X), fp.value, schema, sample_weight=w)
     elif isinstance(model, ANNModel):
-        _fit_ann(model, np.asarray(X, dtype=np.float64), fp, schema, w)
+        _fit_ann(model, np.asarray(X, dtype=np.float64), fp, schema, w, shape_matrix(fp) if shape else None)
     else:
         raise ModelError(f"fit_footprints fits linear models (lasso, ols, ridge) and the ANN; got "
                          f"{type(model).__name__}. Use one of those kinds for footprint training.")
     model.training_["footprints"] = summary
+    model.training_["band_fit"] = band_fit
     return model
 
 
-def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSchema, w: np.ndarray) -> None:
+def _fit_linear_shape(model: LinearModel, A: np.ndarray, fp: Footprints, schema: FeatureSchema,
+                      w: np.ndarray) -> None:
+    """The exact linear shape fit: band rows centred on their glacier-year's mean (the intercept cancels),
+    the other rows on their weighted mean (the intercept profiled out), one weighted fit of the centred rows,
+    then the intercept from the other rows' means."""
+    C = shape_matrix(fp)
+    level = fp.kind != "band"
+    a_mean = np.average(A[level], axis=0, weights=w[level])
+    y_mean = float(np.average(fp.value[level], weights=w[level]))
+    Ac, yc = np.asarray(C @ A), np.asarray(C @ fp.value)
+    Ac[level] = A[level] - a_mean
+    yc[level] = fp.value[level] - y_mean
+    model.fit(Ac, yc, schema, sample_weight=w)
+    model.intercept_ = float(model.intercept_ + y_mean - a_mean @ model.coef_)
+
+
+def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSchema, w: np.ndarray,
+             shape=None) -> None:
     """The aggregation loss: full-batch Adam on the weighted squared error of the footprint means of the
-    network's pixel predictions; early stopping on a seeded 15 % of the footprints."""
+    network's pixel predictions; early stopping on a seeded 15 % of the footprints. ``shape``
+    (:func:`shape_matrix`): the errors are those of the footprint means and the observed values after it."""
     import torch
 
     used = np.unique(fp.rows)
@@ -238,6 +321,8 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
     x_std = np.where(x_std > 0, x_std, 1.0)
     y = fp.value
     y_mean, y_std = float(np.average(y, weights=w)), float(y.std()) or 1.0
+    if shape is not None:  # the observed shape: C y (standardised below as C (y - y_mean) / y_std)
+        y = np.asarray(shape @ y) + y_mean * np.asarray(1.0 - shape.sum(axis=1)).ravel()
     perm = np.random.default_rng(model.seed).permutation(len(fp))
     n_val = max(1, int(round(0.15 * len(fp))))
     val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -260,8 +345,16 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
         tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(val)
         opt = torch.optim.Adam(net.parameters(), lr=model.lr)
 
+        Ct = None
+        if shape is not None:
+            Cc = shape.tocoo()
+            Ct = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([Cc.row, Cc.col]).astype(np.int64)),
+                                         torch.from_numpy(Cc.data.astype(np.float32)), Cc.shape,
+                                         check_invariants=True).coalesce()
+
         def losses():
-            pred = torch.sparse.mm(Mt, net(Z)).squeeze(1)
+            pred = torch.sparse.mm(Mt, net(Z))
+            pred = (pred if Ct is None else torch.sparse.mm(Ct, pred)).squeeze(1)
             err = (pred - yt) ** 2 * wt
             return err[tr_t].sum() / wt[tr_t].sum(), err[va_t].sum() / wt[va_t].sum()
 

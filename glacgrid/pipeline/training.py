@@ -343,13 +343,13 @@ def kind_weights(cfg: RunConfig) -> dict[str, float]:
 
 def fit_joint(cfg: RunConfig, X: np.ndarray, footprints, *, keep: np.ndarray | None = None):
     """A fresh model of ``[model]`` fitted on ``footprints`` (those where ``keep``) of the pixel matrix ``X``
-    (:func:`glacgrid.models.footprint.fit_footprints`, weights :func:`kind_weights`)."""
+    (:func:`glacgrid.models.footprint.fit_footprints`, weights :func:`kind_weights`, ``[model] band_fit``)."""
     from ..models.footprint import fit_footprints
     from .model import build_model
 
     model, schema = build_model(cfg)
     fp = footprints if keep is None else footprints.select(keep)
-    return fit_footprints(model, X, fp, schema, kind_weights=kind_weights(cfg))
+    return fit_footprints(model, X, fp, schema, kind_weights=kind_weights(cfg), band_fit=cfg.model.band_fit)
 
 
 def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, train: pd.DataFrame, out: Path):
@@ -384,5 +384,6 @@ def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, tra
     model = fit_joint(cfg, X, fp)
     model.to_artifact(Path(out) / "model")
     write_json_atomic(Path(out) / "footprints.json", {"training": "joint", "kind_weights": kind_weights(cfg),
+                                                      "band_fit": cfg.model.band_fit,
                                                       "footprints": model.training_.get("footprints", {})})
     return model
