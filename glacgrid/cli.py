@@ -1,21 +1,178 @@
-"""The ``glacgrid`` command line: one verb per pipeline stage, calling the same functions as Python."""
+"""The ``glacgrid`` command line: one verb per pipeline stage, calling the same functions as Python.
+
+Every command takes ``-v/--verbose`` (repeatable) and ``-q/--quiet`` (also before the verb:
+``glacgrid -q run run.toml``); the commands with an output directory write ``glacgrid.log`` there
+(:mod:`glacgrid.logs`). Choices are checked against glacgrid's own lists (``MODEL_KINDS``, ``SCHEMES``,
+``CLUSTER_KINDS``, ``EXPORT_FORMATS``, ...), so the help and the error of a wrong value list them.
+"""
 
 from __future__ import annotations
 
 import errno
 import functools
+import importlib
+import inspect
+import logging
 import sys
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
 
+from . import __version__
 from .atomic import write_csv
+from .config import CLUSTER_KINDS
 from .exceptions import ConfigError, GlacgridError, InputDataError
+from .logs import CLI_LOGGER, LogSession, current_session
+from .logs import session as log_session
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="glacgrid: glacier surface mass balance and geometry on chunked grids.\n\n"
-                       "Example: glacgrid demo --out demo-output")
+log = logging.getLogger(CLI_LOGGER)
+
+_HELP = ("glacgrid: glacier surface mass balance and geometry on chunked grids.\n\n"
+         "Example: glacgrid demo --out demo-output")
+# rich_markup_mode=None: plain click help, so that "[cluster]" and other bracketed text is printed as written
+_SETTINGS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=_HELP,
+                  context_settings=_SETTINGS, pretty_exceptions_enable=False)
+
+_META_VERBOSE, _META_QUIET = "glacgrid.verbose", "glacgrid.quiet"
+_VERBOSE_HELP = ("more output, repeatable: -v glacgrid's INFO messages and third-party warnings, -vv DEBUG "
+                 "(the run log glacgrid.log then holds DEBUG too)")
+_QUIET_HELP = "print errors only (results, progress and warnings still go to the run log glacgrid.log)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"glacgrid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="print the version and exit"),
+          verbose: int = typer.Option(0, "--verbose", "-v", count=True, help=_VERBOSE_HELP, show_default=False),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help=_QUIET_HELP)) -> None:
+    ctx.meta[_META_VERBOSE] = verbose
+    ctx.meta[_META_QUIET] = quiet
+
+
+class _OneOf:
+    """The parser of an option whose value is one of a tuple that glacgrid defines once (``MODEL_KINDS``,
+    ``SCHEMES``, ... or the keys of a mapping such as ``ANN_PRESETS``), imported when a value is first
+    checked, so that ``glacgrid --help`` and ``--version`` do not import torch and xarray. A wrong value
+    is a usage error that lists the valid ones. ``comma=True``: a comma-separated list of them.
+
+    Parameters
+    ----------
+    module : str or None
+        Where the tuple lives, relative to glacgrid (``".models"``); None: ``name`` is the tuple.
+    name : str or tuple of str
+        Its name in ``module`` (or the tuple itself).
+    extra : tuple of str
+        Values in front of those, e.g. ``("none",)``.
+    comma : bool
+        Accept a comma-separated list.
+    """
+
+    def __init__(self, module: str | None, name, extra: tuple[str, ...] = (), *, comma: bool = False) -> None:
+        self._spec = (module, name, tuple(extra))
+        self._loaded: tuple[str, ...] | None = None
+        self.comma = comma
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The valid values."""
+        if self._loaded is None:
+            module, name, extra = self._spec
+            values = name if module is None else getattr(importlib.import_module(module, __package__), name)
+            self._loaded = (*extra, *values)
+        return self._loaded
+
+    def __call__(self, value: str) -> str:
+        items = (_csv_list(value) or []) if self.comma else [value]
+        bad = [v for v in items if v not in self.choices]
+        if bad or (self.comma and not items):
+            listed = ", ".join(self.choices)
+            what = " (comma-separated)" if self.comma else ""
+            raise typer.BadParameter(f"{', '.join(map(repr, bad or [value]))} is not one of {listed}{what}.")
+        return value
+
+
+def _check_cluster(value: str | None) -> str | None:
+    """``--cluster``: one of ``CLUSTER_KINDS`` or a scheduler address (checked like ``[cluster] kind``)."""
+    import dataclasses
+
+    from .config import ClusterConfig, cluster_problems
+
+    if value is None or value.strip() in CLUSTER_KINDS:
+        return value
+    if cluster_problems(dataclasses.replace(ClusterConfig(), kind=value.strip())):
+        raise typer.BadParameter(f"{value!r} is neither one of {', '.join(CLUSTER_KINDS)} nor a scheduler "
+                                 "address such as tcp://10.0.0.5:8786.")
+    return value
+
+
+def _logs() -> LogSession:
+    """The logging session of the running command (a quiet-less one outside a command)."""
+    return current_session() or LogSession()
+
+
+def _say(message: object) -> None:
+    """A line of the command's output: stdout (not with -q) and the run log."""
+    log.info("%s", message)
+
+
+def _note(message: object) -> None:
+    """A line for a person beside a machine-readable stdout: stderr (not with -q) and the run log."""
+    log.info("%s", message, extra={"terminal": False})
+    if not _logs().quiet:
+        typer.echo(message, err=True)
+
+
+def _file_only(message: object) -> None:
+    """A line for the run log only (what rich has already shown on the terminal)."""
+    log.info("%s", message, extra={"terminal": False})
+
+
+def _run_log(directory) -> None:
+    """Write ``glacgrid.log`` into ``directory`` for the rest of the command."""
+    path = _logs().add_run_log(directory)
+    if path is not None:
+        log.debug("run log: %s", path)
+
+
+def _route_cluster_logs(client, settings) -> None:
+    """Once the cluster is up: distributed (imported by now) prints through the session's handlers, and the
+    worker processes of the LocalCluster this command started route their messages and warnings like this
+    process, into the same run log. The workers of other clusters (Slurm, MPI, a gateway, a scheduler
+    someone else runs) are left as they are: they keep their own logs."""
+    logs = _logs()
+    logs.reroute()
+    if client is None or settings.kind != "local":
+        return
+    from .logs import worker_logging
+
+    path = str(logs.log_files[-1].resolve()) if logs.log_files else None
+    try:
+        client.run(worker_logging, path, logs.verbose, logs.quiet)
+    except Exception as err:  # noqa: BLE001 - a worker that cannot be reached never stops the run
+        log.debug("worker logging not set up: %s", err)
+
+
+def _scheduler_alias(scheduler: str | None, cluster: str | None) -> str | None:
+    """The deprecated ``--scheduler ADDRESS``: the same as ``--cluster ADDRESS``, with a warning."""
+    if scheduler is None:
+        return cluster
+    log.warning("--scheduler is deprecated and will be removed; use --cluster %s", scheduler)
+    if cluster is not None and cluster != scheduler:
+        raise typer.BadParameter(f"--scheduler {scheduler} and --cluster {cluster} disagree: give --cluster only.",
+                                 param_hint="--scheduler")
+    return scheduler
+
+
+_SCHEDULER_ALIAS = typer.Option(None, "--scheduler", hidden=True, callback=_check_cluster,
+                                help="deprecated: use --cluster ADDRESS")
 
 #: What to do about the operating-system errors a user can fix (by errno).
 _OS_FIXES = {
@@ -45,23 +202,44 @@ def _os_message(err: OSError) -> str:
 def _fail(err: BaseException) -> NoReturn:
     """Print the error as one line, ``error (Type): message`` (never a traceback), and exit with status 2."""
     text = _os_message(err) if isinstance(err, OSError) and not isinstance(err, GlacgridError) else str(err)
-    typer.secho(f"error ({type(err).__name__}): {' '.join(text.split())}", fg=typer.colors.RED, err=True)
+    line = f"error ({type(err).__name__}): {' '.join(text.split())}"
+    log.error("%s", line, extra={"terminal": False})
+    typer.secho(line, fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
+_VERBOSITY = (
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                      default=typer.Option(0, "--verbose", "-v", count=True, help=_VERBOSE_HELP, show_default=False)),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                      default=typer.Option(False, "--quiet", "-q", help=_QUIET_HELP)),
+    inspect.Parameter("glacgrid_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+)
+
+
 def _command(typer_app: typer.Typer, *args, **kwargs):
-    """``typer_app.command(...)`` whose command turns a :class:`GlacgridError` or an :class:`OSError` (disk
-    full, permission denied) into the one-line message of :func:`_fail`."""
+    """``typer_app.command(...)`` whose command takes ``-v/--verbose`` and ``-q/--quiet`` (added to its own
+    options, combined with those before the verb), runs inside a :func:`glacgrid.logs.session`, and turns
+    a :class:`GlacgridError` or an :class:`OSError` (disk full, permission denied) into the one-line
+    message of :func:`_fail`."""
     register = typer_app.command(*args, **kwargs)
 
     def decorate(fn):
         @functools.wraps(fn)
-        def guarded(*a, **kw):
-            try:
-                return fn(*a, **kw)
-            except (GlacgridError, OSError) as err:
-                _fail(err)
+        def guarded(*a, verbose: int = 0, quiet: bool = False, glacgrid_context: typer.Context, **kw):
+            meta = glacgrid_context.meta  # shared with the group's context: -v/-q given before the verb
+            verbose += meta.get(_META_VERBOSE, 0)
+            quiet = quiet or meta.get(_META_QUIET, False)
+            with log_session(verbose, quiet):
+                try:
+                    return fn(*a, **kw)
+                except (GlacgridError, OSError) as err:
+                    _fail(err)
 
+        sig = inspect.signature(fn)
+        guarded.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *_VERBOSITY])
+        guarded.__annotations__ = {**fn.__annotations__, "verbose": int, "quiet": bool,
+                                   "glacgrid_context": typer.Context}
         return register(guarded)
 
     return decorate
@@ -87,7 +265,8 @@ def ingest(files: List[Path] = typer.Argument(..., help="a recipe (.toml), or ER
            variables: Optional[str] = typer.Option(None, help="comma-separated, e.g. t2m,tp"),
            chunks: Optional[str] = typer.Option(None, help="store chunks, e.g. time=-1,lat=64,lon=64"),
            append: bool = typer.Option(False, help="add new months to an existing store"),
-           engine: str = typer.Option("dask", help="dask or beam"),
+           engine: str = typer.Option("dask", parser=_OneOf(".ingest", "ENGINES"), metavar="{dask|beam}",
+                                       help="ingest engine"),
            beam_option: Optional[List[str]] = typer.Option(None, help="Beam pipeline option, repeatable"),
            overwrite: bool = typer.Option(False, help="replace an existing store with another schema")):
     """Ingest ERA5-Land monthly files into an analysis-ready Zarr cube.
@@ -110,7 +289,7 @@ def ingest(files: List[Path] = typer.Argument(..., help="a recipe (.toml), or ER
             raise typer.BadParameter("--out STORE.zarr is needed when ingesting files (or give one recipe .toml)")
         path = run_ingest(files, out, invariant=invariant, variables=_csv_list(variables), chunks=_chunks(chunks),
                           overwrite=overwrite, append=append, engine=engine, beam_options=beam_option)
-    typer.echo(f"wrote {path}")
+    _say(f"wrote {path}")
 
 
 @_command(app)
@@ -125,7 +304,7 @@ def rechunk(store: Path = typer.Argument(..., help="cube from `glacgrid ingest`"
     from .ingest import rechunk as run_rechunk
 
     path = run_rechunk(store, out, chunks=_chunks(chunks), overwrite=overwrite)
-    typer.echo(f"wrote {path}")
+    _say(f"wrote {path}")
 
 
 @_command(app)
@@ -154,11 +333,11 @@ def mask(outlines: Path = typer.Argument(..., help="RGI v6 or v7 outlines (shape
     write_dataset(ds, out, region_dim="y", overwrite=True)
     table = glacier_table(gdf, ds["glacier_id"], ds["pixel_area"], grid=g, rel_tol=rel_tol)
     write_csv(table, out.with_suffix(".glaciers.csv"))
-    typer.echo(table.to_string(max_rows=40))
+    _say(table.to_string(max_rows=40))
     flagged = table[table["status"] != "ok"]
-    typer.echo(f"{len(table)} outlines (RGI v{gdf.attrs['rgi_version'] or '?'}), {len(flagged)} flagged, "
+    _say(f"{len(table)} outlines (RGI v{gdf.attrs['rgi_version'] or '?'}), {len(flagged)} flagged, "
                f"{len(gdf.attrs['overlaps'])} overlapping pairs, {len(gdf.attrs['repaired'])} repaired geometries")
-    typer.echo(f"wrote {out} and {out.with_suffix('.glaciers.csv')}")
+    _say(f"wrote {out} and {out.with_suffix('.glaciers.csv')}")
 
 
 @_command(app)
@@ -181,7 +360,7 @@ def mosaic(thickness_dir: Path = typer.Argument(..., help="folder of RGIvv-rr.NN
         for s in done:
             tab = mosaic_totals(open_mosaic(s.path))
             write_csv(tab, s.path.with_suffix(".glaciers.csv"))
-            typer.echo(f"EPSG:{s.epsg}: {s.glaciers} glaciers, {s.shape[0]} x {s.shape[1]} px, "
+            _say(f"EPSG:{s.epsg}: {s.glaciers} glaciers, {s.shape[0]} x {s.shape[1]} px, "
                        f"area {tab['area_km2'].sum():.2f} km2 (tiles {tab['tile_area_km2'].sum():.2f}), "
                        f"volume {tab['volume_km3'].sum():.3f} km3 + overlap {tab.attrs['overlap_volume_km3']:.3f} "
                        f"(tiles {tab['tile_volume_km3'].sum():.3f}); resampled: {', '.join(s.resampled) or 'none'}; "
@@ -201,8 +380,11 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
               precip_gradient: float = typer.Option(0.0, help="m-1"),
               snow_threshold: float = typer.Option(0.0, help="degC: all solid below"),
               rain_threshold: float = typer.Option(2.0, help="degC: all liquid above"),
-              method: str = typer.Option("bilinear", help="bilinear or conservative"),
-              engine: str = typer.Option("auto", help="auto, glacgrid, xarray-regrid (lat/lon grids) or odc-geo"),
+              method: str = typer.Option("bilinear", parser=_OneOf(".downscale.regrid", "METHODS"),
+                                        metavar="{bilinear|conservative}", help="regridding method"),
+              engine: str = typer.Option("auto", parser=_OneOf(".downscale.regrid", "ENGINES"),
+                                        metavar="{auto|glacgrid|xarray-regrid|odc-geo}",
+                                        help="regridding engine (xarray-regrid: lat/lon grids)"),
               chunks: int = typer.Option(512)):
     """Downscale the climate cube to a DEM grid (regridding + lapse rate + precipitation correction).
 
@@ -227,14 +409,19 @@ def downscale(cube: Path = typer.Argument(..., help="climate cube from `glacgrid
     ds["prcp_solid"] = solid_precipitation(ds["temp"], ds["prcp"], params)
     write_dataset(ds, out, region_dim="time", overwrite=True)
     if rates is not None:
-        typer.echo("monthly lapse rates (K/km): " + ", ".join(f"{v:.2f}" for v in convert(rates.values, "K m-1", "K km-1")))
-    typer.echo(f"wrote {out}")
+        _say("monthly lapse rates (K/km): " + ", ".join(f"{v:.2f}" for v in convert(rates.values, "K m-1", "K km-1")))
+    _say(f"wrote {out}")
+
+
+#: Table formats of `glacgrid features` (glacgrid.features.io.write_features checks the same two).
+_TABLE_FORMATS = ("csv", "parquet")
 
 
 @_command(app)
 def features(config: Path = typer.Argument(..., help="run configuration (TOML)"),
              out: Path = typer.Option(..., "--out", help="directory for features.zarr and features.csv"),
-             fmt: str = typer.Option("csv", "--format", help="table format: csv or parquet"),
+             fmt: str = typer.Option("csv", "--format", parser=_OneOf(None, _TABLE_FORMATS),
+                                     metavar="{csv|parquet}", help="table format"),
              monthly: bool = typer.Option(False, help="also the 12 monthly temperatures and snowfalls"),
              reference: Optional[str] = typer.Option(None, help="anomaly reference years, e.g. 1991-2010"),
              ablation: str = typer.Option("0.1,0.9", help="CPDD fractions opening/closing the ablation season"),
@@ -263,9 +450,10 @@ def features(config: Path = typer.Argument(..., help="run configuration (TOML)")
     if len(abl) != 2:
         raise ConfigError(f"--ablation must be two fractions like 0.1,0.9, got {ablation!r}.")
     cfg = load_config(config)
+    _run_log(out)
     paths = run_features(cfg, out, fmt=fmt, monthly=monthly, reference=ref, ablation=abl,
                          era5_variables=_csv_list(era5) or ())
-    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    _say("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def _read_table(path: Path):
@@ -310,19 +498,18 @@ def _scalar(text: str):
         return text
 
 
-def _choice(value: str, valid: tuple[str, ...], option: str) -> str:
-    if value not in valid:
-        raise ConfigError(f"{option} {value!r} is not valid; choose one of {{{','.join(valid)}}}.")
-    return value
-
-
 @_command(app)
 def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
           target: str = typer.Option(..., help="target column (m w.e.)"),
           features: str = typer.Option(..., help="comma-separated feature columns"),
-          model: str = typer.Option("lasso", help="lasso, ols, ridge, svr, rf, gbm or ann"),
-          ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
-          weights: str = typer.Option("none", help="sample weights: none, kde or frequency"),
+          model: str = typer.Option("lasso", parser=_OneOf(".models", "MODEL_KINDS"),
+                              metavar="{lasso|ols|ridge|svr|rf|gbm|ann}", help="model kind"),
+          ann_preset: Optional[str] = typer.Option(None, parser=_OneOf(".models", "ANN_PRESETS"),
+                                                   metavar="{alpgm|point}",
+                                                   help="ANN preset"),
+          weights: str = typer.Option("none", parser=_OneOf(".models", "WEIGHTINGS", ("none",)),
+                              metavar="{none|kde|frequency}",
+                                      help="sample weights"),
           monotone: bool = typer.Option(False, "--monotone", help="SMB monotone in temperature / snowfall "
                                         "features by construction (rf, gbm, ann)"),
           threads: int = typer.Option(1, help="torch threads of the ANN"),
@@ -337,14 +524,13 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
     --ann-preset alpgm --out model
     """
     from .metadata import registry
-    from .models import WEIGHTINGS, FeatureSchema, make_model, sample_weights
+    from .models import FeatureSchema, make_model, sample_weights
 
     df = _read_table(table)
     names = tuple(_csv_list(features) or ())
     missing = [c for c in (*names, target) if c not in df.columns]
     if missing:
         raise InputDataError(f"Columns {missing} are not in {table} (columns: {list(df.columns)}).")
-    _choice(weights, ("none", *WEIGHTINGS), "--weights")
     reg = registry()
     schema = FeatureSchema(names, tuple(reg.get(n, {}).get("units", "1") for n in names))
     y = df[target].to_numpy("float64")
@@ -357,7 +543,7 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
     m = make_model(model, seed=seed, **opts).fit(df[list(names)].to_numpy("float64"), y, schema,
                                                  sample_weight=w)
     path = m.to_artifact(out)
-    typer.echo(f"wrote {path}")
+    _say(f"wrote {path}")
 
 
 @_command(app)
@@ -366,13 +552,19 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
        glacier_col: str = typer.Option(..., help="glacier id column"),
        year_col: str = typer.Option(..., help="year column"),
        features: str = typer.Option(..., help="comma-separated feature columns"),
-       model: str = typer.Option(..., help="{lasso,ols,ridge,svr,rf,gbm,ann}"),
-       scheme: str = typer.Option(..., help="{logo,loyo,lsygo,kfold,random}"),
-       ann_preset: Optional[str] = typer.Option(None, help="ANN preset: alpgm or point"),
-       weighting: str = typer.Option("none", help="sample weights from each fold's training target: "
-                                     "{none,kde,frequency}"),
+       model: str = typer.Option(..., parser=_OneOf(".models", "MODEL_KINDS"),
+                              metavar="{lasso|ols|ridge|svr|rf|gbm|ann}", help="model kind"),
+       scheme: str = typer.Option(..., parser=_OneOf(".models", "SCHEMES"),
+                               metavar="{logo|loyo|lsygo|kfold|random}", help="cross-validation scheme"),
+       ann_preset: Optional[str] = typer.Option(None, parser=_OneOf(".models", "ANN_PRESETS"), metavar="{alpgm|point}",
+                                                help="ANN preset"),
+       weighting: str = typer.Option("none", parser=_OneOf(".models", "WEIGHTINGS", ("none",)),
+                              metavar="{none|kde|frequency}",
+                                     help="sample weights from each fold's training target"),
        ensemble: int = typer.Option(0, help="members of an ensemble per fold (0: one model)"),
-       ensemble_method: str = typer.Option("seeds", help="how ensemble members differ: {seeds,bootstrap}"),
+       ensemble_method: str = typer.Option("seeds", parser=_OneOf(".models", "ENSEMBLE_METHODS"),
+                                           metavar="{seeds|bootstrap}",
+                                           help="how ensemble members differ"),
        search: Optional[str] = typer.Option(None, help="nested hyperparameter search inside each outer fold, "
                                             "e.g. 'C=0.3,1,3;epsilon=0.05,0.1' or JSON"),
        monotone: bool = typer.Option(False, "--monotone", help="monotone models (rf, gbm, ann)"),
@@ -390,13 +582,9 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
     --features cpdd,snow_winter,snow_summer --model gbm --monotone --scheme kfold --weighting kde
     --search 'learning_rate=0.05,0.1' --out cv.json
     """
-    from .models import ENSEMBLE_METHODS, MODEL_KINDS, SCHEMES, WEIGHTINGS, cross_validate
+    from .models import cross_validate
 
     df = _read_table(table)
-    _choice(model, MODEL_KINDS, "--model")
-    _choice(scheme, SCHEMES, "--scheme")
-    _choice(weighting, ("none", *WEIGHTINGS), "--weighting")
-    _choice(ensemble_method, ENSEMBLE_METHODS, "--ensemble-method")
     if ensemble < 0 or ensemble == 1:
         raise ConfigError(f"--ensemble {ensemble}: use 0 for one model or at least 2 members.")
     opts = {"preset": ann_preset} if ann_preset else {}
@@ -411,10 +599,10 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
                          weighting=None if weighting == "none" else weighting, search=_search_grid(search),
                          k=k, n_splits=n_splits, **opts)
     res.to_json(out)
-    typer.echo(res.per_fold.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60))
-    typer.echo("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
+    _say(res.per_fold.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60))
+    _say("overall: " + "  ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
                + f"  (n={len(res.predictions)}, {len(res.per_fold)} folds)")
-    typer.echo(f"wrote {out}")
+    _say(f"wrote {out}")
 
 
 @_command(app, "check-physics")
@@ -445,7 +633,7 @@ def check_physics_cmd(model_dir: Path = typer.Argument(..., help="model artifact
     m = load_model(model_dir)
     rep = check_physics(m, None if table is None else _read_table(table), n_probe=n_probe,
                         amplitude=amplitude)
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, quiet=_logs().quiet)
     label = "monotone by construction" if rep.monotone else "not constrained"
     console.print(f"{model_dir}: {rep.kind} model, {label}; {rep.n_probe} probe row(s) from {rep.probe_source}",
                   highlight=False)
@@ -469,7 +657,7 @@ def check_physics_cmd(model_dir: Path = typer.Argument(..., help="model artifact
         console.print(f"note: {note}", highlight=False)
     if json_out is not None:
         write_json_atomic(json_out, rep.to_dict())
-        typer.echo(f"wrote {json_out}")
+        _say(f"wrote {json_out}")
 
 
 @_command(app)
@@ -486,7 +674,7 @@ def infer(model_dir: Path = typer.Argument(..., help="model artifact directory f
     df = _read_table(table)
     df["predicted"] = predict_frame(m, df)
     write_csv(df, out, index=False)
-    typer.echo(f"wrote {out} ({len(df)} rows)")
+    _say(f"wrote {out} ({len(df)} rows)")
 
 
 @_command(app)
@@ -534,11 +722,11 @@ def evolve(state: Path = typer.Argument(..., help="Zarr store with glacier_id, t
     frame = rep.compute().drop_vars("disappeared_year", errors="ignore").to_dataframe()
     if report is not None:
         write_csv(frame, report)
-    typer.echo(frame.to_string(max_rows=40))
+    _say(frame.to_string(max_rows=40))
     if "disappeared_year" in rep:
         gone = rep["disappeared_year"].to_series()
-        typer.echo(f"glaciers that disappeared: {int((gone > 0).sum())}")
-    typer.echo(f"wrote {out}")
+        _say(f"glaciers that disappeared: {int((gone > 0).sum())}")
+    _say(f"wrote {out}")
 
 
 @_command(app, "calibrate-deltah")
@@ -563,16 +751,16 @@ def calibrate_deltah_cmd(
     cur = calibrate_deltah(px["glacier_id"], px["dem"], px["dh"], names=px["name"])
     for path in out:
         write_curves(cur, path)
-        typer.echo(f"wrote {path}")
+        _say(f"wrote {path}")
     if plot is not None:
         plot_curves(cur, plot)
-        typer.echo(f"wrote {plot}")
+        _say(f"wrote {plot}")
     counts = cur["status"].to_series().value_counts().sort_index()
     for code, n in counts.items():
-        typer.echo(f"{STATUS[int(code)]:>28s}: {n}")
+        _say(f"{STATUS[int(code)]:>28s}: {n}")
 
 
-def _early_lock(target, purpose: str, scheduler: str | None, settings, *, shared: bool = False):
+def _early_lock(target, purpose: str, settings, *, shared: bool = False):
     """The run lock of an output directory, taken before a dask cluster starts, so that a second run on it
     is refused at once (the pipeline takes it again, re-entrantly). Not under dask-mpi: there the scheduler
     and worker ranks never return from starting the cluster, and the run's rank takes the lock in the
@@ -581,14 +769,17 @@ def _early_lock(target, purpose: str, scheduler: str | None, settings, *, shared
 
     from .pipeline.outdir import run_lock
 
-    if scheduler is None and settings.kind == "mpi":
+    if settings.kind == "mpi":
         return contextlib.nullcontext()
     return run_lock(target, purpose=purpose, shared=shared)
 
 
-_CLUSTER_HELP = ("dask cluster: local (default), threads (no worker processes), slurm (SLURMCluster from the "
-                 "[cluster] section), mpi (dask-mpi), gateway (dask-gateway) or a scheduler ADDRESS such as "
+_CLUSTER_HELP = (f"dask cluster, one of {', '.join(CLUSTER_KINDS)} or a scheduler ADDRESS: local (default; "
+                 "worker processes on this machine), threads (no worker processes), slurm (SLURMCluster from the "
+                 "[cluster] section), mpi (dask-mpi), gateway (dask-gateway), or an address such as "
                  "tcp://host:8786")
+_CLUSTER = typer.Option(None, "--cluster", callback=_check_cluster, help=_CLUSTER_HELP,
+                        metavar="{" + "|".join(CLUSTER_KINDS) + "|ADDRESS}")
 
 
 def _print_summary(result) -> None:
@@ -596,16 +787,17 @@ def _print_summary(result) -> None:
 
     from .outputs import summary_lines
 
-    console = Console()
+    console = Console(quiet=_logs().quiet)
     console.rule("[bold]glacgrid summary")
     for line in summary_lines(result):
         console.print(line, highlight=False)
+        _file_only(line)
 
 
 @_command(app)
 def run(config: Optional[Path] = typer.Argument(None, help="run configuration (TOML)"),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
-        cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
+        scheduler: Optional[str] = _SCHEDULER_ALIAS,
+        cluster: Optional[str] = _CLUSTER,
         tile: Optional[int] = typer.Option(None, "--tile", help="run only this region tile into the shared results "
                                            "store (after `glacgrid tiles prepare`; one Slurm array task per tile)"),
         groups: Optional[str] = typer.Option(None, "--groups", help="domain run: only groups a..b-1 (a:b) into the "
@@ -627,35 +819,50 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         return
     if config is None:
         _fail(ConfigError("Give a config file (glacgrid run CONFIG.toml), or --template to print one."))
+    cluster = _scheduler_alias(scheduler, cluster)
     cfg = load_config(config)
-    # the run lock of the output directory first (shared by the tasks of one Slurm array): a second run on
-    # the same output is refused at once, before a dask cluster is started
-    what = f" --groups {groups}" if groups is not None else f" --tile {tile}" if tile is not None else ""
-    settings = resolve_cluster(cfg.cluster, cluster)
-    with _early_lock(cfg, f"{purpose_of(cfg, 'run')}{what}", scheduler, settings, shared=bool(what)), \
-            client_for(scheduler, settings) as client:
-        typer.echo(f"dask: {describe_client(client)}")
-        if groups is not None:
-            from .pipeline.domain_jobs import run_domain_groups
+    import contextlib
 
-            done = run_domain_groups(cfg, groups)
-        elif tile is not None:
-            from .pipeline import run_tile
+    from .pipeline.outdir import staged_output
 
-            report = run_tile(cfg, tile)
-        else:
-            result = run_pipeline(cfg, progress=progress)
+    # an s3:// or gs:// output directory: the run works in a local staging copy pulled from the bucket under
+    # the bucket's run lock and pushed back as it goes (glacgrid.pipeline.outdir.staged_output); the tasks
+    # of a Slurm array (--tile, --groups) need a local or shared output directory
+    target = str(cfg.output.directory)
+    staging = staged_output(cfg) if groups is None and tile is None else contextlib.nullcontext(cfg)
+    with staging as cfg:
+        # the run lock of the output directory first (shared by the tasks of one Slurm array): a second run on
+        # the same output is refused at once, before a dask cluster is started
+        what = f" --groups {groups}" if groups is not None else f" --tile {tile}" if tile is not None else ""
+        settings = resolve_cluster(cfg.cluster, cluster)
+        _run_log(cfg.output.directory)
+        with _early_lock(cfg, f"{purpose_of(cfg, 'run')}{what}", settings, shared=bool(what)), \
+                client_for(None, settings) as client:
+            _route_cluster_logs(client, settings)
+            _say(f"dask: {describe_client(client)}")
+            if groups is not None:
+                from .pipeline.domain_jobs import run_domain_groups
+
+                done = run_domain_groups(cfg, groups)
+            elif tile is not None:
+                from .pipeline import run_tile
+
+                report = run_tile(cfg, tile)
+            else:
+                result = run_pipeline(cfg, progress=progress and not _logs().quiet)
     if groups is not None:
         g = done["groups"]
-        typer.echo(f"groups {g[0]}:{g[-1] + 1}: {done['pixels']} pixels, {done['years']} group-years computed, "
+        _say(f"groups {g[0]}:{g[-1] + 1}: {done['pixels']} pixels, {done['years']} group-years computed, "
                    f"{done['resumed_years']} found done, {done['seconds']:.1f} s")
         return
     if tile is not None:
         state = ("already done, skipped" if report["skipped"] else
                  f"{report['resumed_years']} years resumed, written in {report['seconds']:.1f} s")
-        typer.echo(f"tile {tile}: {report['glaciers']} glaciers, {report['chunks']} chunks, {state}")
+        _say(f"tile {tile}: {report['glaciers']} glaciers, {report['chunks']} chunks, {state}")
         return
     _print_summary(result)
+    if "://" in target:
+        _say(f"outputs pushed to {target} (the paths above were the run's local staging copy)")
 
 
 tiles_app = typer.Typer(no_args_is_help=True, help="Region tiles for a Slurm job array (jobs/submit_tiles.sh).")
@@ -666,7 +873,7 @@ app.add_typer(tiles_app, name="tiles")
 def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TOML)"),
                   tiles: int = typer.Option(..., "--tiles", help="number of tiles wanted (fewer if the glaciers "
                                             "do not allow as many)"),
-                  cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP)):
+                  cluster: Optional[str] = _CLUSTER):
     """Run the shared stages once, create the results store template and plan the tiles.
 
     Prints the number of tiles. Example: glacgrid tiles prepare run.toml --tiles 16
@@ -678,10 +885,12 @@ def tiles_prepare(config: Path = typer.Argument(..., help="run configuration (TO
 
     cfg = load_config(config)
     settings = resolve_cluster(cfg.cluster, cluster)
-    with _early_lock(cfg, purpose_of(cfg, "tiles prepare"), None, settings), client_for(None, settings):
+    _run_log(cfg.output.directory)
+    with _early_lock(cfg, purpose_of(cfg, "tiles prepare"), settings), client_for(None, settings) as client:
+        _route_cluster_logs(client, settings)
         layout = prepare_tiles(cfg, tiles)
     for k in range(layout.n_tiles):
-        typer.echo(f"# tile {k}: {len(layout.glaciers[k])} glaciers, {len(layout.blocks[k])} chunks", err=True)
+        _note(f"# tile {k}: {len(layout.glaciers[k])} glaciers, {len(layout.blocks[k])} chunks")
     typer.echo(layout.n_tiles)
 
 
@@ -694,7 +903,9 @@ def tiles_finish(config: Path = typer.Argument(..., help="run configuration (TOM
     from .config import load_config
     from .pipeline import finish_tiles
 
-    result = finish_tiles(load_config(config))
+    cfg = load_config(config)
+    _run_log(cfg.output.directory)
+    result = finish_tiles(cfg)
     _print_summary(result)
 
 
@@ -720,10 +931,12 @@ def domain_groups(config: Path = typer.Argument(..., help="run configuration (TO
     from .config import load_config
     from .pipeline.domain_jobs import prepare_domain
 
-    jobs = prepare_domain(load_config(config))
+    cfg = load_config(config)
+    _run_log(cfg.output.directory)
+    jobs = prepare_domain(cfg)
     for name, sec in jobs.timings:
-        typer.echo(f"# {name}: {sec:.1f} s", err=True)
-    typer.echo(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels", err=True)
+        _note(f"# {name}: {sec:.1f} s")
+    _note(f"# {jobs.n_glaciers} glaciers, {jobs.n_pixels} pixels")
     typer.echo(jobs.n_groups)
 
 
@@ -749,8 +962,14 @@ def domain_finish(config: Path = typer.Argument(..., help="run configuration (TO
     from .config import load_config
     from .pipeline.domain_jobs import finish_domain
 
-    result = finish_domain(load_config(config))
+    cfg = load_config(config)
+    _run_log(cfg.output.directory)
+    result = finish_domain(cfg)
     _print_summary(result)
+
+
+#: How domain runs are cut into GeoTIFFs (glacgrid.domain.export.write_domain_geotiffs ``by``).
+_EXPORT_BY = ("glacier", "zone")
 
 
 @_command(app, "export")
@@ -759,12 +978,14 @@ def export(store: Path = typer.Argument(..., help="a finished store: results.zar
            domain: Optional[Path] = typer.Argument(None, help="domain runs to GeoTIFF: the domain store "
                                                    "(default <store folder>/work/domain.zarr)"),
            out_folder: Optional[Path] = typer.Argument(None, help="output (the same as --out)"),
-           to: str = typer.Option("geotiff", "--to", help="netcdf (one CF-1.10 netCDF-4 file) or geotiff "
+           to: str = typer.Option("geotiff", "--to", parser=_OneOf(".outputs", "EXPORT_FORMATS"),
+                                  metavar="{netcdf|geotiff}", help="netcdf (one CF-1.10 netCDF-4 file) or geotiff "
                                   "(one Cloud-Optimised GeoTIFF per variable and year; domain runs: one per "
                                   "glacier or CRS zone, bands = years)"),
            out: Optional[Path] = typer.Option(None, "--out", help="the netCDF file or the GeoTIFF folder (default: "
                                               "beside the store, STORE.nc or STORE_tif)"),
-           by: str = typer.Option("glacier", "--by", help="domain runs: glacier (one GeoTIFF per glacier window) "
+           by: str = typer.Option("glacier", "--by", parser=_OneOf(None, _EXPORT_BY), metavar="{glacier|zone}",
+                                  help="domain runs: glacier (one GeoTIFF per glacier window) "
                                   "or zone (one per CRS zone)")):
     """Write a store for other tools: CF netCDF (--to netcdf) or GeoTIFFs with their CRS (--to geotiff).
 
@@ -776,16 +997,22 @@ def export(store: Path = typer.Argument(..., help="a finished store: results.zar
     files = export_store(store, to, target, domain=domain, by=by) if to == "geotiff" else export_store(store, to, target)
     kind = "netCDF file" if to == "netcdf" else "GeoTIFF(s)"
     where = files[0] if to == "netcdf" else (target or (files[0].parent if files else store))
-    typer.echo(f"wrote {len(files)} {kind} ({where})")
+    _say(f"wrote {len(files)} {kind} ({where})")
+
+
+#: Run modes (``mode`` of a run config; ``glacgrid demo --mode``).
+_MODES = ("evolve", "reconstruct")
 
 
 @_command(app)
 def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output directory"),
-         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler address (same as --cluster ADDRESS)"),
-         cluster: Optional[str] = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
-         size: str = typer.Option("full", help="full or small"),
+         scheduler: Optional[str] = _SCHEDULER_ALIAS,
+         cluster: Optional[str] = _CLUSTER,
+         size: str = typer.Option("full", parser=_OneOf(".testing", "DEMO_SIZES"),
+                                  metavar="{full|small}", help="region size"),
          seed: int = typer.Option(0),
-         mode: str = typer.Option("evolve", help="evolve (annual delta-h loop) or reconstruct (static geometry)"),
+         mode: str = typer.Option("evolve", parser=_OneOf(None, _MODES), metavar="{evolve|reconstruct}",
+                                  help="evolve (annual delta-h loop) or reconstruct (static geometry)"),
          progress: bool = typer.Option(True, help="show a progress display")):
     """Build a seeded synthetic region and run the whole pipeline on it (evolution mode by default).
 
@@ -799,29 +1026,40 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
     from .testing import prepare_demo
 
     t0 = time.perf_counter()
+    cluster = _scheduler_alias(scheduler, cluster)
     # the lock covers the demo's inputs too: they are written into --out
-    with _early_lock(out, f"glacgrid demo --out {out}", scheduler, resolve_cluster(ClusterConfig(), cluster)):
+    with _early_lock(out, f"glacgrid demo --out {out}", resolve_cluster(ClusterConfig(), cluster)):
+        _run_log(out)
         cfg, region = prepare_demo(out, size=size, seed=seed, mode=mode)
-        typer.echo(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
-                   f"inputs in {region.directory}")
-        with client_for(scheduler, resolve_cluster(cfg.cluster, cluster)) as client:
-            typer.echo(f"dask: {describe_client(client)}")
-            result = run_pipeline(cfg, progress=progress)
+        _say(f"synthetic region: {region.n_glaciers} glaciers, hydrological years {region.start}-{region.end}, "
+             f"inputs in {region.directory}")
+        with client_for(None, resolve_cluster(cfg.cluster, cluster)) as client:
+            _route_cluster_logs(client, resolve_cluster(cfg.cluster, cluster))
+            _say(f"dask: {describe_client(client)}")
+            result = run_pipeline(cfg, progress=progress and not _logs().quiet)
     _print_summary(result)
-    typer.echo(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    _say(f"demo finished in {time.perf_counter() - t0:.1f} s")
+
+
+#: How models are trained (``[model] training``; ``glacgrid validate --training``).
+_TRAININGS = ("glacier", "joint")
 
 
 @_command(app)
 def validate(config: Path = typer.Argument(..., help="run configuration (TOML) with [observations]"),
              out: Path = typer.Option(Path("validation-output"), "--out", help="output directory"),
-             schemes: str = typer.Option("logo,loyo", help="cross-validation schemes, comma-separated "
-                                         "(logo, loyo, lsygo, kfold)"),
+             schemes: str = typer.Option("logo,loyo", parser=_OneOf(".models", "SCHEMES", comma=True),
+                                         metavar="SCHEME,...",
+                                         help="cross-validation schemes, comma-separated (logo, loyo, lsygo, "
+                                         "kfold)"),
              profiles: Optional[List[Path]] = typer.Option(None, "--profiles", help="WGMS profile_WGMS-*.csv "
                                                            "(default: those beside the WGMS mbdata files)"),
              evolve: Optional[bool] = typer.Option(None, "--evolve/--no-evolve", help="also run the evolution "
                                                    "and compare area and volume with WGMS (default: when "
                                                    "mode = \"evolve\")"),
-             training: Optional[str] = typer.Option(None, "--training", help="how the fold models are trained, "
+             training: Optional[str] = typer.Option(None, "--training", parser=_OneOf(None, _TRAININGS, comma=True),
+                                                    metavar="{glacier|joint},...",
+                                                    help="how the fold models are trained, "
                                                     "comma-separated: glacier (glacier-wide rows), joint "
                                                     "(glacier-wide + 50 m bands); default: [model] training")):
     """Validate a run against its observations: reconstruction LOGO/LOYO on the gridded path, 50 m
@@ -836,12 +1074,13 @@ def validate(config: Path = typer.Argument(..., help="run configuration (TOML) w
     from .config import load_config
     from .pipeline import validate as run_validation
 
+    _run_log(out)
     report = run_validation(load_config(config), out, schemes=_csv_list(schemes) or ["logo"],
                             profiles=profiles or None, evolve=evolve,
                             trainings=_csv_list(training) or None)
     files = report.write(out)
-    typer.echo(report.markdown())
-    typer.echo(f"wrote {files['markdown']} and {len(files) - 1} CSV tables into {out}")
+    _say(report.markdown())
+    _say(f"wrote {files['markdown']} and {len(files) - 1} CSV tables into {out}")
 
 
 def main() -> None:  # pragma: no cover

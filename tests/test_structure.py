@@ -22,7 +22,7 @@ PACKAGE = Path(glacgrid.__file__).resolve().parent
 
 #: Stages by rank, lowest first. A new module or subpackage must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "exceptions", "units", "metadata", "atomic", "config"),  # foundation
+    ("__init__", "exceptions", "units", "metadata", "atomic", "storage", "config"),  # foundation
     ("cube",),  # the Zarr store layer (template-then-region writes, resume records) ingest writes through
     ("ingest",),
     ("grid", "observations"),
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("figures",),
     ("outputs", "validation"),
     ("pipeline",),
-    ("testing", "cluster"),
+    ("testing", "cluster", "logs"),
     ("cli", "__main__"),
 )
 RANK = {stage: rank for rank, stages in enumerate(LAYERS) for stage in stages}

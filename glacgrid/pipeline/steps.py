@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-__all__ = ["Steps"]
+__all__ = ["Steps", "progress_columns"]
+
+
+def progress_columns() -> tuple:
+    """The columns of glacgrid's progress bars: what, bar, done/total, elapsed and the estimated time left
+    (``eta 0:01:23``; rich estimates it from the recent speed of the bar, ``-:--:--`` until it can)."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
 
 
 class Steps:
@@ -27,10 +36,9 @@ class Steps:
 
     def __enter__(self):
         if self.show:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                      TimeElapsedColumn(), transient=False)
+            self._progress = Progress(*progress_columns(), transient=False)
             self._progress.__enter__()
             self._task = self._progress.add_task("glacgrid", total=self.total)  # the stages of run()
         return self

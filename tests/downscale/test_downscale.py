@@ -237,4 +237,4 @@ def test_cli_downscale_with_monthly_lapse_rates_and_snow(tmp_path):
     np.testing.assert_allclose(s, p * frac, rtol=1e-5, atol=1e-5)
     res = CliRunner().invoke(app, ["downscale", str(tmp_path / "cube.zarr"), "--grid", str(dem), "--out",
                                    str(tmp_path / "e.zarr"), "--method", "cubic"])
-    assert res.exit_code == 2 and "Unknown regrid method 'cubic'" in res.output
+    assert res.exit_code == 2 and "'--method': 'cubic' is not one of bilinear, conservative" in res.output

@@ -158,10 +158,10 @@ def test_cli_cv_prints_table_and_writes_result(model, scheme, fmt, tmp_path):
         ("nan", {}, "Column 'x2' holds 1 NaN"),
         ("constant", {}, "constant"),
         ("one_glacier", {}, "needs at least 2 distinct glaciers"),
-        (None, {"model": "tree"}, "--model 'tree' is not valid; choose one of \\{lasso,ols,ridge,svr,rf,gbm,ann\\}"),
-        (None, {"scheme": "bootstrap"}, "--scheme 'bootstrap' is not valid"),
+        (None, {"model": "tree"}, "'--model': 'tree' is not one of lasso, ols, ridge, svr, rf, gbm, ann"),
+        (None, {"scheme": "bootstrap"}, "'--scheme': 'bootstrap' is not one of logo, loyo"),
         (None, {"model": "lasso", "extra": ("--ann-preset", "alpgm")}, "applies to the ANN only"),
-        (None, {"model": "ann", "extra": ("--ann-preset", "keras")}, "valid presets: alpgm, point"),
+        (None, {"model": "ann", "extra": ("--ann-preset", "keras")}, "'keras' is not one of alpgm, point"),
     ],
 )
 def test_cli_cv_clear_errors(change, extra_args, pattern, tmp_path):
@@ -195,7 +195,7 @@ def test_cli_train_rf_with_weights_and_load(tmp_path):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["arrays.npz", "model.json"]
     res = runner.invoke(app, ["train", str(path), "--target", "smb", "--features", "x1,x2,x3", "--model", "rf",
                               "--weights", "idw", "--out", str(tmp_path / "m2")])
-    assert res.exit_code == 2 and "--weights 'idw' is not valid" in res.output
+    assert res.exit_code == 2 and "'--weights': 'idw' is not one of none, kde, frequency" in res.output
 
 
 # --------------------------------------------------------------------------- real data

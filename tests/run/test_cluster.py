@@ -171,7 +171,7 @@ def test_threads_kind_uses_the_threaded_scheduler_with_the_asked_threads():
 
     with client_for(cluster=ClusterConfig(kind="threads", n_workers=1, threads_per_worker=3)) as client:
         assert client is None
-        assert describe_client(client) == "threaded scheduler in this process, 3 threads"
+        assert describe_client(client) == "threaded scheduler in this process, 3 threads (no dashboard)"
         assert dask.config.get("scheduler") == "threads"
         assert int(da.ones((10, 10), chunks=5).sum().compute()) == 100
     assert dask.config.get("num_workers", None) != 3  # scoped to the block
