@@ -11,8 +11,12 @@ A store is written in two phases, as pangeo-forge's ``schema_to_zarr`` does:
    half written).
 
 :func:`write_dataset` runs both phases and skips the slabs already recorded, so re-running a killed
-job only writes what is missing, and re-running a finished one writes nothing. Only local
-filesystem paths are supported.
+job only writes what is missing, and re-running a finished one writes nothing. The functions of the two
+phases write on the local filesystem; :func:`write_dataset` also writes a store at an fsspec URL
+(``s3://...``, with ``storage_options``) through a local staging copy pushed to the bucket (an
+object-storage run does the same for its whole output directory:
+:func:`glacgrid.pipeline.outdir.staged_output`); :func:`open_store`, :func:`completed_regions` and
+:func:`missing_regions` read a store at a URL directly.
 
 The sidecar also lists the regions a write *plans* (:func:`plan_regions`); :func:`missing_regions`
 gives those not yet finished and ``open_store(require_complete=True)`` refuses a store that has any,
@@ -55,6 +59,7 @@ import xarray as xr
 
 from .atomic import atomic_dir, atomic_path, clean_partials, exclusive, locked, remove_leftovers
 from .exceptions import InputDataError, StoreError
+from .storage import Location, Mirror, is_url, location, remote_lock
 
 __all__ = [
     "DONE_FILE",
@@ -116,8 +121,37 @@ def _is_zarr(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
 
 
+def _remote(store: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> Location | None:
+    """The object-storage location of ``store``, checked to be a Zarr store; None for a local path."""
+    if not is_url(store):
+        return None
+    loc = location(store, storage_options)
+    if loc.local:
+        return None
+    if not loc.join("zarr.json").exists():
+        raise StoreError(
+            f"There is no Zarr store at {loc.url} (no zarr.json there). Check the URL, the bucket and the "
+            "storage_options (endpoint_url, credentials), or run the stage that writes it first."
+        )
+    return loc
+
+
+def _local(store: str | os.PathLike) -> Path:
+    """The local path of ``store`` (a path or a ``file://`` URL); an object-storage URL is refused."""
+    if is_url(store):
+        loc = location(store)
+        if not loc.local:
+            raise StoreError(
+                f"glacgrid writes Zarr stores on the local filesystem; {store} is on object storage. Run the "
+                "stage through glacgrid.pipeline.outdir.staged_output (a local staging copy pushed to the "
+                "bucket), or write locally and copy the store."
+            )
+        return Path(loc.path)
+    return Path(store)
+
+
 def _require_store(store: str | os.PathLike) -> Path:
-    path = Path(store)
+    path = _local(store)
     if not path.exists():
         raise StoreError(
             f"Zarr store {path} does not exist. Run the stage that writes it first, or check the path."
@@ -143,7 +177,7 @@ def store_lock(store: str | os.PathLike, *, purpose: str, shared: bool = False) 
     contextlib.AbstractContextManager
         Yields the holder record (``host``, ``pid``, ``started``, ``purpose``, ``argv``, ``mode``).
     """
-    path = Path(store)
+    path = _local(store)
     return exclusive(path.with_name(path.name + LOCK_SUFFIX), purpose=purpose, shared=shared)
 
 
@@ -230,12 +264,12 @@ def _schema_diff(ds: xr.Dataset, stored: xr.Dataset) -> list[str]:
     return diffs
 
 
-def _read_done(path: Path) -> dict[str, Any]:
-    sidecar = path / DONE_FILE
+def _read_done(path: Path | Location) -> dict[str, Any]:
+    sidecar = path.join(DONE_FILE) if isinstance(path, Location) else path / DONE_FILE
     if not sidecar.exists():
         return {"version": 1, "done": [], "planned": []}
     try:
-        state = json.loads(sidecar.read_text(encoding="utf-8"))
+        state = json.loads(sidecar.read_text(encoding="utf-8") if isinstance(sidecar, Path) else sidecar.read_text())
         state.setdefault("planned", [])
         return state
     except (OSError, ValueError) as err:
@@ -245,15 +279,15 @@ def _read_done(path: Path) -> dict[str, Any]:
         ) from err
 
 
-def completed_regions(store: str | os.PathLike) -> set[str]:
-    """Keys of the regions recorded as finished in ``store`` (empty if none is).
+def completed_regions(store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Keys of the regions recorded as finished in ``store`` (a path or an fsspec URL; empty if none is).
 
     Raises
     ------
     StoreError
         If ``store`` is missing or not a Zarr store.
     """
-    return set(_read_done(_require_store(store))["done"])
+    return set(_read_done(_remote(store, storage_options) or _require_store(store))["done"])
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -289,15 +323,15 @@ def plan_regions(store: str | os.PathLike, keys) -> None:
     _update_done(_require_store(store), "planned", {str(k) for k in keys})
 
 
-def missing_regions(store: str | os.PathLike) -> set[str]:
-    """Keys of the planned regions of ``store`` that are not finished yet (empty when complete).
+def missing_regions(store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Keys of the planned regions of ``store`` (a path or an fsspec URL) not finished yet (empty when complete).
 
     Raises
     ------
     StoreError
         If ``store`` is missing or not a Zarr store.
     """
-    state = _read_done(_require_store(store))
+    state = _read_done(_remote(store, storage_options) or _require_store(store))
     return set(state["planned"]) - set(state["done"])
 
 
@@ -343,18 +377,20 @@ def write_arrays(store: str | os.PathLike, values: Mapping[str, tuple[Any, np.nd
 
 
 def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto", require_complete: bool = False,
-               **kwargs: Any) -> xr.Dataset:
+               storage_options: Mapping[str, Any] | None = None, **kwargs: Any) -> xr.Dataset:
     """Open a Zarr store lazily.
 
     Parameters
     ----------
-    store : path
-        Local path of the store.
+    store : path or str
+        Local path of the store, or an fsspec URL (``s3://bucket/out/results.zarr``, ``file://...``).
     chunks : "auto", dict or None
         Dask chunks: ``"auto"`` (multiples of the on-disk chunks), ``{}`` (the on-disk chunks), a
         mapping of dimension to size, or ``None`` for lazily indexed arrays without dask.
     require_complete : bool
         Refuse a store whose planned regions are not all written (see :func:`missing_regions`).
+    storage_options : Mapping, optional
+        fsspec options of an object-storage URL (``endpoint_url``, credentials).
     **kwargs
         Passed to :func:`xarray.open_zarr` (e.g. ``mask_and_scale=False``).
 
@@ -364,9 +400,12 @@ def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto
         If the path is missing, is not a Zarr store, or cannot be read, or (``require_complete``)
         if a write of it was interrupted.
     """
-    path = _require_store(store)
+    remote = _remote(store, storage_options)
+    path = remote if remote is not None else _require_store(store)
+    if remote is not None:
+        kwargs["storage_options"] = dict(remote.storage_options)
     if require_complete:
-        missing = missing_regions(path)
+        missing = set(_read_done(path)["planned"]) - set(_read_done(path)["done"])
         if missing:
             listed = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
             raise StoreError(
@@ -375,10 +414,10 @@ def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto
             )
     try:
         with _quiet():
-            return xr.open_zarr(path, chunks=chunks, consolidated=None, **kwargs)
+            return xr.open_zarr(path.url if remote is not None else path, chunks=chunks, consolidated=None, **kwargs)
     except Exception as err:  # zarr raises many types for damaged stores
         raise StoreError(
-            f"Could not open Zarr store {path}: {type(err).__name__}: {err}. The store may be "
+            f"Could not open Zarr store {store}: {type(err).__name__}: {err}. The store may be "
             "damaged or incomplete; rewrite it with overwrite=True."
         ) from err
 
@@ -420,7 +459,7 @@ def create_template(ds: xr.Dataset, store: str | os.PathLike, *, overwrite: bool
         If the store exists with a different schema, the path exists and is not a Zarr store, or
         writing fails (e.g. a full disk; the message says how to resume).
     """
-    path = Path(store)
+    path = _local(store)
     ds = _uniform_chunks(_clean(ds))
     plan = sorted({str(k) for k in planned}) if planned is not None else None
     with locked(path.with_name(f".{path.name}{LOCK_SUFFIX}")):  # creators of one store take turns
@@ -520,26 +559,36 @@ def write_dataset(
     region_dim: str,
     step: int | None = None,
     overwrite: bool = False,
-) -> Path:
+    storage_options: Mapping[str, Any] | None = None,
+    push_interval_s: float = 30.0,
+) -> Path | str:
     """Write ``ds`` to a Zarr store: template first, then slabs along ``region_dim``, resumably.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Dataset to write, preferably dask-backed; its dask chunks become the Zarr chunks.
-    store : path
-        Local path of the store (Zarr format 3, consolidated metadata).
+    store : path or str
+        Local path of the store (Zarr format 3, consolidated metadata), or an fsspec URL
+        (``s3://bucket/cube.zarr``): then the store is written in a local staging copy pulled from the
+        bucket and pushed back every ``push_interval_s`` seconds and at the end
+        (:class:`glacgrid.storage.Mirror`: progress records after the chunks they list), under the bucket's
+        lock object ``<store>.lock`` (:func:`glacgrid.storage.remote_lock`).
     region_dim : str
         Dimension along which regions are written one after the other.
     step : int, optional
         Entries of ``region_dim`` per region; default its chunk size. Must be a multiple of it.
     overwrite : bool
         Replace an existing store (see :func:`create_template`).
+    storage_options : Mapping, optional
+        fsspec options of a URL ``store`` (``endpoint_url``, credentials).
+    push_interval_s : float
+        Seconds between two pushes of the staging copy of a URL ``store``.
 
     Returns
     -------
-    pathlib.Path
-        The store path.
+    pathlib.Path or str
+        The store path (the URL for object storage).
 
     Raises
     ------
@@ -558,12 +607,24 @@ def write_dataset(
     recorded regions are skipped, so re-running the same call finishes an interrupted write and
     rewrites nothing after a complete one. The whole write holds the store's run lock.
     """
-    with store_lock(store, purpose=f"glacgrid writing {Path(store).name}"):
+    if is_url(store) and not location(store).local:
+        import tempfile
+
+        loc = location(store, storage_options)
+        lock = location(loc.url + LOCK_SUFFIX, storage_options)
+        with remote_lock(lock, purpose=f"glacgrid writing {loc.url}"), \
+                tempfile.TemporaryDirectory(prefix="glacgrid-staging-") as tmp:
+            mirror = Mirror(loc, Path(tmp) / "store.zarr")
+            mirror.pull()
+            with mirror.syncing(push_interval_s):
+                write_dataset(ds, mirror.local, region_dim=region_dim, step=step, overwrite=overwrite)
+        return loc.url
+    with store_lock(store, purpose=f"glacgrid writing {_local(store).name}"):
         ds, pending = prepare_regions(ds, store, region_dim=region_dim, step=step, overwrite=overwrite)
         for key, index in pending:
             write_region(ds.isel({region_dim: index}), store, region_dim=region_dim, index=index)
             mark_done(store, key)
-    return Path(store)
+    return _local(store)
 
 
 def prepare_regions(
@@ -603,7 +664,7 @@ def prepare_regions(
         )
     regions = [(region_key(region_dim, slice(a, min(a + step, n))), slice(a, min(a + step, n))) for a in range(0, n, step)]
     static = [k for k, v in ds.variables.items() if region_dim not in v.dims and k not in ds.indexes]
-    resumed = Path(store).exists() and not overwrite
+    resumed = _local(store).exists() and not overwrite
     create_template(ds, store, overwrite=overwrite, planned=[k for k, _ in regions] + ([STATIC_KEY] if static else []))
     if resumed:
         clean_partials(store)

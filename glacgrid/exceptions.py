@@ -88,7 +88,7 @@ class LockHeldError(StoreError):
     def __init__(self, path, holder: dict | None = None) -> None:
         from pathlib import Path
 
-        self.path = Path(path)
+        self.path = path if isinstance(path, str) and "://" in path else Path(path)  # (s3:// kept)
         self.holder = dict(holder or {})
         h = self.holder
         who = h.get("purpose") or "another process"

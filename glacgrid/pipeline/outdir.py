@@ -8,6 +8,12 @@
   period, moves the outputs of an older configuration aside (:func:`retire_stale_outputs`) and removes the
   partial files a killed run left behind.
 
+An object-storage output directory (``[output] directory = "s3://bucket/out"`` with ``storage_options``) is
+run through :func:`staged_output`: the run holds the bucket's run lock object (:func:`glacgrid.storage.remote_lock`),
+works in a local staging copy pulled from the bucket, and pushes it back every few seconds and at the end
+(:class:`glacgrid.storage.Mirror`: progress records after the data they list), so a run killed at any moment
+resumes from the bucket, on this machine or another one. Every guarantee below holds in the staging copy.
+
 The configuration digest is recorded in ``<output>/.glacgrid_run.json``. When a run's digest differs from
 the recorded one, the tables, figures, model, results store and array-job files of the recorded
 configuration are moved into ``<output>/previous-<old digest>/`` (nothing is deleted; one copy per
@@ -21,19 +27,23 @@ another process may hold one open.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from ..atomic import atomic_path, clean_partials, exclusive
 from ..config import RunConfig, config_digest
+from ..exceptions import StoreError
 from ..ingest import check_period
+from ..storage import Mirror, is_url, location, remote_lock
 
 __all__ = ["LOCK_FILE", "RECORD_FILE", "RESULT_SECTIONS", "RUN_OUTPUTS", "run_lock", "purpose_of",
-           "retire_stale_outputs", "begin_run"]
+           "retire_stale_outputs", "begin_run", "staged_output", "PUSH_INTERVAL_S"]
 
 #: The run lock of an output directory.
 LOCK_FILE = ".glacgrid.lock"
@@ -83,6 +93,11 @@ def run_lock(cfg: RunConfig | str | os.PathLike, *, purpose: str | None = None,
     LockHeldError
         At once, when another process holds the lock (the message names host, pid and start time).
     """
+    where = cfg.output.directory if isinstance(cfg, RunConfig) else cfg
+    if is_url(where):  # never a local folder named "s3:"
+        raise StoreError(f"The output directory {where} is on object storage; run it through "
+                         "glacgrid.pipeline.outdir.staged_output(cfg), which works in a local staging copy and "
+                         "pushes it to the bucket (`glacgrid run` does).")
     if isinstance(cfg, RunConfig):
         out, purpose = Path(cfg.output.directory), purpose or purpose_of(cfg, "run")
     else:
@@ -168,10 +183,74 @@ def begin_run(cfg: RunConfig) -> tuple[str, ...]:
     TimeAxisError
         When the climate does not cover the period.
     """
-    check_period(list(cfg.climate.files), cfg.period.start, cfg.period.end, hemisphere=cfg.period.hemisphere,
-                 variables=list(cfg.climate.variables) or None)
+    if cfg.forcing is None:  # with a [forcing], prepare checks the forcing spliced with the reference
+        check_period(list(cfg.climate.files), cfg.period.start, cfg.period.end, hemisphere=cfg.period.hemisphere,
+                     variables=list(cfg.climate.variables) or None)
     aside = retire_stale_outputs(cfg)
     clean_partials(Path(cfg.output.directory))
     if aside is None:
         return ()
     return (f"the outputs of an earlier configuration of this output directory were moved to {aside}",)
+
+
+#: Seconds between two pushes of a staging copy to its bucket (:func:`staged_output`).
+PUSH_INTERVAL_S = 30.0
+
+
+@contextlib.contextmanager
+def staged_output(cfg: RunConfig, *, interval_s: float = PUSH_INTERVAL_S, staging: str | os.PathLike | None = None,
+                  purpose: str | None = None, lock_ttl_s: float = 120.0) -> Iterator[RunConfig]:
+    """Run ``cfg`` into an object-storage output directory through a local staging copy.
+
+    For a local output directory this yields ``cfg`` as it is. For ``s3://``, ``gs://``, ... it
+
+    1. takes the bucket's run lock ``<directory>/.glacgrid.lock`` (:func:`glacgrid.storage.remote_lock`;
+       a live holder refuses the run at once with a :class:`~glacgrid.exceptions.LockHeldError`, a killed
+       one's lock is taken over);
+    2. pulls the directory from the bucket into a new staging folder (what a killed run left: its work
+       stores, their progress records, the results store's finished years);
+    3. yields ``cfg`` with ``[output] directory`` set to the staging folder: every stage writes locally,
+       with its template-then-region writes, progress records and locks;
+    4. pushes the staging folder to the bucket every ``interval_s`` seconds and once at the end (also when
+       the run fails), progress records after the data they list, and removes the staging folder.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run; ``[output] storage_options`` are the fsspec options of the bucket.
+    interval_s : float
+        Seconds between two background pushes (what a kill can lose, at most).
+    staging : path, optional
+        Folder in which the staging folder is made (default: the system's temporary folder; it needs
+        the space of the run's outputs and work stores).
+    purpose : str, optional
+        What holds the lock (default ``glacgrid run <config>``).
+    lock_ttl_s : float
+        A bucket lock not renewed for this long is taken over.
+
+    Yields
+    ------
+    RunConfig
+        The configuration to run (local output directory).
+
+    Raises
+    ------
+    LockHeldError
+        When another live run holds the bucket's lock.
+    StoreError
+        When the bucket cannot be read or written (the message names the URL and what to check).
+    """
+    loc = location(cfg.output.directory, cfg.output.storage_options)
+    if loc.local:
+        yield cfg
+        return
+    with remote_lock(loc.join(LOCK_FILE), purpose=purpose or purpose_of(cfg, "run"), ttl_s=lock_ttl_s):
+        folder = Path(tempfile.mkdtemp(prefix="glacgrid-staging-", dir=staging))
+        try:
+            mirror = Mirror(loc, folder)
+            mirror.pull()
+            local = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, directory=folder))
+            with mirror.syncing(interval_s):
+                yield local
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
