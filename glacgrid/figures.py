@@ -46,7 +46,8 @@ def reference_member(gy: pd.DataFrame):
     if "member" not in gy:
         return None
     ref = np.isclose(gy["thickness_factor"], 1.0) & np.isclose(gy["deltah_factor"], 1.0)
-    return gy.loc[ref, "member"].iloc[0] if ref.any() else None
+    found = gy.loc[ref, "member"].unique()
+    return found[0] if len(found) == 1 else None  # forcing members: several with factors 1 -> their mean
 
 
 def central(gy: pd.DataFrame) -> tuple[pd.DataFrame, str]:

@@ -16,10 +16,11 @@ from ..exceptions import StoreError
 from ..features import HydroYear
 from ..glaciers import GlacierGeometry, area_weighted_mean
 from ..grid import TargetGrid
-from ..ingest import ingest
+from ..ingest import check_months, ingest
 from ..masks import glacier_table, rasterize_glaciers, read_outlines
 from ..metadata import cf_dataset, provenance, stamp_dataset
 from ..units import METRES_PER_DEGREE
+from .forcing import FORCING_MEMBER, reference_years, spliced_cube
 from .steps import Steps
 
 __all__ = ["Prepared", "prepare", "FINGERPRINT_ATTR"]
@@ -48,6 +49,13 @@ class Prepared:
         What the preparation reported (repaired outlines, glaciers without a pixel).
     surfaces : xarray.DataArray or None
         The dated surfaces ``(surface_year, y, x)`` of ``[geometry] surfaces``.
+    member_down : xarray.Dataset or None
+        A run with a ``[forcing]`` of several members: ``temp``, ``prcp`` ``(forcing_member, time, y, x)``
+        and ``reference_elevation``, lazy, each member's spliced cube downscaled (:attr:`down` is then their
+        mean). None otherwise.
+    reference_years : tuple of int or None
+        A run with a ``[forcing]``: the first and last complete hydrological year of the ``[climate]``
+        reference, inside the period or not (the model's training years); None otherwise or when none.
     """
 
     grid: TargetGrid
@@ -57,6 +65,8 @@ class Prepared:
     has_thickness: np.ndarray
     notes: tuple[str, ...] = ()
     surfaces: xr.DataArray | None = None
+    member_down: xr.Dataset | None = None
+    reference_years: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "notes", tuple(self.notes))
@@ -194,25 +204,59 @@ def _has_thickness(static: xr.Dataset, index: np.ndarray) -> np.ndarray:
 
 
 def _downscaled(cfg: RunConfig, cube: xr.Dataset, grid: TargetGrid, surface: xr.DataArray,
-                workdir: Path) -> xr.Dataset:
-    """The climate of the run's hydrological years downscaled to the grid, in ``downscaled.zarr`` (kept as it
-    is when it is complete and was computed from the same cube, DEM and parameters)."""
+                workdir: Path, years: tuple[int, int] | None = None) -> xr.Dataset:
+    """The climate of the run's hydrological years (or ``years``) downscaled to the grid, in ``downscaled.zarr``
+    (kept as it is when it is complete and was computed from the same cube, DEM and parameters)."""
     chunks = {"time": 12, "y": grid.chunks[0], "x": grid.chunks[1]}
     store = workdir / "downscaled.zarr"
-    fingerprint = config_digest(cfg, ("climate", "grid", "period", "downscale"), grid=repr(grid),
-                                cube=str(cube.attrs.get("source_files", "")), inputs=_file_stamp([cfg.grid.dem]))
+    sections = ("climate", "grid", "period", "downscale") + (("forcing",) if cfg.forcing is not None else ())
+    fingerprint = config_digest(cfg, sections, grid=repr(grid),
+                                cube=str(cube.attrs.get("source_files", "")), inputs=_file_stamp([cfg.grid.dem]),
+                                **({"years": repr(years)} if years is not None else {}))
     kept = _reusable(store, fingerprint, chunks)
     if kept is not None:
         return kept
-    months = HydroYear(cfg.period.hemisphere).period_months(cfg.period.start, cfg.period.end)
+    months = HydroYear(cfg.period.hemisphere).period_months(*(years or (cfg.period.start, cfg.period.end)))
     first, last = months[0], months[-1]
     down = downscale(cube.sel(time=slice(first, last)), grid, surface, cfg.downscale)
     down = cf_dataset(down, title="glacgrid downscaled monthly climate", crs=grid.crs)
     return _write_work_store(down, store, fingerprint, "time", chunks)
 
 
+def _forcing_cube(cfg: RunConfig, reference: xr.Dataset, workdir: Path) -> xr.Dataset:
+    """The spliced climate of ``[forcing]`` + ``[climate]`` (:func:`glacgrid.pipeline.forcing.spliced_cube`) in
+    ``forcing_cube.zarr`` (kept when complete and computed from the same inputs)."""
+    store = workdir / "forcing_cube.zarr"
+    fc = cfg.forcing
+    fingerprint = config_digest(cfg, ("climate", "forcing"), cube=str(reference.attrs.get("source_files", "")),
+                                inputs=_file_stamp([*fc.files, *((fc.invariant,) if fc.invariant else ())]))
+    chunks = {"time": 120}
+    kept = _reusable(store, fingerprint, chunks)
+    if kept is not None:
+        return kept
+    spliced = stamp_dataset(spliced_cube(cfg, reference), history=provenance("prepare", forcing=fc.kind,
+                                                                             method=fc.method))
+    return _write_work_store(spliced.chunk({"time": 120, "member": -1}), store, fingerprint, "time", chunks)
+
+
+def _member_down(cfg: RunConfig, spliced: xr.Dataset, grid: TargetGrid, surface: xr.DataArray) -> xr.Dataset:
+    """Each forcing member's climate of the run's years downscaled (lazy), along ``forcing_member``."""
+    months = HydroYear(cfg.period.hemisphere).period_months(cfg.period.start, cfg.period.end)
+    cube = spliced.sel(time=slice(months[0], months[-1]))
+    parts = [downscale(cube.isel(member=k, drop=True), grid, surface, cfg.downscale)
+             for k in range(cube.sizes["member"])]  # a handful of members
+    out = xr.concat([p[["temp", "prcp"]] for p in parts], dim=FORCING_MEMBER)
+    out["reference_elevation"] = parts[0]["reference_elevation"]
+    return out.assign_coords({FORCING_MEMBER: cube["member"].values}).assign_attrs(parts[0].attrs)
+
+
 def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepared:
     """Ingest the climate, build grid and masks, downscale; write the intermediate stores into ``workdir``.
+
+    With a ``[forcing]`` the climate is the forcing adjusted into the ``[climate]`` reference and spliced with it
+    (``forcing_cube.zarr``, :func:`glacgrid.pipeline.forcing.spliced_cube`); ``downscaled.zarr`` holds the mean
+    over its members over the period and the reference's years (the training years) and
+    :attr:`Prepared.member_down` each member over the period (lazy).
 
     Parameters
     ----------
@@ -235,6 +279,16 @@ def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepar
         cube_path = ingest(list(cfg.climate.files), workdir / "cube.zarr", invariant=cfg.climate.invariant,
                            variables=list(cfg.climate.variables))
         cube = cube_mod.open_store(cube_path, require_complete=True)
+        spliced, span = None, None
+        if cfg.forcing is not None:  # the forcing adjusted into the reference, spliced where it has no months
+            span = reference_years(cfg, cube)
+            spliced = _forcing_cube(cfg, cube, workdir)
+            check_months(pd.DatetimeIndex(spliced["time"].values), cfg.period.start, cfg.period.end,
+                         hydro=HydroYear(cfg.period.hemisphere), source="the forcing spliced with the reference")
+            cube = spliced.mean("member").assign_attrs(spliced.attrs)
+            for name in ("orog", "lsm"):
+                if name in spliced:
+                    cube[name] = spliced[name]
     with steps.stage("grid and masks"):
         outlines = read_outlines(cfg.glaciers.outlines, cfg.glaciers.id_column, cfg.glaciers.name_column)
         if outlines.attrs.get("repaired"):
@@ -249,5 +303,15 @@ def prepare(cfg: RunConfig, workdir: Path, steps: Steps | None = None) -> Prepar
         has_thickness = _has_thickness(static, table.index.to_numpy())
         surfaces = _read_surfaces(cfg, grid, workdir)
     with steps.stage("downscale"):
-        down = _downscaled(cfg, cube, grid, static["surface"], workdir)
-    return Prepared(grid, down, static, table, has_thickness, tuple(notes), surfaces)
+        years = None
+        if spliced is not None and span is not None:  # the period and the reference's (training) years
+            years = (min(cfg.period.start, span[0]), max(cfg.period.end, span[1]))
+        down = _downscaled(cfg, cube, grid, static["surface"], workdir, years)
+        member_down = None
+        if spliced is not None and spliced.sizes["member"] > 1:
+            member_down = _member_down(cfg, spliced, grid, static["surface"])
+        if spliced is not None:
+            notes.append(f"climate: {cfg.forcing.kind} forcing ({spliced.sizes['member']} member(s), "
+                         f"{cfg.forcing.method} on {spliced.attrs.get('bias_adjustment', '')}) outside the reference "
+                         f"{'..'.join(spliced.attrs.get('reference_months', []))}")
+    return Prepared(grid, down, static, table, has_thickness, tuple(notes), surfaces, member_down, span)

@@ -16,6 +16,7 @@ from ..inference import buildable
 from ..outputs import write_outputs
 from .model import fit_model
 from .domain import run_domain
+from .forcing import training_config
 from .outdir import begin_run, run_lock
 from .prepare import prepare
 from .result import RunResult
@@ -70,12 +71,13 @@ def run(cfg: RunConfig, *, progress: bool = True, client=None) -> RunResult:
             prep = prepare(cfg, work, steps)
             with steps.stage("features"):
                 observed = read_observed(cfg, prep.table)
-                train, train_notes = training_table(cfg, prep, observed)
+                train_cfg = training_config(cfg, prep)  # with a [forcing]: the reference's years only
+                train, train_notes = training_table(train_cfg, prep, observed)
                 write_training_table(train, out)
             with steps.stage("model"):
                 model, cv = fit_model(cfg, train, out)  # (cv.json: the glacier-wide cross-validation)
                 if cfg.model.training == "joint":  # one pixel model against glacier-wide and band footprints
-                    model = fit_joint_model(cfg, prep, observed, train, out)
+                    model = fit_joint_model(train_cfg, prep, observed, train, out)
             with steps.stage(f"simulate ({cfg.mode})"):
                 advance = steps.years(cfg.period.end - cfg.period.start + 1)
                 store = simulate.simulate(cfg, prep, model, out / "results.zarr", advance=advance)

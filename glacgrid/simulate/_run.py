@@ -4,7 +4,9 @@ Reconstruction (``mode = "reconstruct"``): SMB of every glacier and year on a st
 or on surfaces interpolated in time between dated DEMs (``[geometry] surfaces``/``surface_years``);
 with an ensemble model also the spread across members. Evolution (``mode = "evolve"``): the annual
 loop of :func:`glacgrid.simulate.annual_step` for every ensemble member (initial-thickness factor x
-delta-h-curve factor), all members of a year committed together.
+delta-h-curve factor), all members of a year committed together. With a ``[forcing]`` of several members
+(``Prepared.member_down``) every member runs once per forcing member, in both modes: the ``member``
+dimension is forcing member (outer) x thickness x delta-h, with the coordinate ``forcing_member``.
 
 Every finished year is one region write followed by a done mark; the state of a resumed run is read
 back from the last committed year of the store, so a run killed at any point and restarted gives the
@@ -51,8 +53,8 @@ def results_fingerprint(cfg: RunConfig, model) -> str:
         state += np.asarray(model.predict(probe), dtype="float64").tobytes().hex()
     except Exception:  # noqa: BLE001 - a model that cannot predict a probe is fingerprinted by its config
         pass
-    return config_digest(cfg, ("climate", "grid", "glaciers", "period", "downscale", "model", "geometry", "mode"),
-                         model_state=state)
+    sections = ("climate", "grid", "glaciers", "period", "downscale", "model", "geometry", "mode")
+    return config_digest(cfg, sections + (("forcing",) if cfg.forcing is not None else ()), model_state=state)
 
 
 def ensemble_members(cfg: RunConfig) -> list[tuple[float, float]]:
@@ -65,11 +67,12 @@ def ensemble_members(cfg: RunConfig) -> list[tuple[float, float]]:
 
 
 def results_template(prep, years: np.ndarray, fingerprint: str, *, members: list | None = None,
-                     spread: bool = False) -> xr.Dataset:
+                     spread: bool = False, forcing_members: np.ndarray | None = None) -> xr.Dataset:
     """The (lazy, all-zero) template of the results store.
 
     ``members``: ``(thickness_factor, deltah_factor)`` pairs; a ``member`` dim only for more than one.
     ``spread``: add ``smb_spread`` and ``smb_glacier_spread`` (ensemble model in reconstruct mode).
+    ``forcing_members``: the forcing member of each member (coordinate ``forcing_member`` on ``member``).
     """
     grid = prep.grid
     ny, nx = grid.shape
@@ -83,6 +86,8 @@ def results_template(prep, years: np.ndarray, fingerprint: str, *, members: list
         coords["member"] = np.arange(len(members))
         coords["thickness_factor"] = ("member", np.array([m[0] for m in members], dtype="float64"))
         coords["deltah_factor"] = ("member", np.array([m[1] for m in members], dtype="float64"))
+        if forcing_members is not None:
+            coords["forcing_member"] = ("member", np.asarray(forcing_members, dtype="int64"))
 
     def gridded(dtype, dims=lead_dims, shape=lead, chunks=lead_chunks):
         return xr.DataArray(dsa.zeros((*shape, ny, nx), chunks=(*chunks, *grid.chunks), dtype=dtype),
@@ -104,6 +109,9 @@ def results_template(prep, years: np.ndarray, fingerprint: str, *, members: list
     if multi:
         for c in ("thickness_factor", "deltah_factor"):
             ds[c].attrs.update(stamp(ds[c], c).attrs)
+        if "forcing_member" in ds.coords:
+            ds["forcing_member"].attrs.update({"long_name": "Member of the climate forcing of this member",
+                                               "units": "1"})
     ds.attrs.update({"glacgrid_fingerprint": fingerprint, "crs": grid.crs, "transform": list(grid.transform)})
     return cf_dataset(ds, title="glacgrid results: annual surface mass balance and glacier geometry", glaciers=prep.table)
 
@@ -188,8 +196,8 @@ def init_store(template: xr.Dataset, store: Path, *, overwrite: bool = False) ->
     planned = _year_keys(template.sizes["year"]) + ([cube_mod.STATIC_KEY] if "member" in template.dims else [])
     cube_mod.create_template(template, store, overwrite=overwrite, planned=planned)
     if "member" in template.dims and cube_mod.STATIC_KEY not in cube_mod.completed_regions(store):
-        cube_mod.write_static(template[["thickness_factor", "deltah_factor"]].reset_coords(), store,
-                              region_dim="year")
+        names = [c for c in ("thickness_factor", "deltah_factor", "forcing_member") if c in template.coords]
+        cube_mod.write_static(template[names].reset_coords(), store, region_dim="year")
         cube_mod.mark_done(store, cube_mod.STATIC_KEY)
 
 
@@ -208,6 +216,7 @@ class _Run:
     chunks: dict
     logbook: _Log
     step: dict
+    downs: tuple = ()
 
     @property
     def multi(self) -> bool:
@@ -220,7 +229,7 @@ class _Run:
     def commit(self, i: int, year_ds: xr.Dataset, reasons: list[np.ndarray]) -> None:
         """Write year ``i`` (one region write), mark it done and log its isolated glaciers."""
         self.logbook.add(int(self.years[i]), self.index, reasons)
-        out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor")
+        out = year_ds.drop_vars([v for v in ("failure_reason", "thickness_factor", "deltah_factor", "forcing_member")
                                  if v in year_ds.variables])
         out = out.expand_dims(year=[int(self.years[i])]).transpose("year", *(["member"] if self.multi else []), ...)
         out = out.chunk({"year": 1, **({"member": 1} if self.multi else {}), **self.chunks})
@@ -281,9 +290,17 @@ def _open_run(cfg: RunConfig, prep, model, store: Path, log: Path | None) -> _Ru
     """The results store created (or opened to resume) and what the years of the run share."""
     years = np.arange(cfg.period.start, cfg.period.end + 1)
     members = ensemble_members(cfg)
-    spread = cfg.mode != "evolve" and bool(getattr(model, "members", None))
+    forced = getattr(prep, "member_down", None)
+    if forced is not None:  # forcing members (outer) x thickness x delta-h members
+        labels = forced["forcing_member"].values
+        forcing_of = np.repeat(labels, len(members))
+        downs = tuple(forced.sel(forcing_member=f, drop=True) for f in forcing_of)
+        members = members * len(labels)
+    else:
+        forcing_of, downs = None, (prep.down,) * len(members)
+    spread = cfg.mode != "evolve" and bool(getattr(model, "members", None)) and len(members) == 1
     fp = results_fingerprint(cfg, model)
-    template = results_template(prep, years, fp, members=members, spread=spread)
+    template = results_template(prep, years, fp, members=members, spread=spread, forcing_members=forcing_of)
     _open_or_create(template, store, fp)
     done = cube_mod.completed_regions(store)
     keys = _year_keys(years.size)
@@ -295,7 +312,7 @@ def _open_run(cfg: RunConfig, prep, model, store: Path, log: Path | None) -> _Ru
     step = dict(features=list(cfg.model.features), downscale=cfg.downscale, hemisphere=cfg.period.hemisphere)
     return _Run(store, years, keys, done, members, glaciers,
                 np.asarray(prep.has_thickness, dtype=bool)[1:],  # aligned with index (position 0 unused)
-                dict(zip(("y", "x"), prep.grid.chunks)), logbook, step)
+                dict(zip(("y", "x"), prep.grid.chunks)), logbook, step, downs)
 
 
 def _evolve(run: _Run, prep, model, *, geometry, curves, advance) -> None:
@@ -309,8 +326,8 @@ def _evolve(run: _Run, prep, model, *, geometry, curves, advance) -> None:
             advance()
             continue
         parts, reasons = [], []
-        for (glaciers, disappeared), (_, df) in zip(states, run.members):
-            new, yr = annual_step(glaciers, prep.down, model, year=int(year), geometry=geometry, curves=curves,
+        for (glaciers, disappeared), (_, df), down in zip(states, run.members, run.downs):
+            new, yr = annual_step(glaciers, down, model, year=int(year), geometry=geometry, curves=curves,
                                   has_thickness=run.has_thickness, deltah_factor=df, disappeared=disappeared,
                                   **run.step)
             parts.append(yr.assign(thickness=new.thickness, surface=new.surface).drop_vars("year"))
@@ -353,8 +370,11 @@ def _reconstruct(run: _Run, prep, model, *, advance) -> None:
             volume = convert(th * const["area"], "km2 m", "km3").where(cover).compute().values
         if static and checked is None:  # a static geometry is checked once, its constants computed once
             checked = CheckedGeometry.of(geom, constants=True)
-        yr = reconstruct_step(checked if static else geom, prep.down, model, year=int(year), static_volume=volume,
-                              **run.step)
-        yr = yr.assign(thickness=geom.thickness, surface=geom.surface).drop_vars("year")
-        run.commit(i, yr, [yr["failure_reason"].values])
+        parts = [reconstruct_step(checked if static else geom, down, model, year=int(year), static_volume=volume,
+                                  **run.step).assign(thickness=geom.thickness, surface=geom.surface).drop_vars("year")
+                 for down in run.downs]  # one per forcing member (a handful)
+        if run.multi:
+            parts = [p.drop_vars([v for v in ("smb_spread", "smb_glacier_spread") if v in p]) for p in parts]
+        year_ds = xr.concat(parts, dim="member", coords="minimal") if run.multi else parts[0]
+        run.commit(i, year_ds, [p["failure_reason"].values for p in parts])
         advance()

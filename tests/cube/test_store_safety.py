@@ -345,7 +345,7 @@ def test_the_results_store_plans_its_years_so_a_partial_run_is_refused(tmp_path)
     from glacgrid.simulate import init_store, results_template
 
     grid = TargetGrid("EPSG:32632", (100.0, 0.0, 600000.0, 0.0, -100.0, 5200000.0), (6, 8), (3, 4))
-    prep = SimpleNamespace(grid=grid, index=np.array([1, 2, 5]))
+    prep = SimpleNamespace(grid=grid, index=np.array([1, 2, 5]), table=None)  # (no glacier table: no rgi_id labels)
     years = np.arange(2001, 2004)
     template = results_template(prep, years, "fp", members=[(0.8, 1.0), (1.0, 1.0)])
     store = tmp_path / "results.zarr"
