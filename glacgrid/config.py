@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
+from .exceptions import ConfigError, StoreError
+from .storage import is_url, location
+
+#: The type of ``storage_options`` fields: a table of fsspec options, passed as it is.
+_StorageOptions = typing.NewType("_StorageOptions", dict)
 
 __all__ = [
     "config_digest",
@@ -161,6 +165,10 @@ class ModelConfig:
 
     band_weight : joint training: share of the loss of the band footprints relative to the glacier-wide
         balances (1.0): each kind's weight is spread over its footprints.
+
+    band_fit : joint training: ``level`` (default): each band constrains the modelled band value itself;
+        ``shape``: each glacier-year's mean band value is removed from the observed and the modelled bands,
+        so the bands constrain only the profile's shape and the glacier-wide balances its level.
     """
 
     kind: str = "lasso"
@@ -173,6 +181,7 @@ class ModelConfig:
     threads: int = 1
     training: str = "glacier"
     band_weight: float = 1.0 / 3.0
+    band_fit: str = "level"
 
 
 @dataclass(frozen=True)
@@ -248,8 +257,23 @@ class DomainConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
+    """Where a run writes (``[output]``).
+
+    Attributes
+    ----------
+    directory : pathlib.Path or str
+        A local folder, or an object-storage URL (``s3://bucket/prefix``, ``gs://...``; kept as a string)
+        that the run writes through a local staging copy (:func:`glacgrid.pipeline.outdir.staged_output`).
+    plot : bool
+        Draw the figures.
+    storage_options : dict
+        fsspec options of an object-storage ``directory`` (``endpoint_url``, ``key``, ``secret``,
+        ``client_kwargs``, ...); never shown in a repr or recorded in the configuration digest.
+    """
+
     directory: Path = Path("glacgrid-output")
     plot: bool = True
+    storage_options: _StorageOptions = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -384,6 +408,7 @@ _CHOICES = {
     ("model", "cv"): ("logo", "loyo", "lsygo", "kfold", "random"),
     ("model", "ensemble_method"): ("auto", "seeds", "bootstrap"),
     ("model", "training"): ("glacier", "joint"),
+    ("model", "band_fit"): ("level", "shape"),
     ("observations", "format"): ("wgms", "table"),
     ("forcing", "kind"): ("cf", "cesm", "era5"),  # glacgrid.ingest.FORCING_KINDS
     ("forcing", "method"): ("delta", "eqm", "qdm"),  # glacgrid.downscale.METHODS
@@ -411,12 +436,31 @@ def _suggest(key: str, valid: typing.Iterable[str]) -> str:
 def _coerce(value: Any, tp: Any, where: str, base: Path, errs: _Collector) -> Any:
     """Check ``value`` against the annotation ``tp``; resolve paths against ``base``."""
     origin = typing.get_origin(tp)
+    if tp is _StorageOptions:  # fsspec options: a table passed as it is
+        if not isinstance(value, dict):
+            errs.add(f"{where}: expected a table of fsspec options (e.g. {{endpoint_url = \"http://...\"}}), "
+                     f"got {value!r}.")
+            return None
+        return dict(value)
     if tp == (Path | None):
         tp = Path
     if tp is Path:
         if not isinstance(value, str):
             errs.add(f"{where}: expected a path string, got {value!r}.")
             return None
+        if is_url(value) or value.split(":/", 1)[0] in ("s3", "gs", "gcs", "az", "abfs", "abfss"):
+            try:  # an fsspec URL: never resolved into a local folder named "s3:"
+                loc = location(value)
+            except StoreError as err:
+                errs.add(f"{where}: {err}")
+                return None
+            if loc.local:
+                return Path(loc.path)
+            if where != "[output] directory":
+                errs.add(f"{where} = {value!r}: object-storage URLs are accepted in [output] directory only; "
+                         "copy this input to a local path.")
+                return None
+            return loc.url
         return (base / value).expanduser() if not Path(value).is_absolute() else Path(value)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
@@ -707,6 +751,15 @@ files = ["era5land/*.nc"]        # t2m and tp, split per year / month / variable
 invariant = "era5land/invariant.nc"   # geopotential z (and lsm)
 variables = ["t2m", "tp"]
 
+# [forcing]                      # a GCM / CESM / reanalysis ensemble bias-adjusted into [climate] (xsdba)
+# files = ["cesm/*.nc"]          # netCDF files, globs allowed
+# kind = "cesm"                  # cf (CMIP tas, pr), cesm (TREFHT, PRECC + PRECL) or era5 (t2m, tp; number -> member)
+# invariant = ""                 # the forcing's orography (optional)
+# members = []                   # ensemble members to use (empty: all)
+# method = "qdm"                 # delta, eqm (empirical quantile mapping) or qdm (quantile delta mapping)
+# overlap = ["1981-01", "2000-12"]   # fitting period (empty: every month shared with [climate])
+# n_quantiles = 20               # quantiles per calendar month (eqm, qdm)
+
 [grid]
 dem = "dem.tif"                  # the target grid and its surface elevation (m)
 chunks = 256                     # pixels per dask chunk along y and x
@@ -716,6 +769,7 @@ buffer = 500.0                   # crop margin in grid CRS units
 [glaciers]
 outlines = "outlines.shp"        # RGI v6 / v7 shapefile or GeoPackage
 id_column = "RGIId"
+name_column = ""                 # column with glacier names for tables and figures, e.g. "Name" (empty: none)
 thickness = []                   # ice thickness GeoTIFFs (needed for mode = "evolve")
 
 [period]                         # hydrological years, labelled by their end year
@@ -741,11 +795,13 @@ monotone = false                 # rf, gbm, ann: SMB monotone in degree days / s
 threads = 1                      # torch threads of the ANN
 training = "glacier"             # glacier (glacier-wide rows) or joint (glacier-wide + WGMS 50 m bands)
 band_weight = 0.333              # joint: loss share of the bands relative to the glacier-wide balances (1)
+band_fit = "level"               # joint: level (band values) or shape (each glacier-year's mean band removed)
 
 [observations]
 files = ["mbdata_WGMS-*.csv"]
 format = "wgms"                  # "wgms" (mm w.e.) or "table" (columns id, year, smb in m w.e.)
 id_column = "RGI_ID"
+profiles = []                    # WGMS profile_WGMS-*.csv elevation bands (empty: those beside the mbdata files)
 [observations.links]             # observation id -> outline ids (e.g. glacier divides)
 # "RGI60-11.00719" = ["RGI50-11.00719_d01", "RGI50-11.00719_d02"]
 
@@ -760,8 +816,9 @@ thickness_factors = [1.0]        # on the initial thickness, e.g. [0.7, 1.0, 1.3
 deltah_factors = [1.0]           # on the delta-h curve exponent gamma, e.g. [0.9, 1.0, 1.1]
 
 [output]
-directory = "glacgrid-output"
+directory = "glacgrid-output"     # or an object store: "s3://bucket/prefix" (with storage_options)
 plot = true
+storage_options = {}             # fsspec options of an s3:// or gs:// directory, e.g. {endpoint_url = "http://..."}
 
 [cluster]                        # or on the command line: glacgrid run CONFIG --cluster slurm
 kind = "local"                   # local, threads, slurm (dask-jobqueue), mpi (dask-mpi), gateway, tcp://host:8786
@@ -781,10 +838,12 @@ job_script_prologue = []         # shell lines run before each worker, e.g. ["mo
 log_directory = ""               # worker job logs (empty: the submission directory)
 python = ""                      # worker python (empty: the one running glacgrid)
 wait_timeout = 600.0             # s to wait for the workers (then go on with those connected)
+image = ""                       # kind = "gateway": the workers' container image (empty: the gateway's default)
 
 # [domain]                       # every glacier as packed pixels, in groups (one task / Slurm array task each)
 # thickness_tiles = "farinotti_thickness"   # per-glacier tiles (Farinotti et al. 2019): with both tile
 # dem_tiles = "farinotti_dem"               # folders, [grid] and [glaciers] may be left out
+# store = "work/domain.zarr"     # the domain store (default <output>/work/domain.zarr; kept when it exists)
 # numbers = []                   # only these glacier numbers NNNNN (empty: every tile)
 # group_pixels = 262144          # pixels per group (a group is one task and one Zarr chunk)
 # year_batch = 4                 # reconstruct years computed together by a task
