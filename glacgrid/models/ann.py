@@ -48,7 +48,7 @@ from ..atomic import atomic_path
 from ..exceptions import ModelError
 from . import _kernels
 from ..metadata import software_versions
-from .physics import monotone_signs
+from .physics import required_signs
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
@@ -397,11 +397,7 @@ class ANNModel:
             tr_idx, val_idx = np.arange(n_fit), np.arange(n_fit, X.shape[0])
         signs = None
         if self.monotone:
-            signs = monotone_signs(schema.names)
-            if not any(signs):
-                raise ModelError(f"monotone=True, but none of the features {list(schema.names)} has a physical sign "
-                                 "(temperature / degree-day or snowfall / precipitation features, see "
-                                 "glacgrid.models.physics.MONOTONE_RULES); drop monotone or add such a feature.")
+            signs = required_signs(schema.names)
         dev = self._resolve_device()
         with torch.random.fork_rng(devices=[]), torch_threads(self.threads):
             torch.manual_seed(self.seed)

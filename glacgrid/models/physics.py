@@ -42,7 +42,7 @@ import numpy as np
 from ..exceptions import InputDataError, ModelError
 
 __all__ = ["MONOTONE_RULES", "PhysicsReport", "FeatureViolations", "ProjectionWarning", "monotone_sign",
-           "monotone_signs", "check_physics", "warm_features", "sine_warmed_cpdd", "training_moments", "is_monotone",
+           "monotone_signs", "required_signs", "check_physics", "warm_features", "sine_warmed_cpdd", "training_moments", "is_monotone",
            "warn_unconstrained_projection"]
 
 _MONTHS = "|".join(calendar.month_abbr[m].lower() for m in range(1, 13))
@@ -82,6 +82,17 @@ def monotone_sign(name: str) -> int:
 def monotone_signs(names: Sequence[str]) -> tuple[int, ...]:
     """:func:`monotone_sign` of each name, in order."""
     return tuple(monotone_sign(n) for n in names)
+
+
+def required_signs(names: Sequence[str]) -> tuple[int, ...]:
+    """:func:`monotone_signs` for a model built with ``monotone=True``: a :class:`ModelError` when no feature
+    has a physical sign (there would be nothing to constrain)."""
+    signs = monotone_signs(names)
+    if not any(signs):
+        raise ModelError(f"monotone=True, but none of the features {list(names)} has a physical sign "
+                         "(temperature / degree-day or snowfall / precipitation features, see "
+                         "glacgrid.models.physics.MONOTONE_RULES); drop monotone or add such a feature.")
+    return signs
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from ..atomic import atomic_path
 from ..exceptions import ModelError
 from . import _kernels
 from ..metadata import software_versions
-from .physics import monotone_signs
+from .physics import required_signs
 from .schema import (
     ARTIFACT_FORMAT,
     MODEL_JSON,
@@ -146,11 +146,7 @@ class SklearnModel:
         X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=5)
         signs = None
         if self.monotone:
-            signs = monotone_signs(schema.names)
-            if not any(signs):
-                raise ModelError(f"monotone=True, but none of the features {list(schema.names)} has a physical sign "
-                                 "(temperature / degree-day or snowfall / precipitation features, see "
-                                 "glacgrid.models.physics.MONOTONE_RULES); drop monotone or add such a feature.")
+            signs = required_signs(schema.names)
         est = self._estimator(signs)
         mean, std = _kernels.column_stats(X)
         y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
