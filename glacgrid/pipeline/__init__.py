@@ -17,7 +17,7 @@ from .prepare import Prepared, prepare
 from .domain import build_domain, run_domain
 from .domain_jobs import finish_domain, missing_groups, prepare_domain, run_domain_groups
 from .result import RunResult
-from .run import run
+from .run import check_run_features, run
 from .steps import Steps
 from .tiles import finish_tiles, missing_tiles, prepare_tiles, read_layout, run_tile, tile_key
 from .training import fit_joint_model, pixel_footprints, read_band_profiles, read_observed, training_table
@@ -28,4 +28,4 @@ __all__ = ["run_domain", "build_domain", "prepare_domain", "run_domain_groups", 
            "prepare", "read_observed", "training_table", "run", "run_features", "prepare_tiles", "run_tile",
            "missing_tiles", "finish_tiles", "read_layout", "tile_key", "validate",
            "ObservedPixels", "observed_pixels", "reconstruction_cv", "run_lock", "begin_run", "retire_stale_outputs",
-           "fit_joint_model", "pixel_footprints", "read_band_profiles"]
+           "fit_joint_model", "pixel_footprints", "read_band_profiles", "check_run_features"]
