@@ -236,6 +236,10 @@ def _forcing_cube(cfg: RunConfig, reference: xr.Dataset, workdir: Path) -> xr.Da
         return kept
     spliced = stamp_dataset(spliced_cube(cfg, reference), history=provenance("prepare", forcing=fc.kind,
                                                                              method=fc.method))
+    spliced["time"].attrs.update(standard_name="time", long_name="time")
+    spliced = cf_dataset(spliced.transpose("member", "time", ...),  # (CF: other dimensions left of T, Y, X)
+                         title=f"glacgrid monthly climate: {fc.kind} forcing bias-adjusted ({fc.method}) into the "
+                               "reference and spliced with it")
     return _write_work_store(spliced.chunk({"time": 120, "member": -1}), store, fingerprint, "time", chunks)
 
 

@@ -125,6 +125,8 @@ def test_reconstruct_with_two_forcing_members(tmp_path):
     prep = prepare(cfg, work)
     assert prep.reference_years == (2001, 2004)
     assert prep.member_down.sizes["forcing_member"] == 2
+    spliced = open_store(work / "forcing_cube.zarr")
+    assert spliced.attrs["Conventions"] == "CF-1.10" and "spliced" in spliced.attrs["title"]
     train, model, observed, cv = _fit(cfg, prep, out)
     assert sorted(train["year"].unique()) == [2001, 2002, 2003, 2004]  # the forcing never enters the training
     store = simulate.simulate(cfg, prep, model, out / "results.zarr")
