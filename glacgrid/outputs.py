@@ -373,10 +373,11 @@ _NO_FILL = ("time", "time_bnds", "x", "y", "lat", "lon", "year", "glacier", "mem
 
 
 def _open_results(store):
-    """A finished store (refused while regions are missing), lazily."""
+    """A finished store (refused while regions are missing), lazily, on its own chunks (``"auto"`` cannot size
+    the text variables of a glacier domain store)."""
     from .cube import open_store
 
-    return open_store(store, require_complete=True)
+    return open_store(store, chunks={}, require_complete=True)
 
 
 def _title(ds: xr.Dataset, store: Path) -> str:

@@ -191,6 +191,8 @@ def test_domain_results_are_cf_and_export_rasterises(tmp_path):
     assert res.attrs["Conventions"] == CONVENTIONS and res["smb"].attrs["units"] == SMB_RATE_UNITS
     assert set(res["rgi_id"].values[res["glacier"].values <= len(d.table)]) >= set(d.table["rgi_id"])
     assert cf_check(export_netcdf(store, tmp_path / "results.nc")) == {"errors": [], "warnings": []}
+    # the domain store itself (packed pixels, text tables) exports to a CF netCDF as well
+    assert cf_check(export_netcdf(d.path, tmp_path / "domain.nc")) == {"errors": [], "warnings": []}
     files = export_geotiff(store, tmp_path / "tif", variables=["smb"])  # domain: <store folder>/work/domain.zarr
     assert sorted(f.name for f in files) == sorted(f"smb_{r}.tif" for r in d.table["rgi_id"])
     with rasterio.open(files[0]) as src:
