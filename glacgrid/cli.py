@@ -8,6 +8,7 @@ Every command takes ``-v/--verbose`` (repeatable) and ``-q/--quiet`` (also befor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import importlib
@@ -765,8 +766,6 @@ def _early_lock(target, purpose: str, settings, *, shared: bool = False):
     is refused at once (the pipeline takes it again, re-entrantly). Not under dask-mpi: there the scheduler
     and worker ranks never return from starting the cluster, and the run's rank takes the lock in the
     pipeline."""
-    import contextlib
-
     from .pipeline.outdir import run_lock
 
     if settings.kind == "mpi":
@@ -812,7 +811,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
     from .cluster import client_for, describe_client, resolve_cluster
     from .config import TEMPLATE, load_config
     from .pipeline import run as run_pipeline
-    from .pipeline.outdir import purpose_of
+    from .pipeline.outdir import purpose_of, staged_output
 
     if template:
         typer.echo(TEMPLATE)
@@ -821,10 +820,6 @@ def run(config: Optional[Path] = typer.Argument(None, help="run configuration (T
         _fail(ConfigError("Give a config file (glacgrid run CONFIG.toml), or --template to print one."))
     cluster = _scheduler_alias(scheduler, cluster)
     cfg = load_config(config)
-    import contextlib
-
-    from .pipeline.outdir import staged_output
-
     # an s3:// or gs:// output directory: the run works in a local staging copy pulled from the bucket under
     # the bucket's run lock and pushed back as it goes (glacgrid.pipeline.outdir.staged_output); the tasks
     # of a Slurm array (--tile, --groups) need a local or shared output directory
@@ -994,7 +989,7 @@ def export(store: Path = typer.Argument(..., help="a finished store: results.zar
     from .outputs import export_store
 
     target = out if out is not None else out_folder
-    files = export_store(store, to, target, domain=domain, by=by) if to == "geotiff" else export_store(store, to, target)
+    files = export_store(store, to, target, domain=domain, by=by)  # (netcdf ignores domain and by)
     kind = "netCDF file" if to == "netcdf" else "GeoTIFF(s)"
     where = files[0] if to == "netcdf" else (target or (files[0].parent if files else store))
     _say(f"wrote {len(files)} {kind} ({where})")

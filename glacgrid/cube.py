@@ -405,7 +405,8 @@ def open_store(store: str | os.PathLike, *, chunks: str | Mapping | None = "auto
     if remote is not None:
         kwargs["storage_options"] = dict(remote.storage_options)
     if require_complete:
-        missing = set(_read_done(path)["planned"]) - set(_read_done(path)["done"])
+        state = _read_done(path)  # (one read of the sidecar: over the network for a URL)
+        missing = set(state["planned"]) - set(state["done"])
         if missing:
             listed = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
             raise StoreError(

@@ -333,8 +333,7 @@ class Mirror:
             return 0  # (no local folder either: a store that does not exist yet stays absent)
         self.local.mkdir(parents=True, exist_ok=True)
         try:
-            if files:
-                fs.get([f"{self.remote.path}/{rel}" for rel in files], [str(self.local / rel) for rel in files])
+            fs.get([f"{self.remote.path}/{rel}" for rel in files], [str(self.local / rel) for rel in files])
         except OSError as err:
             raise StoreError(f"Could not download {self.remote.url} into {self.local}: {type(err).__name__}: "
                              f"{err}. Check [output] storage_options and the bucket.") from err
@@ -409,14 +408,13 @@ class Mirror:
         """Push every ``interval_s`` seconds in a background thread during the block, and once at its end
         (also when the block raises, so that the progress of a failed run is kept)."""
         stop = threading.Event()
-        errors: list[BaseException] = []
 
         def loop() -> None:
             while not stop.wait(interval_s):
                 try:
                     self.push()
-                except Exception as err:  # kept for the final push to report
-                    errors.append(err)
+                except Exception:  # noqa: BLE001 - the final push below raises a failure that lasts
+                    pass
 
         thread = threading.Thread(target=loop, name="glacgrid-mirror-push", daemon=True)
         thread.start()
