@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_csv
 from .exceptions import InputDataError
 from .glaciers import area_weighted_mean, glacier_sums
 from .models import regression_metrics
@@ -472,11 +472,7 @@ class ValidationReport:
         if self.evolution is not None:
             for part in ("summary", "yearly"):
                 tables[f"evolution_{part}"] = (d / f"evolution_{part}.csv", getattr(self.evolution, part))
-        files = {}
-        for key, (path, df) in tables.items():
-            with atomic_path(path) as tmp:
-                df.to_csv(tmp, index=False)
-            files[key] = path
+        files = {key: write_csv(df, path, index=False) for key, (path, df) in tables.items()}
         files["markdown"] = d / "validation.md"
         with atomic_path(files["markdown"]) as tmp:
             tmp.write_text(self.markdown(), encoding="utf-8")

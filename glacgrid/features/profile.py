@@ -36,6 +36,7 @@ import xarray as xr
 
 from ..config import DownscaleParams
 from ..exceptions import InputDataError
+from ..glaciers import EXPOSURE
 from . import _kernels
 from .climate import _one_month_chunk, stamp_feature
 from .hydro import HydroYear, hydrological_years
@@ -81,7 +82,7 @@ def exposure_from_monthly(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataA
         input_core_dims=[["month"], ["month"], ["month"]], output_core_dims=[["feature"]], dask="parallelized",
         output_dtypes=["float32"], dask_gufunc_kwargs={"output_sizes": {"feature": 2}})
     return xr.Dataset({n: stamp_feature(out.isel(feature=i, drop=True), n)
-                       for i, n in enumerate(("snowfree_months", "cpdd_ice"))})
+                       for i, n in enumerate(EXPOSURE)})
 
 
 def implied_precip_gradient(coef_snow_winter: float, coef_snow_winter_dz: float) -> float:
@@ -144,12 +145,12 @@ def profile_pixel_features(down: xr.Dataset, surface: xr.DataArray, params: Down
         if "cpdd" not in climate or elevation_norm is None:
             raise InputDataError("cpdd_low needs the cpdd climate feature and elevation_norm; pass both.")
         out["cpdd_low"] = stamp_feature((climate["cpdd"] * (1.0 - elevation_norm)).astype("float32"), "cpdd_low")
-    if {"snowfree_months", "cpdd_ice"} & set(names):
+    if set(EXPOSURE) & set(names):
         lapse = float(down.attrs.get("lapse_rate", params.lapse_rate))
         temp = down["temp"] + lapse * (surface - down["reference_elevation"]).astype("float32")
         hy, days = hydrological_years(xr.Dataset({"temp": temp, "prcp": down["prcp"]}), start, end,
                                       hydro=HydroYear(hemisphere))
         exp = exposure_from_monthly(hy["temp"], hy["prcp"], days, params.snow_threshold, params.rain_threshold,
                                     ddf_snow)
-        out.update({n: exp[n] for n in ("snowfree_months", "cpdd_ice") if n in names})
+        out.update({n: exp[n] for n in EXPOSURE if n in names})
     return xr.Dataset({n: out[n] for n in names})

@@ -39,7 +39,8 @@ import numpy as np
 
 from ..exceptions import InputDataError, ModelError
 from ..features import FeatureSchema
-from .ann import ANNModel
+from . import _kernels
+from .ann import VALIDATION_FRACTION, ANNModel, torch_threads
 from .linear import LinearModel
 
 __all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "footprint_weights", "fit_footprints",
@@ -315,16 +316,15 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
         raise InputDataError("Pixel features used by the footprints hold NaN or inf; drop or fill those pixels.")
     local = np.searchsorted(used, fp.rows)
     fp_local = Footprints(fp.value, fp.indptr, local, fp.weights, fp.kind, fp.obs_id, fp.year, fp.band_mid)
-    # a quick check of shapes and units (the same checks as an ordinary fit)
+    # the schema of the features (their names give the monotone signs below)
     model.schema = schema
-    x_mean, x_std = Xu.mean(axis=0), Xu.std(axis=0)
-    x_std = np.where(x_std > 0, x_std, 1.0)
+    x_mean, x_std = _kernels.column_stats(Xu)
     y = fp.value
     y_mean, y_std = float(np.average(y, weights=w)), float(y.std()) or 1.0
     if shape is not None:  # the observed shape: C y (standardised below as C (y - y_mean) / y_std)
         y = np.asarray(shape @ y) + y_mean * np.asarray(1.0 - shape.sum(axis=1)).ravel()
     perm = np.random.default_rng(model.seed).permutation(len(fp))
-    n_val = max(1, int(round(0.15 * len(fp))))
+    n_val = max(1, int(round(VALIDATION_FRACTION * len(fp))))
     val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     M = fp_local.matrix(len(used)).tocoo()
     signs = None
@@ -333,10 +333,10 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
 
         signs = monotone_signs(schema.names)
     threads = getattr(model, "threads", None)
-    with torch.random.fork_rng(devices=[]), _threads(threads):
+    with torch.random.fork_rng(devices=[]), torch_threads(threads):
         torch.manual_seed(model.seed)
-        net = model._build(X.shape[1]) if signs is None else model._build(X.shape[1], signs)
-        Z = torch.from_numpy(((Xu - x_mean) / x_std).astype(np.float32))
+        net = model._build(X.shape[1], signs)
+        Z = torch.from_numpy(_kernels.standardise(Xu, x_mean, x_std).astype(np.float32))
         Mt = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([M.row, M.col]).astype(np.int64)),
                                      torch.from_numpy(M.data.astype(np.float32)), M.shape,
                                      check_invariants=True).coalesce()
@@ -387,13 +387,3 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
                        "n_pixel_rows": int(len(used)),
                        **({"monotone_signs": list(signs)} if signs is not None else {})}
     model._set_net(net, "cpu")
-
-
-def _threads(n):
-    """torch intra-op threads of the ANN (:func:`glacgrid.models.ann.torch_threads` when it exists)."""
-    from contextlib import nullcontext
-
-    from . import ann
-
-    helper = getattr(ann, "torch_threads", None)
-    return helper(n) if helper is not None else nullcontext()
