@@ -25,6 +25,7 @@ import datetime
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import secrets
@@ -37,9 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .exceptions import LockHeldError
+from .exceptions import LockHeldError, ModelError
 
-__all__ = ["atomic_dir", "atomic_path", "clean_partials", "exclusive", "locked", "remove_leftovers", "write_csv"]
+__all__ = ["atomic_dir", "atomic_path", "clean_partials", "exclusive", "locked", "remove_leftovers", "verified_bytes",
+           "write_csv"]
 
 #: Suffix of the temporary files and directories of :func:`atomic_path` and :func:`atomic_dir`.
 TMP_SUFFIX = ".tmp"
@@ -386,3 +388,36 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             _release(key)
+
+
+def verified_bytes(path: str | os.PathLike, sha256: str, recorded_in: str | os.PathLike, what: str = "arrays") -> bytes:
+    """The bytes of an artifact's binary file, checked against the sha256 its ``model.json`` records.
+
+    Parameters
+    ----------
+    path : path
+        The binary file (npz arrays, torch weights).
+    sha256 : str
+        The hex digest recorded for it.
+    recorded_in : path
+        The ``model.json`` that records it (for messages).
+    what : str
+        What the file holds, for messages ("arrays", "weights").
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ModelError
+        The file is missing or its content does not match ``sha256``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Model {what} {path} are missing; copy the whole artifact directory.")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path} does not match the sha256 recorded in {recorded_in}; the artifact was modified or "
+                         "mixed with another one. Re-export the model.")
+    return data

@@ -211,7 +211,9 @@ def _months(da: xr.DataArray) -> np.ndarray:
     return da["time"].values.astype("datetime64[M]")
 
 
-def _overlap(forcing: xr.Dataset, reference: xr.Dataset, period: tuple[str, str] | None) -> np.ndarray:
+def _overlap(forcing: xr.Dataset, reference: xr.Dataset, period: tuple[str, str] | None,
+             need: str = "a monthly adjustment needs every calendar month, ideally 20+ years") -> np.ndarray:
+    """The months of ``forcing`` and ``reference`` within ``period``; every calendar month must be among them."""
     common = np.intersect1d(_months(forcing), _months(reference))
     if period is not None:
         lo, hi = np.datetime64(str(period[0]), "M"), np.datetime64(str(period[1]), "M")
@@ -221,8 +223,7 @@ def _overlap(forcing: xr.Dataset, reference: xr.Dataset, period: tuple[str, str]
         raise TimeAxisError(
             f"The overlap of the forcing ({str(_months(forcing)[0])}..{str(_months(forcing)[-1])}) and the reference "
             f"({str(_months(reference)[0])}..{str(_months(reference)[-1])}) within period={period} has {common.size} "
-            f"month(s) covering calendar months {sorted(present)}; a monthly adjustment needs every calendar "
-            "month, ideally 20+ years. Choose a period inside both."
+            f"month(s) covering calendar months {sorted(present)}; {need}. Choose a period inside both."
         )
     return common
 

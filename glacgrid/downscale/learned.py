@@ -43,12 +43,13 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from ..atomic import atomic_path
-from ..exceptions import GridMismatchError, InputDataError, MissingVariableError, ModelError, TimeAxisError
+from ..atomic import atomic_path, verified_bytes
+from ..exceptions import GridMismatchError, InputDataError, MissingVariableError, ModelError
 from ..grid import TargetGrid
 from ..metadata import provenance, software_versions, stamp
 from ..units import T0
 from . import _kernels
+from .biascorrect import _months, _overlap
 from .regrid import regrid
 
 __all__ = ["LearnedDownscaling", "FEATURES", "cell_grid", "learned_downscale"]
@@ -98,10 +99,6 @@ def _check_cube(ds: xr.Dataset, what: str, variables: Sequence[str], orog: bool 
             raise GridMismatchError(f"The {what} has no {dim!r} dimension (dims {dict(ds.sizes)}); expected a lat/lon cube.")
     if "member" in ds.dims:
         raise InputDataError(f"The {what} has a 'member' dimension; downscale one member (or the member mean) at a time.")
-
-
-def _months(da: xr.DataArray) -> np.ndarray:
-    return da["time"].values.astype("datetime64[M]")
 
 
 def _on_grid(ds: xr.Dataset, name: str, grid: TargetGrid) -> np.ndarray:
@@ -201,16 +198,8 @@ class LearnedDownscaling:
             raise InputDataError(f"Cannot learn {list(variables)}: variables must be among {sorted(TARGET_KINDS)}.")
         _check_cube(coarse, "coarse forcing", variables)
         _check_cube(reference, "reference", variables)
-        common = np.intersect1d(_months(coarse), _months(reference))
-        if period is not None:
-            lo, hi = np.datetime64(str(period[0]), "M"), np.datetime64(str(period[1]), "M")
-            common = common[(common >= lo) & (common <= hi)]
-        present = set((common.astype("int64") % 12 + 1).tolist())
-        if present != set(range(1, 13)):
-            raise TimeAxisError(
-                f"The coarse forcing and the reference share {common.size} month(s) within period={period}, covering "
-                f"calendar months {sorted(present)}; the learned downscaling needs every calendar month (ideally 10+ "
-                "years). Choose a period inside both.")
+        common = _overlap(coarse, reference, period,
+                          "the learned downscaling needs every calendar month, ideally 10+ years")
         grid = cell_grid(reference["lat"].values, reference["lon"].values)
         sel_c = coarse.isel(time=np.searchsorted(_months(coarse), common))
         sel_r = reference.isel(time=np.searchsorted(_months(reference), common))
@@ -351,12 +340,7 @@ class LearnedDownscaling:
             apath, digest = directory / str(arr["file"]), str(arr["sha256"])
         except (ValueError, KeyError, TypeError) as err:
             raise ModelError(f"{path} is not a valid learned-downscaling model.json ({err!r}); re-export the model.") from err
-        if not apath.is_file():
-            raise ModelError(f"Model arrays {apath} are missing; copy the whole artifact directory.")
-        data = apath.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise ModelError(f"{apath} does not match the sha256 recorded in {path}; the artifact was modified or "
-                             "mixed with another one. Re-export the model.")
+        data = verified_bytes(apath, digest, path)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}

@@ -53,14 +53,9 @@ def histalp_validation(climate_dir: str | Path, *, params: DownscaleParams = Dow
     DataFrame indexed by (variable, period, stage) with ``bias``, ``rmse``, ``r``, ``n``; temperature
     in degC, precipitation in kg m-2 per month (= mm).
     """
-    from ..ingest import open_era5land
-
     d = Path(climate_dir)
-    files = [d / "sel_era5_land_monthly_t2m_1981-2018.nc", d / "sel_era5_land_monthly_prcp_1981-2018.nc"]
-    for f in [*files, d / "sel_era5_land_invariant.nc", d / "HISTALP_oetztal.nc"]:
-        if not f.exists():
-            raise InputDataError(f"{f} is missing; expected the HEF climate folder of the shared data.")
-    cube = open_era5land(files, invariant=d / "sel_era5_land_invariant.nc", variables=["t2m", "tp"]).load()
+    _require([d / "HISTALP_oetztal.nc"])
+    cube = _era5land(d)
     hist = xr.open_dataset(d / "HISTALP_oetztal.nc", engine="netcdf4").load()
     half_lat = float(np.diff(cube["lat"].values).max()) / 2
     half_lon = float(np.diff(cube["lon"].values).max()) / 2
@@ -92,7 +87,7 @@ def histalp_validation(climate_dir: str | Path, *, params: DownscaleParams = Dow
 _ERA5 = ("sel_era5_monthly_t2m_1979-2018.nc", "sel_era5_monthly_prcp_1979-2018.nc")
 _ERA5LAND = ("sel_era5_land_monthly_t2m_1981-2018.nc", "sel_era5_land_monthly_prcp_1981-2018.nc")
 _CERA = ("sel_cera-20c_t2m_1901-2010.nc", "sel_cera-20c_pcp_1901-2010.nc")
-#: Output variable, its cube variable, and the conversion of the cube variable to the output units.
+#: Output variable and its cube variable.
 _PAIRS = (("temp", "t2m"), ("prcp", "tp"))
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, verified_bytes
 from ..exceptions import ModelError
 from . import _kernels
 from ..metadata import software_versions
@@ -545,11 +545,7 @@ class ANNModel:
             model.training_ = dict(meta.get("training", {}))
             wpath = directory / str(meta["weights"]["file"])
             digest = meta["weights"]["sha256"]
-        if not wpath.is_file():
-            raise ModelError(f"Model weights {wpath} are missing; copy the whole artifact directory.")
-        if hashlib.sha256(wpath.read_bytes()).hexdigest() != digest:
-            raise ModelError(f"{wpath} does not match the sha256 recorded in {directory / MODEL_JSON}; "
-                             "the artifact was modified or mixed with another one. Re-export the model.")
+        verified_bytes(wpath, digest, directory / MODEL_JSON, what="weights")
         try:
             state = torch.load(wpath, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle.UnpicklingError (a refused object), RuntimeError (not a torch zip), ...

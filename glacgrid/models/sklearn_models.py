@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, verified_bytes
 from ..exceptions import ModelError
 from . import _kernels
 from ..metadata import software_versions
@@ -256,12 +256,7 @@ class SklearnModel:
             model.training_ = dict(meta.get("training", {}))
             path = directory / str(meta["arrays"]["file"])
             digest = meta["arrays"]["sha256"]
-        if not path.is_file():
-            raise ModelError(f"Model arrays {path} are missing; copy the whole artifact directory.")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise ModelError(f"{path} does not match the sha256 recorded in {directory / MODEL_JSON}; "
-                             "the artifact was modified or mixed with another one. Re-export the model.")
+        data = verified_bytes(path, digest, directory / MODEL_JSON)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 model.arrays_ = {k: npz[k] for k in npz.files}

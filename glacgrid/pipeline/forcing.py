@@ -23,7 +23,7 @@ import xarray as xr
 
 from ..config import RunConfig
 from ..downscale import bias_adjust
-from ..exceptions import InputDataError, TimeAxisError
+from ..exceptions import GridMismatchError, InputDataError, TimeAxisError
 from ..features import HydroYear
 from ..ingest import read_forcing
 
@@ -61,8 +61,6 @@ def splice(adjusted: xr.Dataset, reference: xr.Dataset) -> xr.Dataset:
     GridMismatchError, TimeAxisError
         Cubes on different grids; months missing between the forcing and the reference.
     """
-    from ..exceptions import GridMismatchError
-
     for dim in ("lat", "lon"):
         if adjusted.sizes.get(dim) != reference.sizes.get(dim) or not np.allclose(adjusted[dim], reference[dim]):
             raise GridMismatchError(f"The adjusted forcing's {dim} ({adjusted.sizes.get(dim)} values) differs from the "
