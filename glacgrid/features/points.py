@@ -21,6 +21,7 @@ from ..config import DownscaleParams
 from ..exceptions import InputDataError, MissingVariableError
 from ..grid import TargetGrid
 from ..metadata import stamp
+from ..observations import read_stakes as read_stake_files
 from ..units import RHO_WATER, SECONDS_PER_DAY, T0
 from . import _kernels
 from .climate import ClimateFeatureParams, _finish, climate_stacked
@@ -142,31 +143,17 @@ def sample_points(down: xr.Dataset, points, grid: TargetGrid, params: DownscaleP
 def read_stakes(path: str | Path, source: str) -> pd.DataFrame:
     """Read a stake file into :data:`STAKE_COLUMNS` (balances m w.e., year = hydrological end year).
 
-    ``source``: ``"norway"`` (NVE ``;``-separated file with ``lat``, ``lon``, ``altitude``,
-    ``balance_winter/summer/netto`` and ``dt_curr_year_min_date`` = end of the balance year) or
-    ``"iceland"`` (``{HOFS,LANG,VATN}_RGIIDV6.csv`` with ``yr``, ``elevation``, ``b*_stratigraphic``).
-    Rows are never dropped; missing values stay NaN.
+    ``source``: ``"norway"`` (the NVE ``;``-separated file) or ``"iceland"`` (``{HOFS,LANG,VATN}_RGIIDV6.csv``).
+    The file is read, checked and dated by :func:`glacgrid.observations.read_stakes` (one home for stake
+    files: NVE stakes are named ``location_id/stake_no``, rows without any balance are dropped); this
+    renames its columns for the point-balance tables.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"Stake file {path} does not exist.")
-    if source == "norway":
-        df = pd.read_csv(path, sep=";")
-        end = pd.to_datetime(df["dt_curr_year_min_date"], format="%d.%m.%Y %H:%M", errors="coerce")
-        year = end.dt.year.where(end.notna(), pd.to_datetime(df["dt_curr_year_max_date"], format="%d.%m.%Y %H:%M",
-                                                             errors="coerce").dt.year)
-        out = pd.DataFrame({"point_id": df["stake_no"].astype(str), "rgi_id": df["RGIID"], "year": year,
-                            "lat": df["lat"], "lon": df["lon"], "elevation": df["altitude"].astype("float64"),
-                            "balance_winter": df["balance_winter"], "balance_summer": df["balance_summer"],
-                            "balance_annual": df["balance_netto"]})
-    elif source == "iceland":
-        df = pd.read_csv(path)
-        out = pd.DataFrame({"point_id": df["stake"].astype(str), "rgi_id": df["RGIId"], "year": df["yr"],
-                            "lat": df["lat"], "lon": df["lon"], "elevation": df["elevation"].astype("float64"),
-                            "balance_winter": df["bw_stratigraphic"], "balance_summer": df["bs_stratigraphic"],
-                            "balance_annual": df["ba_stratigraphic"]})
-    else:
+    fmt = {"norway": "nve", "iceland": "iceland"}.get(source)
+    if fmt is None:
         raise InputDataError(f"source must be 'norway' or 'iceland', got {source!r}.")
+    st = read_stake_files([path], fmt=fmt)
+    out = st.rename(columns={"stake": "point_id", "obs_id": "rgi_id", "winter": "balance_winter",
+                             "summer": "balance_summer", "smb": "balance_annual"})
     return out.astype({"year": "Int64"})[list(STAKE_COLUMNS)]
 
 

@@ -86,12 +86,12 @@ def test_points_outside_the_grid_are_refused_by_name():
 
 
 @requires_data("norway")
-def test_norway_stakes_are_read_without_dropping_rows():
+def test_norway_stakes_are_read_through_the_observation_reader():
     st = feat.read_stakes(DATA / "norway" / "2023-08-28_stake_mb_norway_cleaned_ids_latlon.csv", "norway")
-    assert len(st) == 4171 and st["rgi_id"].nunique() == 32
+    assert len(st) == 4170 and st["rgi_id"].nunique() == 32  # 4171 rows, one without any balance
     assert list(st.columns) == list(feat.points.STAKE_COLUMNS)
     first = st.iloc[0]
-    assert (first["rgi_id"], first["point_id"], first["elevation"]) == ("RGI60-08.01258", "L1012", 471.0)
+    assert (first["rgi_id"], first["point_id"], first["elevation"]) == ("RGI60-08.01258", "L10/L1012", 471.0)
     assert first["year"] == 2013 and first["balance_annual"] == pytest.approx(-4.92)
     assert first["lat"] == pytest.approx(70.12588860839644)
     assert st["year"].min() >= 1962 and st["year"].max() <= 2021
