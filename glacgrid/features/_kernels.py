@@ -24,7 +24,7 @@ def snowfall(temp_c: np.ndarray, prcp: np.ndarray, snow_threshold: float, rain_t
 
 def annual_climate(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray,
                    summer: np.ndarray, snow_threshold: float, rain_threshold: float,
-                   ablation: tuple[float, float] = (0.1, 0.9)) -> np.ndarray:
+                   ablation: tuple[float, float] = (0.1, 0.9), within: np.ndarray | None = None) -> np.ndarray:
     """Annual climate predictors from the 12 months of a hydrological year (last axis = month).
 
     Parameters
@@ -38,6 +38,10 @@ def annual_climate(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winte
         The dynamic ablation season runs from the month in which the cumulative positive degree-days
         of the year pass ``f_start`` of their annual total to the month in which they pass ``f_end``
         (both months included).
+    within : (12,) bool, optional
+        The months of a period of the year (e.g. a winter balance's): every sum is taken over these
+        months only, so the predictors of complementary periods add up to the year's. The ablation season
+        is still found from the whole year's degree-days. Default: every month.
 
     Returns
     -------
@@ -54,12 +58,17 @@ def annual_climate(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winte
     with np.errstate(invalid="ignore"):
         # a month belongs to the season if the cumulative curve crosses [f0, f1] * total inside it
         in_season = (cum > f0 * total) & (before < f1 * total) & (total > 0)
+    nan = np.isnan(cpdd)
+    if within is not None:  # the sums of a period: its months only (the season still from the whole year)
+        within = np.asarray(within, dtype=bool)
+        in_season = in_season & within
+        winter, summer = np.asarray(winter, bool) & within, np.asarray(summer, bool) & within
+        cpdd = np.where(nan, np.nan, np.sum(np.where(within, pdd, 0.0), axis=-1))
     cpdd_abl = np.sum(np.where(in_season, pdd, 0.0), axis=-1)
     n_abl = np.sum(in_season, axis=-1).astype("float64")
     snow = prcp * solid_fraction(temp_c, snow_threshold, rain_threshold)
     snow_w = np.sum(np.where(winter, snow, 0.0), axis=-1)
     snow_s = np.sum(np.where(summer, snow, 0.0), axis=-1)
-    nan = np.isnan(cpdd)
     cpdd_abl = np.where(nan, np.nan, cpdd_abl)
     n_abl = np.where(nan, np.nan, n_abl)
     return np.stack([cpdd, cpdd_abl, n_abl, snow_w, snow_s], axis=-1).astype("float32")
@@ -67,12 +76,13 @@ def annual_climate(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winte
 
 def climate_stack(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, winter: np.ndarray, summer: np.ndarray,
                   snow_threshold: float, rain_threshold: float, ablation: tuple[float, float] = (0.1, 0.9),
-                  monthly: bool = False) -> np.ndarray:
+                  monthly: bool = False, within: np.ndarray | None = None) -> np.ndarray:
     """:func:`annual_climate` followed, when ``monthly``, by the 12 temperatures and 12 snowfalls.
 
     Returns ``(..., 5)`` or ``(..., 29)`` float32 (one array, so that one dask task per block makes all).
+    ``within``: the months of a period (:func:`annual_climate`); not with ``monthly``.
     """
-    annual = annual_climate(temp_c, prcp, days, winter, summer, snow_threshold, rain_threshold, ablation)
+    annual = annual_climate(temp_c, prcp, days, winter, summer, snow_threshold, rain_threshold, ablation, within)
     if not monthly:
         return annual
     snow = snowfall(temp_c, prcp, snow_threshold, rain_threshold)
@@ -142,13 +152,14 @@ def bilinear_index(coord: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
 
 
 def snow_bucket(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, snow_threshold: float,
-                rain_threshold: float, ddf_snow: float) -> np.ndarray:
+                rain_threshold: float, ddf_snow: float, within: np.ndarray | None = None) -> np.ndarray:
     """Surface-exposure proxies of a hydrological year from a monthly snow bucket (last axis = month).
 
     The bucket starts empty at the first month of the year, gains the month's solid precipitation and
     loses ``ddf_snow * PDD`` (kg m-2 per K day); when the melt exceeds the snow, the rest of the month's
     degree-days fall on bare ice (or firn of earlier years). A loop over the 12 months, vectorised over
-    every other axis.
+    every other axis. ``within`` (12,) bool: count only the months of a period of the year (the bucket
+    still runs over every month), so that complementary periods add up to the year.
 
     Returns
     -------
@@ -165,8 +176,9 @@ def snow_bucket(temp_c: np.ndarray, prcp: np.ndarray, days: np.ndarray, snow_thr
         melt = ddf_snow * pdd[..., m]
         with np.errstate(invalid="ignore", divide="ignore"):
             bare = np.where(melt > store, (melt - store) / np.where(melt > 0, melt, 1.0), 0.0)
-        months += bare
-        ice_pdd += bare * pdd[..., m]
+        if within is None or within[m]:
+            months += bare
+            ice_pdd += bare * pdd[..., m]
         store = np.maximum(store - melt, 0.0)
     nan = np.isnan(pdd).any(axis=-1) | np.isnan(snow).any(axis=-1)
     out = np.stack([months, ice_pdd], axis=-1)

@@ -24,6 +24,8 @@ __all__ = ["ClimateFeatureParams", "climate_from_monthly", "climate_stacked", "s
            "unstack_features", "climate_pixel_features", "anomalies",
            "era5_monthly_features", "stamp_feature"]
 
+#: The periods of the year the predictors can be summed over (:attr:`ClimateFeatureParams.period`).
+PERIODS = ("annual", "winter", "summer")
 #: Default seasons (calendar months, inclusive, may wrap the new year) per hemisphere.
 _SEASONS = {"north": ((10, 4), (5, 9)), "south": ((4, 10), (11, 3))}
 
@@ -50,6 +52,10 @@ class ClimateFeatureParams:
         Also return the 12 monthly temperatures ``temp_<mon>`` (degC) and snowfalls ``snow_<mon>``.
     reference : (first, last) hydrological years, optional
         Reference period for anomalies; when given, every climate predictor also gets ``<name>_anom``.
+    period : {"annual", "winter", "summer"}
+        The months every sum is taken over: the whole hydrological year (default) or one of the two
+        seasons, so that the winter and summer predictors add up to the annual ones (the predictors of a
+        seasonal balance; :mod:`glacgrid.models.footprint`). Not with ``monthly``.
     """
 
     hydro: HydroYear = field(default_factory=HydroYear)
@@ -58,8 +64,14 @@ class ClimateFeatureParams:
     ablation: tuple[float, float] = (0.1, 0.9)
     monthly: bool = False
     reference: tuple[int, int] | None = None
+    period: str = "annual"
 
     def __post_init__(self) -> None:
+        if self.period not in PERIODS:
+            raise InputDataError(f"period must be one of {list(PERIODS)}; got {self.period!r}.")
+        if self.period != "annual" and self.monthly:
+            raise InputDataError(f"period={self.period!r} sums the predictors over the season's months; the 12 "
+                                 "monthly temperatures (monthly=True) are not sums. Use one or the other.")
         for name in ("winter", "summer"):
             b = getattr(self, name)
             if b is not None and (len(b) != 2 or not all(isinstance(v, (int, np.integer)) and 1 <= v <= 12 for v in b)):
@@ -84,6 +96,19 @@ class ClimateFeatureParams:
         w, s = self.seasons()
         cal = self.hydro.calendar_months()
         return np.isin(cal, sorted(w)), np.isin(cal, sorted(s))
+
+    def within(self) -> np.ndarray | None:
+        """(12,) boolean mask of the period's months in hydrological-year order; None for ``annual``."""
+        if self.period == "annual":
+            return None
+        winter, summer = self.masks()
+        return winter if self.period == "winter" else summer
+
+    @property
+    def fraction(self) -> float:
+        """Share of the year's months the period covers (1 for ``annual``)."""
+        within = self.within()
+        return 1.0 if within is None else float(within.sum()) / 12.0
 
     def names(self) -> list[str]:
         """Names of the climate predictors these parameters produce, in order."""
@@ -144,7 +169,8 @@ def climate_stacked(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataArray, 
     out = xr.apply_ufunc(
         _kernels.climate_stack, temp, prcp, days,
         kwargs={"winter": winter, "summer": summer, "snow_threshold": snow_threshold,
-                "rain_threshold": rain_threshold, "ablation": tuple(params.ablation), "monthly": params.monthly},
+                "rain_threshold": rain_threshold, "ablation": tuple(params.ablation), "monthly": params.monthly,
+                "within": params.within()},
         input_core_dims=[["month"], ["month"], ["month"]], output_core_dims=[["feature"]],
         dask="parallelized", output_dtypes=["float32"], dask_gufunc_kwargs={"output_sizes": {"feature": len(names)}},
     )

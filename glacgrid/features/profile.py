@@ -38,7 +38,7 @@ from ..config import DownscaleParams
 from ..exceptions import InputDataError
 from ..glaciers import EXPOSURE
 from . import _kernels
-from .climate import _one_month_chunk, stamp_feature
+from .climate import ClimateFeatureParams, _one_month_chunk, stamp_feature
 from .hydro import HydroYear, hydrological_years
 
 __all__ = ["DDF_SNOW", "PROFILE_FEATURES", "REFERENCE_ELEVATION", "exposure_from_monthly", "implied_precip_gradient",
@@ -53,7 +53,8 @@ PROFILE_FEATURES = ("snow_winter_dz", "snowfree_months", "cpdd_ice", "cpdd_low")
 
 
 def exposure_from_monthly(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataArray, snow_threshold: float,
-                          rain_threshold: float, ddf_snow: float = DDF_SNOW) -> xr.Dataset:
+                          rain_threshold: float, ddf_snow: float = DDF_SNOW,
+                          within: np.ndarray | None = None) -> xr.Dataset:
     """``snowfree_months`` and ``cpdd_ice`` from monthly temperature (degC) and precipitation (kg m-2) on
     ``(year, month, ...)`` (lazy with dask inputs; one kernel call per block).
 
@@ -68,6 +69,8 @@ def exposure_from_monthly(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataA
         The rain/snow transition (degC).
     ddf_snow : float
         Degree-day factor of snow (kg m-2 K-1 d-1).
+    within : numpy.ndarray, optional
+        (12,) bool: count only the months of a period (:meth:`ClimateFeatureParams.within`).
 
     Returns
     -------
@@ -78,7 +81,8 @@ def exposure_from_monthly(temp: xr.DataArray, prcp: xr.DataArray, days: xr.DataA
         raise InputDataError(f"ddf_snow must be a positive number (kg m-2 K-1 d-1); got {ddf_snow!r}.")
     out = xr.apply_ufunc(
         _kernels.snow_bucket, _one_month_chunk(temp), _one_month_chunk(prcp), days,
-        kwargs={"snow_threshold": snow_threshold, "rain_threshold": rain_threshold, "ddf_snow": float(ddf_snow)},
+        kwargs={"snow_threshold": snow_threshold, "rain_threshold": rain_threshold, "ddf_snow": float(ddf_snow),
+                "within": within},
         input_core_dims=[["month"], ["month"], ["month"]], output_core_dims=[["feature"]], dask="parallelized",
         output_dtypes=["float32"], dask_gufunc_kwargs={"output_sizes": {"feature": 2}})
     return xr.Dataset({n: stamp_feature(out.isel(feature=i, drop=True), n)
@@ -98,7 +102,7 @@ def profile_pixel_features(down: xr.Dataset, surface: xr.DataArray, params: Down
                            *, start: int, end: int, hemisphere: str = "north",
                            names: Sequence[str] = PROFILE_FEATURES, ddf_snow: float = DDF_SNOW,
                            reference_elevation: float = REFERENCE_ELEVATION,
-                           elevation_norm: xr.DataArray | None = None) -> xr.Dataset:
+                           elevation_norm: xr.DataArray | None = None, period: str = "annual") -> xr.Dataset:
     """The profile features ``names`` per pixel and hydrological year ``start..end`` (lazy).
 
     Parameters
@@ -126,6 +130,9 @@ def profile_pixel_features(down: xr.Dataset, surface: xr.DataArray, params: Down
     elevation_norm : xarray.DataArray, optional
         The pixel's position in its glacier's elevation range (:func:`glacgrid.features.pixel_features`),
         needed for ``cpdd_low``.
+    period : {"annual", "winter", "summer"}
+        The months the features are summed over (:class:`~glacgrid.features.ClimateFeatureParams`); pass
+        the ``climate`` of the same period.
 
     Returns
     -------
@@ -150,7 +157,8 @@ def profile_pixel_features(down: xr.Dataset, surface: xr.DataArray, params: Down
         temp = down["temp"] + lapse * (surface - down["reference_elevation"]).astype("float32")
         hy, days = hydrological_years(xr.Dataset({"temp": temp, "prcp": down["prcp"]}), start, end,
                                       hydro=HydroYear(hemisphere))
+        within = ClimateFeatureParams(HydroYear(hemisphere), period=period).within()
         exp = exposure_from_monthly(hy["temp"], hy["prcp"], days, params.snow_threshold, params.rain_threshold,
-                                    ddf_snow)
+                                    ddf_snow, within)
         out.update({n: exp[n] for n in EXPOSURE if n in names})
     return xr.Dataset({n: out[n] for n in names})

@@ -15,13 +15,14 @@ import xarray as xr
 
 from ..config import DownscaleParams
 from ..exceptions import InputDataError
-from ..glaciers import CONSTANTS, PIXEL_TOPO, GlacierGeometry, area_weighted_mean, ordered_features, paint
+from ..glaciers import (CONSTANTS, MONTH_SUMS, PIXEL_TOPO, YEAR_STATIC, GlacierGeometry, area_weighted_mean,
+                        ordered_features, paint)
 from ..metadata import provenance, stamp
 from .climate import ClimateFeatureParams, _finish, _surface_climate, era5_monthly_features, stamp_feature, \
     unstack_features
 from .topo import active_pixels, glacier_constants, topo_pixel_features
 
-__all__ = ["pixel_features", "glacier_features", "compute_features"]
+__all__ = ["pixel_features", "glacier_features", "compute_features", "season_features"]
 
 
 def pixel_features(climate: xr.Dataset, topo: xr.Dataset, constants: xr.Dataset,
@@ -47,6 +48,44 @@ def pixel_features(climate: xr.Dataset, topo: xr.Dataset, constants: xr.Dataset,
     ds = xr.Dataset({k: stamp_feature(out[k], k) for k in ordered_features(out)})
     ds.attrs["history"] = provenance("pixel_features")
     return ds
+
+
+def season_features(pix: xr.Dataset, fraction: float) -> xr.Dataset:
+    """The pixel features of a season of the year, from those computed with its climate.
+
+    ``pix`` holds features whose climate sums were taken over the season's months only
+    (:attr:`ClimateFeatureParams.period`); its year-static features (topography, glacier constants,
+    ``elevation_norm``: :data:`glacgrid.glaciers.YEAR_STATIC`) are multiplied by the season's share of the
+    year, ``fraction``. A linear model then gives a winter and a summer value that add up to its annual
+    value, intercept included when the intercept is shared the same way.
+
+    Parameters
+    ----------
+    pix : xarray.Dataset
+        Pixel features of the season (:func:`pixel_features` of the season's climate).
+    fraction : float
+        Share of the year's months the season covers, in (0, 1].
+
+    Returns
+    -------
+    xarray.Dataset
+        The same variables, the year-static ones scaled.
+
+    Raises
+    ------
+    InputDataError
+        A feature that is neither a sum over months (:data:`glacgrid.glaciers.MONTH_SUMS`) nor year-static,
+        e.g. a monthly temperature or an anomaly: it has no seasonal part.
+    """
+    other = [n for n in pix.data_vars if n not in MONTH_SUMS and n not in YEAR_STATIC]
+    if other:
+        raise InputDataError(f"Features {other} have no seasonal part (they are neither sums over months, "
+                             f"{list(MONTH_SUMS)}, nor constant within a year); drop them from [model] features "
+                             "to fit seasonal balances, or give those balances no weight.")
+    if not 0.0 < float(fraction) <= 1.0:
+        raise InputDataError(f"fraction must be in (0, 1] (the season's share of the year); got {fraction!r}.")
+    return pix.assign({n: (pix[n] * np.float32(fraction)).assign_attrs(pix[n].attrs)
+                       for n in pix.data_vars if n in YEAR_STATIC})
 
 
 def glacier_features(pix: xr.Dataset, glacier_id: xr.DataArray, active: xr.DataArray,

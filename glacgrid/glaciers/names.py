@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FEATURES", "CONSTANTS", "PIXEL_TOPO", "CLIMATE", "DERIVED", "CLIMATE_PRODUCTS", "EXPOSURE",
-           "STATE_VARS", "ordered_features"]
+__all__ = ["FEATURES", "CONSTANTS", "PIXEL_TOPO", "CLIMATE", "DERIVED", "CLIMATE_PRODUCTS", "EXPOSURE", "MONTH_SUMS",
+           "YEAR_STATIC", "STATE_VARS", "ordered_features"]
 
 #: The base features glacgrid computes, in canonical order (the ``[model] features`` of a run).
 FEATURES = ("cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
@@ -22,6 +22,12 @@ DERIVED = ("elevation_norm",)
 CLIMATE_PRODUCTS = (("snow_winter_dz", "snow_winter"), ("cpdd_low", "cpdd"))
 #: Profile features of a monthly snow bucket (:func:`glacgrid.features.snow_bucket`), in its output order.
 EXPOSURE = ("snowfree_months", "cpdd_ice")
+#: Predictors that are sums over the months of a hydrological year: over a season (a seasonal balance's
+#: footprint) they are the sums over the season's months, and a winter and a summer value add up to the year's.
+MONTH_SUMS = CLIMATE + tuple(n for n, _ in CLIMATE_PRODUCTS) + EXPOSURE
+#: Predictors that do not change within a year (topography, glacier constants, position in the glacier's
+#: elevation range): over a season each carries the season's share of the year's months.
+YEAR_STATIC = tuple(dict.fromkeys(PIXEL_TOPO + CONSTANTS + DERIVED + tuple(f for f in FEATURES if f not in CLIMATE)))
 #: The pixel variables of a glacier state (:class:`~glacgrid.glaciers.GlacierGeometry`).
 STATE_VARS = ("glacier_id", "thickness", "surface", "pixel_area")
 
