@@ -169,6 +169,13 @@ class ModelConfig:
     band_fit : joint training: ``level`` (default): each band constrains the modelled band value itself;
         ``shape``: each glacier-year's mean band value is removed from the observed and the modelled bands,
         so the bands constrain only the profile's shape and the glacier-wide balances its level.
+
+    season_weight : joint training: share of the loss of each group of seasonal balances (glacier-wide
+        winter, glacier-wide summer, and the same for stakes) relative to the glacier-wide annual balances;
+        0 (default) leaves them out. Linear kinds only (the ANN's annual balance is not a sum of seasons).
+
+    stake_weight : joint training: share of the loss of the annual stake balances of ``[observations]
+        stakes`` relative to the glacier-wide balances (1.0).
     """
 
     kind: str = "lasso"
@@ -182,6 +189,8 @@ class ModelConfig:
     training: str = "glacier"
     band_weight: float = 1.0 / 3.0
     band_fit: str = "level"
+    season_weight: float = 0.0
+    stake_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,8 @@ class ObservationsConfig:
     without a link an observation id must equal an outline id.
     ``profiles``: WGMS elevation-band profiles (``profile_WGMS-NNNNN.csv``) for joint training and
     validation; default: the ones beside the WGMS ``mbdata`` files.
+    ``stakes``: point balances for joint training, each a footprint of the glacier pixel nearest to the
+    stake (:func:`glacgrid.observations.read_stakes`), in ``stake_format`` (``table``, ``nve``, ``iceland``).
     """
 
     files: tuple[Path, ...] = ()
@@ -201,6 +212,8 @@ class ObservationsConfig:
     id_column: str = "RGI_ID"
     links: dict[str, tuple[str, ...]] = field(default_factory=dict)
     profiles: tuple[Path, ...] = ()
+    stakes: tuple[Path, ...] = ()
+    stake_format: str = "table"
 
 
 @dataclass(frozen=True)
@@ -410,6 +423,7 @@ _CHOICES = {
     ("model", "training"): ("glacier", "joint"),
     ("model", "band_fit"): ("level", "shape"),
     ("observations", "format"): ("wgms", "table"),
+    ("observations", "stake_format"): ("table", "nve", "iceland"),
     ("forcing", "kind"): ("cf", "cesm", "era5"),  # glacgrid.ingest.FORCING_KINDS
     ("forcing", "method"): ("delta", "eqm", "qdm"),  # glacgrid.downscale.METHODS
 }
@@ -604,9 +618,10 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
     obs: ObservationsConfig = kw.get("observations", ObservationsConfig())
     if not obs.files:
         errs.add("[observations] files is empty: the model needs glacier-wide SMB to train on.")
-    for p in obs.files:
-        if not p.exists():
-            errs.add(f"[observations] file {p} does not exist.")
+    for key in ("files", "profiles", "stakes"):
+        for p in getattr(obs, key):
+            if not p.exists():
+                errs.add(f"[observations] {'file' if key == 'files' else key[:-1] + ' file'} {p} does not exist.")
     ds: DownscaleParams = kw.get("downscale", DownscaleParams())
     if ds.rain_threshold <= ds.snow_threshold:
         errs.add(f"[downscale] rain_threshold ({ds.rain_threshold}) must exceed snow_threshold ({ds.snow_threshold}).")
@@ -622,6 +637,14 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
         errs.add(f"[model] threads = {model.threads}: use at least 1 (torch threads of the ANN).")
     if not (model.band_weight >= 0 and model.band_weight < float("inf")):
         errs.add(f"[model] band_weight = {model.band_weight}: use a non-negative number (0: glacier-wide only).")
+    for key in ("season_weight", "stake_weight"):
+        v = getattr(model, key)
+        if not (v >= 0 and v < float("inf")):
+            errs.add(f"[model] {key} = {v}: use a non-negative number (0: leave those balances out).")
+    if model.training == "joint" and model.season_weight > 0 and model.kind not in ("lasso", "ols", "ridge"):
+        errs.add(f"[model] season_weight = {model.season_weight} fits winter and summer balances, which needs a model "
+                 f"whose annual balance is the sum of its seasons (lasso, ols, ridge); kind = {model.kind!r}. Set "
+                 "season_weight = 0 or use a linear kind.")
     if model.training == "joint" and model.kind not in ("lasso", "ols", "ridge", "ann"):
         errs.add(f"[model] training = 'joint' fits linear kinds and ann; kind = {model.kind!r} is not one of them.")
     errs.problems.extend(cluster_problems(kw.get("cluster", ClusterConfig())))
@@ -796,12 +819,16 @@ threads = 1                      # torch threads of the ANN
 training = "glacier"             # glacier (glacier-wide rows) or joint (glacier-wide + WGMS 50 m bands)
 band_weight = 0.333              # joint: loss share of the bands relative to the glacier-wide balances (1)
 band_fit = "level"               # joint: level (band values) or shape (each glacier-year's mean band removed)
+season_weight = 0.0              # joint, linear kinds: loss share of each group of winter/summer balances (0: none)
+stake_weight = 1.0               # joint: loss share of the stake balances of [observations] stakes
 
 [observations]
 files = ["mbdata_WGMS-*.csv"]
 format = "wgms"                  # "wgms" (mm w.e.) or "table" (columns id, year, smb in m w.e.)
 id_column = "RGI_ID"
 profiles = []                    # WGMS profile_WGMS-*.csv elevation bands (empty: those beside the mbdata files)
+stakes = []                      # stake balances for joint training (one glacier pixel each)
+stake_format = "table"           # table (id, stake, year, lon, lat, smb/winter/summer in m w.e.), nve, iceland
 [observations.links]             # observation id -> outline ids (e.g. glacier divides)
 # "RGI60-11.00719" = ["RGI50-11.00719_d01", "RGI50-11.00719_d02"]
 

@@ -34,7 +34,7 @@ from .units import factor, m2_to_km2, m3_to_km3
 
 __all__ = ["ReconstructionCV", "BandComparison", "EvolutionComparison", "ValidationReport", "metrics",
            "vertical_gradient", "reconstruction_metrics", "band_means", "compare_bands", "compare_evolution",
-           "equilibrium_line", "profile_gradients", "side_by_side"]
+           "equilibrium_line", "profile_gradients", "seasonal_metrics", "side_by_side"]
 
 #: Elevation bands of the WGMS profiles: 50 m wide, edges on multiples of 50 m (mid-elevations ..25, ..75).
 BAND_WIDTH = 50.0
@@ -76,6 +76,8 @@ class ReconstructionCV:
     (:func:`reconstruction_metrics`). ``smb``: the out-of-fold gridded SMB (year, y, x) of the observed
     pixels (each glacier-year from the model that did not see it; NaN where not observed).
     ``training``: ``glacier`` (fitted on glacier-wide rows) or ``joint`` (glacier-wide and band footprints).
+    ``seasonal``: held-out winter and summer balances (``obs_id``, ``year``, ``period``, ``fold``,
+    ``observed``, ``reconstructed``) when they were asked for (linear kinds), else None.
     """
 
     scheme: str
@@ -83,6 +85,7 @@ class ReconstructionCV:
     metrics: pd.DataFrame
     smb: xr.DataArray
     training: str = "glacier"
+    seasonal: pd.DataFrame | None = None
 
 
 def reconstruction_metrics(predictions: pd.DataFrame, names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -231,6 +234,17 @@ def profile_gradients(pairs: pd.DataFrame) -> pd.DataFrame:
     return _table(rows)
 
 
+def seasonal_metrics(seasonal: pd.DataFrame) -> pd.DataFrame:
+    """Skill on the seasonal balances per glacier and ``pooled``: ``<period>_n``, ``<period>_r``,
+    ``<period>_rmse``, ``<period>_bias`` for each period of ``seasonal`` (:attr:`ReconstructionCV.seasonal`)."""
+    out = None
+    for period, g in seasonal.groupby("period", sort=True):
+        t = _table({oid: {f"{period}_{k}": v for k, v in metrics(h["observed"], h["reconstructed"]).items()
+                          if k != "mae"} for oid, h in [*g.groupby("obs_id", sort=True), ("pooled", g)]})
+        out = t if out is None else out.merge(t, on="obs_id", how="outer")
+    return out
+
+
 def side_by_side(reconstruction: dict[str, ReconstructionCV], bands: dict[str, BandComparison]) -> pd.DataFrame:
     """Glacier-wide skill, band skill and band gradients below/above the ELA of every (training, scheme).
 
@@ -256,6 +270,8 @@ def side_by_side(reconstruction: dict[str, ReconstructionCV], bands: dict[str, B
                 pooled = grads.drop(columns="obs_id").mean().to_dict()
                 grads = pd.concat([grads, pd.DataFrame([{"obs_id": "pooled", **pooled}])], ignore_index=True)
             gl = gl.merge(bm, on="obs_id", how="left").merge(grads, on="obs_id", how="left")
+        if cv.seasonal is not None and len(cv.seasonal):
+            gl = gl.merge(seasonal_metrics(cv.seasonal), on="obs_id", how="left")
         frames.append(gl)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -50,7 +50,7 @@ def test_aggregate_select_concat_and_weights():
     assert w[both.kind == "glacier"].sum() == pytest.approx(w[both.kind == "band"].sum())
     w3 = footprint_weights(both, {"glacier": 3.0, "band": 1.0})
     assert w3[both.kind == "glacier"].sum() == pytest.approx(3 * w3[both.kind == "band"].sum())
-    with pytest.raises(ModelError, match="No weight for footprint kind"):
+    with pytest.raises(ModelError, match="No weight for footprint group"):
         footprint_weights(both, {"glacier": 1.0})
 
 

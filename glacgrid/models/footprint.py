@@ -23,14 +23,25 @@ from the modelled bands (:func:`shape_matrix`), so the bands constrain only the 
 the glacier-wide balances its level (e.g. when the bands, averaged with the model DEM's hypsometry, do not
 average to the glacier-wide balance).
 
-Weighting: each footprint ``i`` of kind ``k`` gets the sample weight ``kind_weights[k] / n_k`` (``n_k``
-the number of footprints of that kind in the fit), scaled so the weights average 1: every kind contributes
-the share of the loss given by ``kind_weights`` however many footprints it has (by default glacier-wide
-balances and bands count equally, :data:`DEFAULT_KIND_WEIGHTS`).
+Seasons: a footprint also has a period of the hydrological year (:data:`PERIODS`): ``annual``, or the
+``winter`` / ``summer`` months of a seasonal balance. Its rows are then the pixel features *of that period*
+(every climate sum taken over the period's months only, every static feature and the intercept times the
+period's share of the year, ``fraction``), so that the annual model is the sum of its seasonal parts. A
+linear model is additive in exactly that way, so seasonal footprints are fitted exactly too (each row is
+divided by its ``fraction``, its weight multiplied by ``fraction**2``: the same least-squares objective
+with one free intercept). The ANN's annual prediction is not a sum over seasons, so it is fitted on annual
+footprints only (:class:`~glacgrid.exceptions.ModelError` otherwise).
+
+Weighting: each footprint ``i`` of weight group ``k`` (its kind, ``<kind>_<period>`` for a seasonal one)
+gets the sample weight ``kind_weights[k] / n_k`` (``n_k`` the number of footprints of that group in the
+fit), scaled so the weights average 1: every group contributes the share of the loss given by
+``kind_weights`` however many footprints it has (by default every group counts equally,
+:data:`DEFAULT_KIND_WEIGHTS`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -43,13 +54,19 @@ from . import _kernels
 from .ann import VALIDATION_FRACTION, ANNModel, torch_threads
 from .linear import LinearModel
 
-__all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "Footprints", "footprint_weights", "fit_footprints",
-           "shape_matrix"]
+__all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "LINEAR_KINDS", "PERIODS", "Footprints", "footprint_weights",
+           "fit_footprints", "footprint_predictions", "season_offset_column", "shape_matrix", "weight_group",
+           "SEASON_OFFSET"]
 
 #: The footprint kinds glacgrid builds: glacier-wide balances, elevation bands, stakes (one pixel).
 FOOTPRINT_KINDS = ("glacier", "band", "stake")
-#: Share of the loss of each kind (normalised over the kinds present in a fit).
-DEFAULT_KIND_WEIGHTS = {"glacier": 1.0, "band": 1.0, "stake": 1.0}
+#: The model kinds fitted exactly on aggregated features (additive over footprints and over seasons).
+LINEAR_KINDS = ("lasso", "ols", "ridge")
+#: The periods of a footprint: the hydrological year, or the winter / summer months of a seasonal balance.
+PERIODS = ("annual", "winter", "summer")
+#: Share of the loss of each weight group (:func:`weight_group`; normalised over the groups present in a fit).
+DEFAULT_KIND_WEIGHTS = {"glacier": 1.0, "band": 1.0, "stake": 1.0, "glacier_winter": 1.0, "glacier_summer": 1.0,
+                        "stake_winter": 1.0, "stake_summer": 1.0}
 #: What the band footprints constrain: their values (``level``) or their profile only (``shape``).
 BAND_FITS = ("level", "shape")
 
@@ -79,6 +96,11 @@ class Footprints:
         Year of each footprint, shape (n,).
     band_mid : numpy.ndarray
         Band mid-elevation (m) of band footprints, NaN for the others.
+    period : numpy.ndarray
+        Period of each footprint (:data:`PERIODS`; default ``annual``).
+    fraction : numpy.ndarray
+        Share of the year's months that each footprint's period covers (1 for ``annual``; e.g. 7/12 for an
+        October-April winter): the share of the intercept and of the static features its rows carry.
     """
 
     value: np.ndarray
@@ -89,10 +111,16 @@ class Footprints:
     obs_id: np.ndarray
     year: np.ndarray
     band_mid: np.ndarray = field(default=None)
+    period: np.ndarray = field(default=None)
+    fraction: np.ndarray = field(default=None)
 
     def __post_init__(self) -> None:
         n = len(self.value)
-        for name in ("kind", "obs_id", "year"):
+        if self.period is None:
+            object.__setattr__(self, "period", np.full(n, "annual"))
+        if self.fraction is None:
+            object.__setattr__(self, "fraction", np.ones(n))
+        for name in ("kind", "obs_id", "year", "period", "fraction"):
             if len(getattr(self, name)) != n:
                 raise InputDataError(f"Footprints: {name} has {len(getattr(self, name))} entries, value has {n}; "
                                      "give one per footprint.")
@@ -105,6 +133,14 @@ class Footprints:
                                  f"{len(self.rows)} rows, {len(self.weights)} weights).")
         if not (np.isfinite(self.weights).all() and (self.weights > 0).all()):
             raise InputDataError("Footprints: row weights must be finite and positive (pixel areas).")
+        bad = sorted(set(np.asarray(self.period).tolist()) - set(PERIODS))
+        if bad:
+            raise InputDataError(f"Footprints: unknown period(s) {bad}; use {list(PERIODS)}.")
+        f = np.asarray(self.fraction, dtype=np.float64)
+        if not (np.isfinite(f).all() and (f > 0).all() and (f <= 1).all()) \
+                or not np.all(f[np.asarray(self.period) == "annual"] == 1):
+            raise InputDataError("Footprints: fraction must be in (0, 1], and 1 for annual footprints (the share "
+                                 "of the year's months a footprint's period covers).")
         if not np.isfinite(self.value).all():
             raise InputDataError(f"Footprints: {int((~np.isfinite(self.value)).sum())} observed values are NaN or "
                                  "inf; leave unobserved footprints out.")
@@ -118,9 +154,14 @@ class Footprints:
         return np.diff(self.indptr)
 
     def counts(self) -> dict[str, int]:
-        """Number of footprints of each kind."""
-        kinds, n = np.unique(self.kind, return_counts=True)
+        """Number of footprints of each weight group (:func:`weight_group`)."""
+        kinds, n = np.unique(self.groups, return_counts=True)
         return {str(k): int(c) for k, c in zip(kinds, n)}
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The weight group of each footprint (:func:`weight_group`)."""
+        return weight_group(self.kind, self.period)
 
     def matrix(self, n_rows: int):
         """The (footprint x row) averaging matrix (scipy CSR): each row's weights sum to 1."""
@@ -144,7 +185,8 @@ class Footprints:
         starts = self.indptr[:-1][idx]
         take = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
         return Footprints(self.value[idx], np.r_[0, np.cumsum(sizes)].astype("int64"), self.rows[take],
-                          self.weights[take], self.kind[idx], self.obs_id[idx], self.year[idx], self.band_mid[idx])
+                          self.weights[take], self.kind[idx], self.obs_id[idx], self.year[idx], self.band_mid[idx],
+                          self.period[idx], self.fraction[idx])
 
     @staticmethod
     def concat(parts: Sequence[Footprints]) -> Footprints:
@@ -158,19 +200,26 @@ class Footprints:
         def cat(name):
             return np.concatenate([getattr(p, name) for p in parts])
         return Footprints(cat("value"), indptr, cat("rows"), cat("weights"), cat("kind"), cat("obs_id"), cat("year"),
-                          cat("band_mid"))
+                          cat("band_mid"), cat("period"), cat("fraction"))
+
+
+def weight_group(kind, period) -> np.ndarray:
+    """The weight group of footprints: their ``kind`` for annual ones, ``<kind>_<period>`` for seasonal ones
+    (e.g. ``glacier_winter``)."""
+    kind, period = np.asarray(kind).astype(str), np.asarray(period).astype(str)
+    return np.where(period == "annual", kind, np.char.add(np.char.add(kind, "_"), period))
 
 
 def footprint_weights(footprints: Footprints, kind_weights: Mapping[str, float] | None = None) -> np.ndarray:
-    """Sample weight of each footprint: ``kind_weights[kind] / n_kind``, normalised to a mean of 1.
+    """Sample weight of each footprint: ``kind_weights[group] / n_group``, normalised to a mean of 1.
 
     Parameters
     ----------
     footprints : Footprints
         The footprints of the fit.
     kind_weights : mapping of str to float, optional
-        Share of the loss of each kind (default :data:`DEFAULT_KIND_WEIGHTS`); a kind absent from the
-        mapping is an error, a weight of 0 leaves that kind out of the fit.
+        Share of the loss of each weight group (:func:`weight_group`; default :data:`DEFAULT_KIND_WEIGHTS`);
+        a group absent from the mapping is an error, a weight of 0 leaves that group out of the fit.
 
     Returns
     -------
@@ -181,11 +230,11 @@ def footprint_weights(footprints: Footprints, kind_weights: Mapping[str, float] 
     counts = footprints.counts()
     missing = sorted(set(counts) - set(kw))
     if missing:
-        raise ModelError(f"No weight for footprint kind(s) {missing}; kind_weights has {sorted(kw)}. Give one "
-                         "non-negative number per kind.")
+        raise ModelError(f"No weight for footprint group(s) {missing}; kind_weights has {sorted(kw)}. Give one "
+                         "non-negative number per group (kind, or <kind>_<period> for seasonal balances).")
     if any(not (math.isfinite(kw[k]) and kw[k] >= 0) for k in counts) or sum(kw[k] for k in counts) <= 0:
         raise ModelError(f"kind_weights must be finite, non-negative and not all zero; got {kw}.")
-    w = np.array([kw[k] / counts[k] for k in footprints.kind], dtype=np.float64)
+    w = np.array([kw[k] / counts[k] for k in footprints.groups], dtype=np.float64)
     return w * (len(w) / w.sum())
 
 
@@ -266,18 +315,35 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
     keep = w > 0
     fp = footprints.select(keep) if not keep.all() else footprints
     w = w[keep]
-    summary = {k: {"n": int(n), "weight_share": float(w[fp.kind == k].sum() / w.sum())}
+    groups = fp.groups
+    summary = {k: {"n": int(n), "weight_share": float(w[groups == k].sum() / w.sum())}
                for k, n in fp.counts().items()}
     shape = band_fit == "shape" and bool((fp.kind == "band").any())
     if shape and not (fp.kind != "band").any():
         raise ModelError("band_fit='shape' leaves the level of the model to the glacier-wide (or stake) "
                          "footprints, and there are none; give glacier-wide balances or use band_fit='level'.")
     if isinstance(model, LinearModel):
+        # a seasonal row carries ``fraction`` of the intercept: divided by it, every row has the full
+        # intercept, and the weight times fraction**2 keeps the least-squares objective the same
+        m = fp.fraction
+        A, y, w = fp.aggregate(X) / m[:, None], fp.value / m, w * m ** 2
+        offset = season_offset_column(fp)
+        fit_schema = schema
+        if offset is not None:  # the winter share of the intercept is fitted, not fixed by the month count
+            A = np.column_stack([A, offset])
+            fit_schema = FeatureSchema(tuple(schema.names) + (SEASON_OFFSET,), tuple(schema.units) + ("m",))
         if shape:
-            _fit_linear_shape(model, fp.aggregate(X), fp, schema, w)
+            _fit_linear_shape(model, A, y, fp, fit_schema, w)
         else:
-            model.fit(fp.aggregate(X), fp.value, schema, sample_weight=w)
+            model.fit(A, y, fit_schema, sample_weight=w)
+        if offset is not None:
+            _drop_season_offset(model, schema)
     elif isinstance(model, ANNModel):
+        if (fp.period != "annual").any():
+            raise ModelError(f"Seasonal footprints ({int((fp.period != 'annual').sum())} winter/summer balances) "
+                             "need a model whose annual balance is the sum of its seasonal parts: fit them with a "
+                             "linear kind (lasso, ols, ridge), or give the ANN a weight of 0 for the seasonal "
+                             "groups (e.g. [model] season_weight = 0).")
         _fit_ann(model, np.asarray(X, dtype=np.float64), fp, schema, w, shape_matrix(fp) if shape else None)
     else:
         raise ModelError(f"fit_footprints fits linear models (lasso, ols, ridge) and the ANN; got "
@@ -287,7 +353,47 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
     return model
 
 
-def _fit_linear_shape(model: LinearModel, A: np.ndarray, fp: Footprints, schema: FeatureSchema,
+#: Name of the fitted seasonal offset of a linear model (``model.training_["season_offset"]``, m w.e.).
+SEASON_OFFSET = "season_offset"
+
+
+def season_offset_column(fp: Footprints) -> np.ndarray | None:
+    """The column of the seasonal offset ``d`` on the rows of a linear footprint fit (each row divided by its
+    ``fraction``): ``1 / fraction`` for winter footprints, ``-1 / fraction`` for summer ones, 0 for annual
+    ones; None without seasonal footprints.
+
+    A season's balance is then ``fraction * intercept + d`` (winter) or ``fraction * intercept - d``
+    (summer) plus the features' part: how much of the annual intercept falls in winter is fitted, and the
+    winter and summer values still add up to the annual one."""
+    seasonal = fp.period != "annual"
+    if not seasonal.any():
+        return None
+    sign = np.where(fp.period == "winter", 1.0, np.where(fp.period == "summer", -1.0, 0.0))
+    return sign / fp.fraction
+
+
+def _drop_season_offset(model: LinearModel, schema: FeatureSchema) -> None:
+    """Move the fitted seasonal offset (the last column) out of a linear model's coefficients into
+    ``training_["season_offset"]``: the artifact is the annual model of ``schema``."""
+    model.training_[SEASON_OFFSET] = float(model.coef_[-1])
+    model.coef_ = np.asarray(model.coef_[:-1])
+    model.schema = schema
+    for key in ("feature_means", "feature_stds"):
+        if key in model.training_:
+            model.training_[key] = list(model.training_[key])[:-1]
+
+
+def footprint_predictions(model, X: np.ndarray, fp: Footprints) -> np.ndarray:
+    """A linear model's value on every footprint, seasonal ones included: the prediction on the footprint's
+    mean features divided by its ``fraction``, times the fraction, plus or minus the fitted seasonal offset
+    (:func:`season_offset_column`; 0 for a model fitted without seasonal balances)."""
+    m = fp.fraction
+    pred = np.asarray(model.predict(fp.aggregate(X) / m[:, None]), dtype="float64") * m
+    d = float(getattr(model, "training_", {}).get(SEASON_OFFSET, 0.0))
+    return pred + d * np.where(fp.period == "winter", 1.0, np.where(fp.period == "summer", -1.0, 0.0))
+
+
+def _fit_linear_shape(model: LinearModel, A: np.ndarray, y: np.ndarray, fp: Footprints, schema: FeatureSchema,
                       w: np.ndarray) -> None:
     """The exact linear shape fit: band rows centred on their glacier-year's mean (the intercept cancels),
     the other rows on their weighted mean (the intercept profiled out), one weighted fit of the centred rows,
@@ -295,10 +401,10 @@ def _fit_linear_shape(model: LinearModel, A: np.ndarray, fp: Footprints, schema:
     C = shape_matrix(fp)
     level = fp.kind != "band"
     a_mean = np.average(A[level], axis=0, weights=w[level])
-    y_mean = float(np.average(fp.value[level], weights=w[level]))
-    Ac, yc = np.asarray(C @ A), np.asarray(C @ fp.value)
+    y_mean = float(np.average(y[level], weights=w[level]))
+    Ac, yc = np.asarray(C @ A), np.asarray(C @ y)
     Ac[level] = A[level] - a_mean
-    yc[level] = fp.value[level] - y_mean
+    yc[level] = y[level] - y_mean
     model.fit(Ac, yc, schema, sample_weight=w)
     model.intercept_ = float(model.intercept_ + y_mean - a_mean @ model.coef_)
 
@@ -315,7 +421,7 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
     if not np.isfinite(Xu).all():
         raise InputDataError("Pixel features used by the footprints hold NaN or inf; drop or fill those pixels.")
     local = np.searchsorted(used, fp.rows)
-    fp_local = Footprints(fp.value, fp.indptr, local, fp.weights, fp.kind, fp.obs_id, fp.year, fp.band_mid)
+    fp_local = dataclasses.replace(fp, rows=local)
     # the schema of the features (their names give the monotone signs below)
     model.schema = schema
     x_mean, x_std = _kernels.column_stats(Xu)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from ..exceptions import InputDataError, ModelError
 from ..observations import ObservedUnits, observed_units, unit_raster
 from .prepare import Prepared
 
-__all__ = ["BAND_WIDTH", "ObservedPixels", "fit_joint", "fit_joint_model", "kind_weights", "observed_pixels",
-           "pixel_footprints", "read_band_profiles", "read_observed", "training_table", "with_profile_features",
+__all__ = ["BAND_WIDTH", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels", "kind_weights",
+           "observed_pixels", "pixel_footprints", "pixel_matrix", "save_joint_model", "balance_columns", "seasons_of", "read_run_stakes", "place_stakes", "read_band_profiles", "read_observed", "training_table", "with_profile_features",
            "write_training_table"]
 
 
@@ -109,9 +109,11 @@ def _pixel_features(cfg: RunConfig, prep: Prepared, surface: xr.DataArray, glaci
 
 
 def with_profile_features(cfg: RunConfig, prep: Prepared, pix: xr.Dataset, climate: xr.Dataset,
-                          surface: xr.DataArray, active: xr.DataArray, start: int, end: int) -> xr.Dataset:
+                          surface: xr.DataArray, active: xr.DataArray, start: int, end: int,
+                          period: str = "annual") -> xr.Dataset:
     """``pix`` with the profile features (:mod:`glacgrid.features.profile`) that ``[model] features`` names,
-    on the active pixels (lazy); unchanged when it names none."""
+    on the active pixels (lazy); unchanged when it names none. ``period``: the months they are summed over
+    (pass the ``climate`` of the same period)."""
     from ..features.profile import PROFILE_FEATURES, profile_pixel_features
 
     wanted = [n for n in cfg.model.features if n in PROFILE_FEATURES]
@@ -119,7 +121,7 @@ def with_profile_features(cfg: RunConfig, prep: Prepared, pix: xr.Dataset, clima
         return pix
     extra = profile_pixel_features(prep.down, surface, cfg.downscale, climate, start=start, end=end,
                                    hemisphere=cfg.period.hemisphere, names=wanted,
-                                   elevation_norm=pix.get("elevation_norm"))
+                                   elevation_norm=pix.get("elevation_norm"), period=period)
     return pix.assign({n: extra[n].where(active) for n in wanted})
 
 
@@ -144,6 +146,11 @@ class ObservedPixels:
         The observation ids, in unit order.
     names : dict of str to str
         Glacier names by observation id.
+    seasonal : dict of str to (xarray.Dataset, float)
+        Per season (``winter``, ``summer``) asked for: the pixel features summed over the season's months
+        (:func:`glacgrid.features.season_features`) and the season's share of the year.
+    lon, lat : xarray.DataArray
+        Pixel-centre longitude and latitude (degrees) of the crop (to place stakes).
     """
 
     features: xr.Dataset
@@ -152,6 +159,9 @@ class ObservedPixels:
     surface: xr.DataArray
     units: tuple[str, ...]
     names: dict[str, str] = field(default_factory=dict)
+    seasonal: dict[str, tuple[xr.Dataset, float]] = field(default_factory=dict)
+    lon: xr.DataArray | None = None
+    lat: xr.DataArray | None = None
 
     @property
     def index(self) -> np.ndarray:
@@ -180,7 +190,8 @@ def _unit_names(table: pd.DataFrame, observed: ObservedUnits) -> dict[str, str]:
     return out
 
 
-def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, years: Sequence[int]) -> ObservedPixels:
+def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, years: Sequence[int],
+                    seasons: Sequence[str] = ()) -> ObservedPixels:
     """Pixel features of every outline that belongs to an observed unit, on the run's geometry.
 
     The features are those of a reconstruction run on the grid DEM (static geometry; glacier constants
@@ -197,6 +208,8 @@ def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, yea
         The observations linked to the outlines.
     years : sequence of int
         The observed hydrological years.
+    seasons : sequence of {"winter", "summer"}
+        Also the features of these seasons (:attr:`ObservedPixels.seasonal`), for seasonal balances.
 
     Returns
     -------
@@ -207,20 +220,29 @@ def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, yea
     unit = unit_raster(gid, observed.unit_of_outline)
     window = _crop_window(unit, observed.units)
     const = feat.glacier_constants(gid, s["surface"], gid > 0, s["pixel_area"], prep.index).compute()
-    climate = feat.climate_pixel_features(prep.down, s["surface"], cfg.downscale, start=int(min(years)),
-                                          end=int(max(years)), hemisphere=cfg.period.hemisphere)
     topo = feat.topo_pixel_features(s["surface"], prep.grid)
-    pix = feat.pixel_features(climate, topo, const, gid, unit > 0)
-    pix = with_profile_features(cfg, prep, pix, climate, s["surface"], unit > 0, int(min(years)), int(max(years)))
-    names = [n for n in cfg.model.features if n in pix]
-    missing = sorted(set(cfg.model.features) - set(names))
-    if missing:
-        raise ModelError(f"[model] features {missing} are not pixel features; available: {list(pix.data_vars)}.")
-    crop = xr.Dataset({"unit": unit, "pixel_area": s["pixel_area"], "surface": s["surface"]}).isel(window)
-    crop = crop.compute()
-    pix = pix[names].isel(window).compute()
-    return ObservedPixels(pix, crop["unit"], crop["pixel_area"], crop["surface"], tuple(observed.units),
-                          _unit_names(prep.table, observed))
+    start, end = int(min(years)), int(max(years))
+
+    def period_features(period: str) -> xr.Dataset:
+        params = feat.ClimateFeatureParams(feat.HydroYear(cfg.period.hemisphere), period=period)
+        climate = feat.climate_pixel_features(prep.down, s["surface"], cfg.downscale, start=start, end=end,
+                                              features=params)
+        pix = feat.pixel_features(climate, topo, const, gid, unit > 0)
+        pix = with_profile_features(cfg, prep, pix, climate, s["surface"], unit > 0, start, end, period)
+        names = [n for n in cfg.model.features if n in pix]
+        missing = sorted(set(cfg.model.features) - set(names))
+        if missing:
+            raise ModelError(f"[model] features {missing} are not pixel features; available: "
+                             f"{list(pix.data_vars)}.")
+        pix = pix[names].isel(window)
+        return pix.compute() if period == "annual" else feat.season_features(pix, params.fraction).compute()
+
+    crop = xr.Dataset({"unit": unit, "pixel_area": s["pixel_area"], "surface": s["surface"], "lon": topo["lon"],
+                       "lat": topo["lat"]}).isel(window).compute()
+    seasonal = {p: (period_features(p), feat.ClimateFeatureParams(feat.HydroYear(cfg.period.hemisphere),
+                                                                  period=p).fraction) for p in seasons}
+    return ObservedPixels(period_features("annual"), crop["unit"], crop["pixel_area"], crop["surface"],
+                          tuple(observed.units), _unit_names(prep.table, observed), seasonal, crop["lon"], crop["lat"])
 
 
 # ------------------------------------------------------------------------------------------ footprints
@@ -246,9 +268,24 @@ def _grouped_rows(key_pix: np.ndarray, key_obs: np.ndarray, year_obs: np.ndarray
     return kept, indptr, np.repeat(yr, size).astype("int64") * n_pix + pix, area_pix[pix].astype("float64")
 
 
+def pixel_matrix(features: xr.Dataset, on: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The pixel feature matrix ``(n_years * n_on, n_features)`` of the pixels ``on`` (a bool mask of the
+    flattened (y, x) grid): row ``i * n_on + p`` is pixel ``p`` (in (y, x) order) in ``features.year[i]``."""
+    years = np.asarray(features["year"].values)
+    n_pix = int(on.sum())
+    X = np.empty((years.size, n_pix, len(names)), dtype="float64")
+    for j, n in enumerate(names):  # a handful of features; static ones (y, x) repeat every year
+        da = features[n]
+        X[:, :, j] = np.asarray(da.transpose(*[d for d in ("year", "y", "x") if d in da.dims]).values).reshape(
+            -1, on.size)[:, on]
+    return X.reshape(years.size * n_pix, len(names))
+
+
 def pixel_footprints(features: xr.Dataset, unit: xr.DataArray, surface: xr.DataArray, pixel_area: xr.DataArray,
                      units: tuple[str, ...], observations: pd.DataFrame, profiles: pd.DataFrame | None = None, *,
-                     names: tuple[str, ...] | None = None, band_width: float = BAND_WIDTH):
+                     names: tuple[str, ...] | None = None, band_width: float = BAND_WIDTH,
+                     seasonal: Mapping[str, tuple[xr.Dataset, float]] | None = None,
+                     stakes: pd.DataFrame | None = None):
     """The pixel feature matrix of the observed glaciers and their observations as footprints.
 
     Parameters
@@ -262,68 +299,133 @@ def pixel_footprints(features: xr.Dataset, unit: xr.DataArray, surface: xr.DataA
     units : tuple of str
         The observation ids in unit order.
     observations : pandas.DataFrame
-        Glacier-wide balances: ``obs_id``, ``year``, ``smb`` (m w.e.); each becomes a ``"glacier"``
-        footprint over the unit's pixels in that year.
+        Glacier-wide balances: ``obs_id``, ``year``, ``smb`` (m w.e.), optionally ``winter`` and
+        ``summer`` (m w.e., NaN where not observed); see :func:`footprints_from_pixels`.
     profiles : pandas.DataFrame, optional
         Band balances (:func:`glacgrid.observations.read_profiles`): ``obs_id``, ``year``, ``band_mid``,
-        ``smb``; each band on the ``band_width`` lattice that holds pixels of the unit becomes a ``"band"``
-        footprint (other bands, e.g. 100 m bands, and bands without pixels on the DEM are left out).
+        ``smb``.
     names : tuple of str, optional
         The feature columns of the matrix (default: every variable of ``features``).
     band_width : float
         Band width (m).
+    seasonal : mapping of str to (xarray.Dataset, float), optional
+        ``{"winter": (features, fraction), "summer": ...}``: the pixel features of each season
+        (:attr:`ObservedPixels.seasonal`) and the season's share of the year; their rows follow the
+        annual ones in ``X``, and the seasonal balances become footprints on them.
+    stakes : pandas.DataFrame, optional
+        Stake balances with the ``pixel`` they fall on (:func:`glacgrid.observations.stake_pixels`,
+        positions among the unit pixels in (y, x) order); see :func:`footprints_from_pixels`.
 
     Returns
     -------
     X : numpy.ndarray
-        Shape (n_years * n_pixels, n_features): row ``i * n_pixels + p`` is pixel ``p`` (the unit pixels in
-        (y, x) order) in year ``features.year[i]``.
+        Shape (n_periods * n_years * n_pixels, n_features): row ``i * n_pixels + p`` is pixel ``p`` (the
+        unit pixels in (y, x) order) in year ``features.year[i]``; the seasons' blocks follow, in the
+        order of ``seasonal``.
     footprints : glacgrid.models.footprint.Footprints
-        The glacier-wide and band footprints (observations outside the feature years are left out).
+        The glacier-wide, band, seasonal and stake footprints (observations outside the feature years are
+        left out).
     """
-    from ..models.footprint import Footprints
-
     names = tuple(names or features.data_vars)
     u = np.asarray(unit.values).ravel()
     on = u > 0
-    n_pix = int(on.sum())
-    years = np.asarray(features["year"].values)
-    X = np.empty((years.size, n_pix, len(names)), dtype="float64")
-    for j, n in enumerate(names):  # a handful of features; static ones (y, x) repeat every year
-        da = features[n]
-        X[:, :, j] = np.asarray(da.transpose(*[d for d in ("year", "y", "x") if d in da.dims]).values).reshape(
-            -1, u.size)[:, on]
-    X = X.reshape(years.size * n_pix, len(names))
-    area = np.asarray(pixel_area.values).ravel()[on]
-    upix = u[on].astype("int64")
+    blocks = [pixel_matrix(features, on, names)]
+    periods = {}
+    for period, (ds, fraction) in (seasonal or {}).items():
+        periods[period] = (sum(len(b) for b in blocks), float(fraction))
+        blocks.append(pixel_matrix(ds, on, names))
+    fp = footprints_from_pixels(np.asarray(features["year"].values), u[on].astype("int64"),
+                                np.asarray(surface.values).ravel()[on], np.asarray(pixel_area.values).ravel()[on],
+                                units, observations, profiles, band_width=band_width, periods=periods, stakes=stakes)
+    return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), fp
+
+
+def footprints_from_pixels(years: np.ndarray, unit_pix: np.ndarray, z_pix: np.ndarray, area_pix: np.ndarray,
+                           units: Sequence[str], observations: pd.DataFrame, profiles: pd.DataFrame | None = None, *,
+                           band_width: float = BAND_WIDTH, periods: Mapping[str, tuple[int, float]] | None = None,
+                           stakes: pd.DataFrame | None = None):
+    """The observations of the units as footprints on a pixel feature matrix (any pixel layout: a grid's
+    unit pixels, a glacier domain's packed pixels).
+
+    Row ``offset + i * n_pix + p`` of the matrix is pixel ``p`` in year ``years[i]`` of the period whose
+    block starts at ``offset`` (0 for the annual block).
+
+    Parameters
+    ----------
+    years : numpy.ndarray
+        The feature years, sorted.
+    unit_pix, z_pix, area_pix : numpy.ndarray
+        Per pixel: observation unit (1-based position in ``units``), surface elevation (m), area (m2).
+    units : sequence of str
+        The observation ids in unit order.
+    observations : pandas.DataFrame
+        ``obs_id``, ``year``, ``smb`` (m w.e.): a ``"glacier"`` footprint over the unit's pixels per row;
+        with ``periods``, the ``winter`` / ``summer`` columns (m w.e., NaN: not observed) give seasonal
+        ``"glacier"`` footprints on that period's block.
+    profiles : pandas.DataFrame, optional
+        ``obs_id``, ``year``, ``band_mid``, ``smb``: each band on the ``band_width`` lattice that holds
+        pixels of the unit becomes an annual ``"band"`` footprint (other bands, e.g. 100 m bands, and bands
+        without pixels are left out).
+    band_width : float
+        Band width (m).
+    periods : mapping of str to (int, float), optional
+        ``{"winter": (row offset, fraction), ...}``: where each season's block starts and its share of the
+        year.
+    stakes : pandas.DataFrame, optional
+        ``obs_id``, ``year``, ``pixel`` (index into the pixel arrays, -1: off the glacier, left out),
+        ``smb`` and optionally ``winter``, ``summer`` (m w.e., NaN: not observed): one-pixel ``"stake"``
+        footprints.
+
+    Returns
+    -------
+    glacgrid.models.footprint.Footprints
+    """
+    from ..models.footprint import Footprints
+
+    n_pix = unit_pix.size
+    years = np.asarray(years)
+    periods = dict(periods or {})
     pos = {oid: i + 1 for i, oid in enumerate(units)}
     parts = []
 
-    def add(frame, key_pix, key_obs, kind, band_mid):
+    def add(frame, values, key_pix, key_obs, kind, band_mid, period="annual"):
+        offset, fraction = (0, 1.0) if period == "annual" else periods[period]
+        has = np.isfinite(values)
+        frame, values, key_obs, band_mid = frame[has], values[has], key_obs[has], band_mid[has]
         yi = np.searchsorted(years, frame["year"].to_numpy())
-        kept, indptr, rows, w = _grouped_rows(key_pix, key_obs, yi, n_pix, area)
+        kept, indptr, rows, w = _grouped_rows(key_pix, key_obs, yi, n_pix, area_pix)
         if kept.size:
             f = frame.iloc[kept]
-            parts.append(Footprints(f["smb"].to_numpy("float64"), indptr, rows, w, np.full(kept.size, kind),
-                                    f["obs_id"].to_numpy(str), f["year"].to_numpy("int64"), band_mid[kept]))
+            parts.append(Footprints(values[kept], indptr, rows + offset, w, np.full(kept.size, kind),
+                                    f["obs_id"].to_numpy(str), f["year"].to_numpy("int64"), band_mid[kept],
+                                    np.full(kept.size, period), np.full(kept.size, fraction)))
+
+    def each_period(frame, key_pix, key_obs, kind):
+        nan = np.full(len(frame), np.nan)
+        add(frame, frame["smb"].to_numpy("float64"), key_pix, key_obs, kind, nan)
+        for period in periods:
+            if period in frame:
+                add(frame, frame[period].to_numpy("float64"), key_pix, key_obs, kind, nan, period)
 
     obs = observations[observations["obs_id"].isin(list(units)) & observations["year"].isin(years)]
-    add(obs, upix, obs["obs_id"].map(pos).to_numpy("int64"), "glacier", np.full(len(obs), np.nan))
+    each_period(obs, unit_pix, obs["obs_id"].map(pos).to_numpy("int64"), "glacier")
     if profiles is not None and len(profiles):
-        z = np.asarray(surface.values).ravel()[on]
-        kb = np.floor(z / band_width).astype("int64")
+        kb = np.floor(z_pix / band_width).astype("int64")
         kmin, nb = int(kb.min()), int(kb.max() - kb.min() + 1)
         lattice = np.isclose(np.mod(profiles["band_mid"], band_width), band_width / 2)
         prof = profiles[lattice & profiles["obs_id"].isin(list(units)) & profiles["year"].isin(years)]
         kobs = np.floor(prof["band_mid"].to_numpy() / band_width).astype("int64") - kmin
         inside = (kobs >= 0) & (kobs < nb)
         prof, kobs = prof[inside], kobs[inside]
-        add(prof, upix * nb + (kb - kmin), prof["obs_id"].map(pos).to_numpy("int64") * nb + kobs, "band",
-            prof["band_mid"].to_numpy("float64"))
+        add(prof, prof["smb"].to_numpy("float64"), unit_pix * nb + (kb - kmin),
+            prof["obs_id"].map(pos).to_numpy("int64") * nb + kobs, "band", prof["band_mid"].to_numpy("float64"))
+    if stakes is not None and len(stakes):
+        st = stakes[(stakes["pixel"] >= 0) & stakes["year"].isin(years)]
+        each_period(st, np.arange(n_pix), st["pixel"].to_numpy("int64"), "stake")
     if not parts:
         raise ModelError(f"No observation of the units {list(units)} falls in the feature years "
                          f"{int(years[0])}-{int(years[-1])} on pixels of the grid.")
-    return X, Footprints.concat(parts)
+    return Footprints.concat(parts)
 
 
 def read_band_profiles(cfg: RunConfig) -> pd.DataFrame | None:
@@ -337,8 +439,55 @@ def read_band_profiles(cfg: RunConfig) -> pd.DataFrame | None:
 
 
 def kind_weights(cfg: RunConfig) -> dict[str, float]:
-    """Loss share of each footprint kind: glacier-wide 1, bands ``[model] band_weight``, stakes 1."""
-    return {"glacier": 1.0, "band": float(cfg.model.band_weight), "stake": 1.0}
+    """Loss share of each footprint group: glacier-wide annual 1, bands ``[model] band_weight``, annual
+    stakes ``[model] stake_weight``, each seasonal group (glacier-wide or stake, winter or summer)
+    ``[model] season_weight``."""
+    m = cfg.model
+    season = float(m.season_weight)
+    return {"glacier": 1.0, "band": float(m.band_weight), "stake": float(m.stake_weight),
+            "glacier_winter": season, "glacier_summer": season, "stake_winter": season, "stake_summer": season}
+
+
+def balance_columns(table: pd.DataFrame) -> list[str]:
+    """The key and balance columns of a training table or observation frame: ``obs_id``, ``year``, ``smb``
+    and the seasonal ``winter`` / ``summer`` balances it has."""
+    return ["obs_id", "year", "smb"] + [c for c in ("winter", "summer") if c in table]
+
+
+def seasons_of(cfg: RunConfig, *frames: pd.DataFrame | None) -> tuple[str, ...]:
+    """The seasons whose balances joint training fits: those with a ``[model] season_weight`` above 0 and at
+    least one value in one of ``frames`` (observation or stake frames with ``winter`` / ``summer`` columns)."""
+    if cfg.model.training != "joint" or not cfg.model.season_weight > 0:
+        return ()
+    return tuple(p for p in ("winter", "summer")
+                 if any(f is not None and p in f and f[p].notna().any() for f in frames))
+
+
+def read_run_stakes(cfg: RunConfig) -> pd.DataFrame | None:
+    """The stake balances of ``[observations] stakes`` (:func:`glacgrid.observations.read_stakes`); None
+    without stakes."""
+    from ..observations import read_stakes
+
+    o = cfg.observations
+    return read_stakes(o.stakes, fmt=o.stake_format, id_column=o.id_column) if o.stakes else None
+
+
+def place_stakes(stakes: pd.DataFrame, px: ObservedPixels) -> pd.DataFrame:
+    """``stakes`` with ``pixel``: the position of the nearest pixel of the stake's glacier among the unit
+    pixels of ``px`` in (y, x) order, within one pixel size (:func:`glacgrid.observations.stake_pixels`);
+    -1 where there is none. A stake's glacier is the observation unit whose id equals its ``obs_id``:
+    stakes of other glaciers get -1 too."""
+    from ..observations import stake_pixels
+
+    pos = {oid: i + 1 for i, oid in enumerate(px.units)}
+    unit = np.asarray(px.unit.values).ravel()
+    on = unit > 0
+    size = float(np.sqrt(np.median(np.asarray(px.pixel_area.values).ravel()[on])))
+    st_unit = stakes["obs_id"].map(pos).fillna(0).to_numpy("int64")
+    pixel = stake_pixels(stakes["lon"].to_numpy("float64"), stakes["lat"].to_numpy("float64"), st_unit,
+                         np.asarray(px.lon.values).ravel()[on], np.asarray(px.lat.values).ravel()[on],
+                         unit[on].astype("int64"), size)
+    return stakes.assign(pixel=pixel)
 
 
 def fit_joint(cfg: RunConfig, X: np.ndarray, footprints, *, keep: np.ndarray | None = None):
@@ -375,15 +524,27 @@ def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, tra
     SMBModel
         The fitted model (an ordinary artifact of its kind, applied blockwise as any other).
     """
+    names = tuple(cfg.model.features)
+    obs = train[balance_columns(train)]
+    stakes = read_run_stakes(cfg)
+    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()), seasons_of(cfg, obs, stakes))
+    if stakes is not None:
+        stakes = place_stakes(stakes, px)
+    X, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units, obs, read_band_profiles(cfg),
+                             names=names, seasonal=px.seasonal, stakes=stakes)
+    extra = {} if stakes is None else {"stakes": {"read": int(len(stakes)), "on_pixels": int((stakes["pixel"] >= 0).sum())}}
+    return save_joint_model(cfg, fit_joint(cfg, X, fp), out, extra)
+
+
+def save_joint_model(cfg: RunConfig, model, out: Path, extra: Mapping | None = None):
+    """Write a jointly trained model: its artifact ``out/model`` and ``out/footprints.json`` (the training,
+    the weights of each footprint group, the band fit, what each group held, and ``extra``, e.g. how many
+    stakes were read and placed); returns ``model``."""
     from ..models.schema import write_json_atomic
 
-    names = tuple(cfg.model.features)
-    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()))
-    X, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units,
-                             train[["obs_id", "year", "smb"]], read_band_profiles(cfg), names=names)
-    model = fit_joint(cfg, X, fp)
     model.to_artifact(Path(out) / "model")
     write_json_atomic(Path(out) / "footprints.json", {"training": "joint", "kind_weights": kind_weights(cfg),
                                                       "band_fit": cfg.model.band_fit,
-                                                      "footprints": model.training_.get("footprints", {})})
+                                                      "footprints": model.training_.get("footprints", {}),
+                                                      **dict(extra or {})})
     return model

@@ -30,6 +30,7 @@ from ..cube import open_store
 from ..exceptions import InputDataError, ModelError
 from ..inference import glacier_mean, predict_pixels
 from ..models import SMBModel
+from ..models.footprint import LINEAR_KINDS, footprint_predictions
 from ..models.folds import SCHEMES, make_folds
 from ..observations import ObservedUnits, read_areas, read_profiles
 from ..validation import (
@@ -47,8 +48,8 @@ from .model import build_model
 from .outdir import purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .run import run
-from .training import (ObservedPixels, fit_joint, observed_pixels, pixel_footprints, read_band_profiles, read_observed,
-                       training_table)
+from .training import (ObservedPixels, balance_columns, fit_joint, observed_pixels, pixel_footprints, read_band_profiles,
+                       read_observed, seasons_of, training_table)
 
 __all__ = ["ObservedPixels", "observed_pixels", "reconstruction_cv", "validate"]
 
@@ -122,10 +123,15 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
     fold_of = np.full(len(train), None, dtype=object)
     years_all = px.features["year"].values
     field_oos = np.full((years_all.size, *px.unit.shape), np.nan, dtype="float32")
-    if training == "joint":
+    seasonal_rows = []
+    if training == "joint" or px.seasonal:  # (seasonal balances are predicted by either training)
         X_pix, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units,
-                                     train[["obs_id", "year", "smb"]], profiles, names=tuple(names))
+                                     train[balance_columns(train)], profiles if training == "joint" else None,
+                                     names=tuple(names), seasonal=px.seasonal)
         fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
+        if training == "glacier":
+            fp = fp.select(fp.kind == "glacier")
+            fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
     for fold in folds:
         if training == "joint":
             seen = pd.MultiIndex.from_arrays([train["obs_id"].to_numpy()[fold.train],
@@ -142,12 +148,24 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
         rec[test] = gl.values[[years.index(v) for v in tab["year"]], [pos[u] - 1 for u in tab["obs_id"]]]
         fold_of[test] = fold.name
         _paint_held_out(field_oos, smb.values, px.unit.values, years_all, tab, years, pos)
+        if px.seasonal and cfg.model.kind in LINEAR_KINDS:
+            held = pd.MultiIndex.from_arrays([tab["obs_id"].to_numpy(), tab["year"].to_numpy()])
+            seasonal_rows.append(_seasonal_predictions(model, X_pix, fp.select((fp.period != "annual")
+                                                                                & fp_keys.isin(held)), fold.name))
     pred = pd.DataFrame({"obs_id": train["obs_id"].to_numpy(), "year": train["year"].to_numpy(), "fold": fold_of,
                          "observed": y, "reconstructed": rec, "direct": direct})
     pred.insert(1, "name", pred["obs_id"].map(px.names))
     smb_oos = xr.DataArray(field_oos, dims=("year", "y", "x"),
                            coords={"year": years_all, "y": px.unit["y"], "x": px.unit["x"]}, name="smb")
-    return ReconstructionCV(scheme, pred, reconstruction_metrics(pred, px.names), smb_oos, training)
+    seasonal = pd.concat(seasonal_rows, ignore_index=True) if seasonal_rows else None
+    return ReconstructionCV(scheme, pred, reconstruction_metrics(pred, px.names), smb_oos, training, seasonal)
+
+
+def _seasonal_predictions(model: SMBModel, X_pix: np.ndarray, fp, fold: str) -> pd.DataFrame:
+    """The held-out seasonal balances and the model's value for them
+    (:func:`glacgrid.models.footprint.footprint_predictions`)."""
+    return pd.DataFrame({"obs_id": fp.obs_id, "year": fp.year, "period": fp.period, "fold": fold,
+                         "observed": fp.value, "reconstructed": footprint_predictions(model, X_pix, fp)})
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -250,7 +268,9 @@ def _validate(cfg: RunConfig, out: Path, schemes: Sequence[str], profiles, evolv
     observed = read_observed(cfg, prep.table)
     train, train_notes = training_table(cfg, prep, observed)
     notes = [*prep.notes, *train_notes]
-    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()))
+    seasons = seasons_of(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, training="joint")), train) \
+        if "joint" in trainings else ()
+    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()), seasons)
     areas = None
     if cfg.observations.format == "wgms":
         areas = read_areas(cfg.observations.files, id_column=cfg.observations.id_column)
