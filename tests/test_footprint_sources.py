@@ -209,7 +209,8 @@ def test_stakes_recover_what_glacier_wide_balances_cannot(seasonal_pixels, tmp_p
     run_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, training="joint", kind="ols"),
                                   observations=dataclasses.replace(cfg.observations, stakes=(tmp_path / "stakes.csv",),
                                                                    stake_format="table"))
-    stakes = place_stakes(read_run_stakes(run_cfg), px)
+    stakes = place_stakes(read_run_stakes(run_cfg), px.units, unit[on], px.lon.values.ravel()[on],
+                          px.lat.values.ravel()[on], px.pixel_area.values.ravel()[on])
     # each stake on its own pixel: the position among the unit pixels of the pixel it was put on
     np.testing.assert_array_equal(stakes["pixel"].to_numpy(), np.tile(np.searchsorted(on, picks), years.size))
     glw = glacier_mean(truth, px.unit, px.unit > 0, px.pixel_area, px.index).to_pandas().stack().rename("smb")

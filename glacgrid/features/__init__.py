@@ -37,7 +37,7 @@ from .io import feature_schema, features_table, read_features, schema_path, to_f
 from .packed import pack_feature_pixels
 from .profile import PROFILE_FEATURES, exposure_from_monthly, implied_precip_gradient, profile_pixel_features
 from .points import iceland_era5_point_features, read_stakes, sample_points
-from .sampling import compute_features, glacier_features, pixel_features, season_features
+from .sampling import check_seasonal, compute_features, glacier_features, pixel_features, season_features
 from .schema import FeatureSchema
 from .topo import LOWER_FRACTION, active_pixels, glacier_constants, topo_pixel_features
 
@@ -51,7 +51,7 @@ __all__ = [
     "hydrological_years", "month_labels",
     "climate_pixel_features", "climate_from_monthly", "anomalies", "era5_monthly_features", "stamp_feature",
     "topo_pixel_features", "glacier_constants", "active_pixels",
-    "pixel_features", "glacier_features", "compute_features", "season_features",
+    "pixel_features", "glacier_features", "compute_features", "season_features", "check_seasonal",
     "PROFILE_FEATURES", "profile_pixel_features", "exposure_from_monthly", "implied_precip_gradient",
     "pack_feature_pixels", "sample_points", "read_stakes", "iceland_era5_point_features",
     "feature_schema", "to_feature_array", "features_table", "write_features", "read_features", "schema_path",

@@ -22,7 +22,7 @@ from .climate import ClimateFeatureParams, _finish, _surface_climate, era5_month
     unstack_features
 from .topo import active_pixels, glacier_constants, topo_pixel_features
 
-__all__ = ["pixel_features", "glacier_features", "compute_features", "season_features"]
+__all__ = ["pixel_features", "glacier_features", "compute_features", "season_features", "check_seasonal"]
 
 
 def pixel_features(climate: xr.Dataset, topo: xr.Dataset, constants: xr.Dataset,
@@ -48,6 +48,17 @@ def pixel_features(climate: xr.Dataset, topo: xr.Dataset, constants: xr.Dataset,
     ds = xr.Dataset({k: stamp_feature(out[k], k) for k in ordered_features(out)})
     ds.attrs["history"] = provenance("pixel_features")
     return ds
+
+
+def check_seasonal(names) -> None:
+    """Refuse features that have no seasonal part: neither sums over months
+    (:data:`glacgrid.glaciers.MONTH_SUMS`) nor constant within a year (:data:`glacgrid.glaciers.YEAR_STATIC`),
+    e.g. a monthly temperature or an anomaly (:class:`~glacgrid.exceptions.InputDataError`)."""
+    other = [n for n in names if n not in MONTH_SUMS and n not in YEAR_STATIC]
+    if other:
+        raise InputDataError(f"Features {other} have no seasonal part (they are neither sums over months, "
+                             f"{list(MONTH_SUMS)}, nor constant within a year); drop them from [model] features "
+                             "to fit seasonal balances, or give those balances no weight.")
 
 
 def season_features(pix: xr.Dataset, fraction: float) -> xr.Dataset:
@@ -77,11 +88,7 @@ def season_features(pix: xr.Dataset, fraction: float) -> xr.Dataset:
         A feature that is neither a sum over months (:data:`glacgrid.glaciers.MONTH_SUMS`) nor year-static,
         e.g. a monthly temperature or an anomaly: it has no seasonal part.
     """
-    other = [n for n in pix.data_vars if n not in MONTH_SUMS and n not in YEAR_STATIC]
-    if other:
-        raise InputDataError(f"Features {other} have no seasonal part (they are neither sums over months, "
-                             f"{list(MONTH_SUMS)}, nor constant within a year); drop them from [model] features "
-                             "to fit seasonal balances, or give those balances no weight.")
+    check_seasonal(list(pix.data_vars))
     if not 0.0 < float(fraction) <= 1.0:
         raise InputDataError(f"fraction must be in (0, 1] (the season's share of the year); got {fraction!r}.")
     return pix.assign({n: (pix[n] * np.float32(fraction)).assign_attrs(pix[n].attrs)

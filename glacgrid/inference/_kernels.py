@@ -159,10 +159,12 @@ def static_at(spec: BlockSpec, z: np.ndarray, gid: np.ndarray, lon: np.ndarray |
     return out
 
 
-def _climate(spec: BlockSpec, t: np.ndarray, p: np.ndarray, days: np.ndarray, kcols: list[int]) -> np.ndarray:
-    """Columns ``kcols`` of :func:`glacgrid.features.annual_climate` for rows of 12 months."""
+def _climate(spec: BlockSpec, t: np.ndarray, p: np.ndarray, days: np.ndarray, kcols: list[int],
+             within: np.ndarray | None = None) -> np.ndarray:
+    """Columns ``kcols`` of :func:`glacgrid.features.annual_climate` for rows of 12 months (summed over the
+    months ``within`` only, when given)."""
     clim = annual_climate(t, p, days, spec.winter, spec.summer, spec.snow_threshold, spec.rain_threshold,
-                          spec.ablation)
+                          spec.ablation, within)
     return clim[:, kcols]
 
 
@@ -217,19 +219,21 @@ def assemble(spec: BlockSpec, temp, prcp, days, ref, zpad, gid, r: np.ndarray, c
 def assemble_rows(spec: BlockSpec, temp: np.ndarray, prcp: np.ndarray, days: np.ndarray, corr: np.ndarray,
                   flat: np.ndarray, static: dict, pos: np.ndarray | None = None, length: int | None = None,
                   mean: np.ndarray | None = None, std: np.ndarray | None = None,
-                  zero_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  zero_bad: bool = False, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The feature rows of pixels ``flat`` of ``(year, 12, cell)`` climate arrays (see :func:`assemble`).
 
     ``corr`` (float32 per pixel) moves the temperature from its reference elevation to the surface;
     ``static`` holds the year-independent features per pixel (:func:`static_at`). The (y, x) blocks pass
     their raveled block, the packed pixels of a glacier domain ``(year, 12, pixel)`` arrays directly.
+    ``within`` ((12,) bool): the climate sums of a period of the year, its months only (numpy;
+    :meth:`glacgrid.features.ClimateFeatureParams.within`); the static columns are taken as given.
     """
     n, ny = flat.size, temp.shape[0]
     X, ok, pos, mean, std = _rows_layout(spec, ny, n, pos, length, mean, std)
     if n == 0:
         return X, ok
-    if not _compiled(spec, temp, prcp, corr):
-        raw = _numpy_rows(spec, temp, prcp, days, flat, static, corr)
+    if within is not None or not _compiled(spec, temp, prcp, corr):
+        raw = _numpy_rows(spec, temp, prcp, days, flat, static, corr, within)
         fin = np.isfinite(raw).all(axis=1)
         z = ((raw.astype("float64") - mean) / std).astype("float32")
         if zero_bad:
@@ -313,9 +317,9 @@ def _yearly(name: str) -> bool:
     return name in CLIMATE or name in _PRODUCTS or name in EXPOSURE
 
 
-def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
-    """The feature rows in (year, pixel) order with numpy (any dtype, ablation-season predictors);
-    ``temp``/``prcp`` are ``(year, 12, cell)`` and ``flat`` the pixels' cells."""
+def _numpy_rows(spec, temp, prcp, days, flat, static, corr, within=None) -> np.ndarray:
+    """The feature rows in (year, pixel) order with numpy (any dtype, ablation-season predictors, the sums
+    of a period ``within``); ``temp``/``prcp`` are ``(year, 12, cell)`` and ``flat`` the pixels' cells."""
     n, ny = flat.size, temp.shape[0]
     X = np.empty((ny * n, len(spec.features)), dtype="float32")
     # climate columns, then the products: (column, annual_climate column, pixel factor or None)
@@ -333,12 +337,12 @@ def _numpy_rows(spec, temp, prcp, days, flat, static, corr) -> np.ndarray:
                 b = min(a + ROW_BATCH, n)
                 t = np.ascontiguousarray((temp[y][:, flat[a:b]] + corr[a:b]).T)
                 p = np.ascontiguousarray(prcp[y][:, flat[a:b]].T)
-                clim = _climate(spec, t, p, days[y], kcols)
+                clim = _climate(spec, t, p, days[y], kcols, within)
                 for q, (j, _, fac) in enumerate(clim_cols):
                     v = clim[:, q] if fac is None else (clim[:, q].astype("float64") * fac[a:b]).astype("float32")
                     X[y * n + a:y * n + b, j] = v
                 if bucket:
-                    exp = snow_bucket(t, p, days[y], spec.snow_threshold, spec.rain_threshold, DDF_SNOW)
+                    exp = snow_bucket(t, p, days[y], spec.snow_threshold, spec.rain_threshold, DDF_SNOW, within)
                     for j, q in bucket:
                         X[y * n + a:y * n + b, j] = exp[:, q]
     return X
@@ -418,28 +422,32 @@ def _predict(models, norm, X: np.ndarray, ok: np.ndarray, pos: np.ndarray):
 
 def assemble_climate(spec: BlockSpec, climate, days: np.ndarray, corr: np.ndarray, static: dict,
                      pos: np.ndarray | None = None, length: int | None = None, mean: np.ndarray | None = None,
-                     std: np.ndarray | None = None, zero_bad: bool = False, linear: tuple | None = None):
+                     std: np.ndarray | None = None, zero_bad: bool = False, linear: tuple | None = None,
+                     within: np.ndarray | None = None):
     """:func:`assemble_rows` of packed pixels whose climate is a :class:`glacgrid.downscale.PixelClimate`
     (each pixel-month interpolated where it is used: one compiled pass, the same rows to the bit) or a
-    ``(temp, prcp)`` pair of ``(year, 12, n)`` arrays.
+    ``(temp, prcp)`` pair of ``(year, 12, n)`` arrays. ``within`` ((12,) bool): the climate sums of a period
+    of the year (:func:`assemble_rows`; numpy, on the materialised climate).
 
     With ``linear = (coef, intercept)`` (a :class:`~glacgrid.models.LinearModel`'s) the same pass applies the
     model and returns ``(None, ok, prediction)``: the prediction of each row (float64, that of
     ``LinearModel.predict`` to the bit) without the feature matrix.
     """
-    return _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, False)
+    return _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, False,
+                             within)
 
 
-def _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, reuse: bool):
+def _assemble_climate(spec, climate, days, corr, static, pos, length, mean, std, zero_bad, linear, reuse: bool,
+                      within=None):
     """:func:`assemble_climate`; ``reuse``: the compiled pass writes into this thread's feature buffer."""
-    if not isinstance(climate, PixelClimate) or not _compiled(spec, corr):  # the materialised climate
+    if within is not None or not isinstance(climate, PixelClimate) or not _compiled(spec, corr):  # materialised
         temp, prcp = climate.materialise() if isinstance(climate, PixelClimate) else climate
         flat = np.arange(temp.shape[-1], dtype="int64")
         if linear is not None:
-            X, ok = assemble_rows(spec, temp, prcp, days, corr, flat, static, pos=pos, length=length)
+            X, ok = assemble_rows(spec, temp, prcp, days, corr, flat, static, pos=pos, length=length, within=within)
             return None, ok, linear_predict(X, linear[0], linear[1])
         return assemble_rows(spec, temp, prcp, days, corr, flat, static, pos=pos, length=length, mean=mean, std=std,
-                             zero_bad=zero_bad)
+                             zero_bad=zero_bad, within=within)
     from ._fused import CHUNK, fill_rows_cube
 
     ny, _, n = climate.shape

@@ -2,9 +2,11 @@
 
 ingest -> the domain (built from per-glacier tiles, or from the DEM + outlines + thickness of ``[grid]``
 and ``[glaciers]``; kept when its store exists) -> the training table of the observed glaciers (features
-at their pixels) -> the model -> :func:`glacgrid.simulate.simulate_domain` (one task per group of whole
-glaciers, resumable) -> the glacier-year table, validation and the glacier log. The gridded results stay
-packed in ``results.zarr``; ``glacgrid export`` rasterises them per glacier, per zone or onto a grid.
+at their pixels) -> the model (with ``[model] training = "joint"``: one pixel model fitted against the
+glacier-wide balances and the elevation bands on those pixel features) ->
+:func:`glacgrid.simulate.simulate_domain` (one task per group of whole glaciers, resumable) -> the
+glacier-year table, validation and the glacier log. The gridded results stay packed in ``results.zarr``;
+``glacgrid export`` rasterises them per glacier, per zone or onto a grid.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from ..exceptions import ConfigError, StoreError
 from ..ingest import ingest
 from ..observations import ObservedUnits, observed_units
 from ..outputs import write_outputs
-from ..simulate import DomainRun, domain_glacier_features, domain_log, ensemble_members, results_fingerprint, \
-    simulate_domain
+from ..simulate import (DomainPixels, DomainRun, domain_glacier_features, domain_log, domain_pixel_features,
+                        ensemble_members, results_fingerprint, simulate_domain)
 from .model import fit_model
 from .outdir import begin_run, run_lock
 from .prepare import _static, _target_grid
 from .result import RunResult
-from .training import observed_years, write_training_table
+from .training import (TABLE_ORDER, balance_columns, fit_joint, footprints_from_pixels, observed_years, place_stakes,
+                       read_band_profiles, read_run_stakes, save_joint_model, seasons_of, stake_summary,
+                       write_training_table)
 from .steps import Steps
 
 __all__ = ["run_domain", "build_domain", "domain_run_spec", "shared_stages", "domain_outputs", "observed_on",
@@ -82,11 +86,57 @@ def observed_on(cfg: RunConfig, domain: Domain) -> ObservedUnits:
 
 
 def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnits, run: DomainRun):
+    """The training table and its notes, and (joint training) the pixel features it was averaged from
+    (:func:`glacgrid.simulate.domain.domain_pixel_features`, glacier constants per outline as the run's
+    inference sees them; one feature pass for both) with those of the seasons whose balances are fitted."""
     notes, units, obs, years = observed_years(cfg, observed)
-    gf = domain_glacier_features(domain, cube, np.asarray(observed.unit_of_outline)[1:], run, years)
-    df = gf.to_dataframe().reset_index()
+    slots = np.asarray(observed.unit_of_outline)[1:]
+    pixels = None
+    if cfg.model.training == "joint":
+        pixels = [domain_pixel_features(domain, cube, slots, run, years, period=p)
+                  for p in ("annual", *seasons_of(cfg, obs[obs["year"].isin(years)], read_run_stakes(cfg)))]
+    gf = domain_glacier_features(domain, cube, slots, run, years, pixels=pixels[0] if pixels else None)
+    df = gf.to_dataframe(dim_order=TABLE_ORDER).reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
-    return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+    return df.merge(obs, on=["obs_id", "year"], how="inner"), notes, pixels
+
+
+def _fit_joint(cfg: RunConfig, pixels: list[DomainPixels], observed: ObservedUnits, train: pd.DataFrame,
+               out: Path):
+    """The model stage of joint training on a glacier domain: one pixel model fitted against the glacier-wide
+    balances of ``train`` (annual, and the seasonal ones of the seasons in ``pixels``) and the band profiles on
+    the pixel features of the observed glaciers; writes ``out/model`` and ``out/footprints.json``
+    (:func:`glacgrid.pipeline.training.save_joint_model`).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run.
+    pixels : list of DomainPixels
+        The pixel features of the observed glaciers (:func:`glacgrid.simulate.domain.domain_pixel_features`):
+        the annual ones, then those of each season whose balances are fitted.
+    observed : ObservedUnits
+        The observations linked to the domain's glacier slots.
+    train : pandas.DataFrame
+        The training table: its (``obs_id``, ``year``, ``smb``, ``winter``, ``summer``) rows are the
+        glacier-wide footprints.
+    out : Path
+        Output directory.
+
+    Returns
+    -------
+    SMBModel
+        The fitted model.
+    """
+    px = pixels[0]
+    periods = {s.period: (k * px.X.shape[0], s.fraction) for k, s in enumerate(pixels) if k}  # (block offsets)
+    stakes = read_run_stakes(cfg)
+    if stakes is not None:
+        stakes = place_stakes(stakes, observed.units, px.unit_of_pixel, px.lon, px.lat, px.pixel_area)
+    fp = footprints_from_pixels(px.years, px.unit_of_pixel, px.z, px.pixel_area, observed.units,
+                                train[balance_columns(train)], read_band_profiles(cfg), periods=periods, stakes=stakes)
+    X = px.X if len(pixels) == 1 else np.concatenate([s.X for s in pixels])
+    return save_joint_model(cfg, fit_joint(cfg, X, fp), out, stake_summary(stakes))
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,10 +195,12 @@ def shared_stages(cfg: RunConfig, steps: Steps) -> DomainStages:
     with steps.stage("features"):
         observed = observed_on(cfg, domain)
         cube = cube_mod.open_store(cube_path, require_complete=True)
-        train, train_notes = _training_table(cfg, domain, cube, observed, spec)
+        train, train_notes, pixels = _training_table(cfg, domain, cube, observed, spec)
         write_training_table(train, out)
     with steps.stage("model"):
-        model, cv = fit_model(cfg, train, out)
+        model, cv = fit_model(cfg, train, out)  # (cv.json: the glacier-wide cross-validation)
+        if pixels is not None:  # one pixel model against glacier-wide (annual, seasonal) and band footprints
+            model = _fit_joint(cfg, pixels, observed, train, out)
     return DomainStages(cube_path, domain, observed, model, cv, spec, tuple(notes) + tuple(train_notes))
 
 

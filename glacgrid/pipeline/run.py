@@ -37,16 +37,12 @@ def _isolated_note(log_path: Path) -> tuple[str, ...]:
 
 def check_run_features(cfg: RunConfig) -> None:
     """Refuse, before any stage, a run whose model needs features the inference pass cannot build
-    (:func:`glacgrid.inference.buildable`), and joint training or a forcing on a glacier domain (not wired
-    yet)."""
+    (:func:`glacgrid.inference.buildable`), and a forcing on a glacier domain (not wired yet)."""
     can = set(buildable(("area", "max_elevation", "min_elevation", "slope_lower20")))
     missing = [f for f in cfg.model.features if f not in can]
     if missing:
         raise ConfigError(f"[model] features {missing} are not built by the inference of a run (it builds "
                           f"{sorted(can)}). Remove them from [model] features, or compute them for `glacgrid validate`.")
-    if cfg.model.training == "joint" and cfg.domain is not None:
-        raise ConfigError("[model] training = 'joint' is not available with a [domain] run yet; use the dense "
-                          "run (no [domain]) or training = 'glacier'.")
     if cfg.forcing is not None and cfg.domain is not None:
         raise ConfigError("[forcing] is not available with a [domain] run yet (the domain reads the [climate] "
                           "cube only); run the forcing on the dense path (no [domain]) or drop [forcing].")

@@ -19,8 +19,8 @@ from ..exceptions import InputDataError, ModelError
 from ..observations import ObservedUnits, observed_units, unit_raster
 from .prepare import Prepared
 
-__all__ = ["BAND_WIDTH", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels", "kind_weights",
-           "observed_pixels", "pixel_footprints", "pixel_matrix", "save_joint_model", "balance_columns", "seasons_of", "read_run_stakes", "place_stakes", "read_band_profiles", "read_observed", "training_table", "with_profile_features",
+__all__ = ["BAND_WIDTH", "TABLE_ORDER", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels", "kind_weights",
+           "observed_pixels", "pixel_footprints", "pixel_matrix", "save_joint_model", "balance_columns", "seasons_of", "read_run_stakes", "place_stakes", "stake_summary", "read_band_profiles", "read_observed", "training_table", "with_profile_features",
            "write_training_table"]
 
 
@@ -69,9 +69,14 @@ def training_table(cfg: RunConfig, prep: Prepared, observed: ObservedUnits) -> t
     active = units_raster > 0
     pix = _pixel_features(cfg, prep, s["surface"], units_raster, active, uidx, years[0], years[-1])
     gf = feat.glacier_features(pix, units_raster, active, s["pixel_area"], uidx).compute()
-    df = gf.to_dataframe().reset_index()
+    df = gf.to_dataframe(dim_order=TABLE_ORDER).reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
     return df.merge(obs, on=["obs_id", "year"], how="inner"), notes
+
+
+#: Row order of every training table (dense and domain): year by year, the units in order within a year.
+#: Fits whose inner cross-validation splits by row position (lasso) then agree between the two paths.
+TABLE_ORDER = ["year", "glacier"]
 
 
 def write_training_table(train: pd.DataFrame, out: Path) -> Path:
@@ -472,22 +477,41 @@ def read_run_stakes(cfg: RunConfig) -> pd.DataFrame | None:
     return read_stakes(o.stakes, fmt=o.stake_format, id_column=o.id_column) if o.stakes else None
 
 
-def place_stakes(stakes: pd.DataFrame, px: ObservedPixels) -> pd.DataFrame:
-    """``stakes`` with ``pixel``: the position of the nearest pixel of the stake's glacier among the unit
-    pixels of ``px`` in (y, x) order, within one pixel size (:func:`glacgrid.observations.stake_pixels`);
-    -1 where there is none. A stake's glacier is the observation unit whose id equals its ``obs_id``:
-    stakes of other glaciers get -1 too."""
+def place_stakes(stakes: pd.DataFrame, units: Sequence[str], unit_pix: np.ndarray, lon_pix: np.ndarray,
+                 lat_pix: np.ndarray, area_pix: np.ndarray) -> pd.DataFrame:
+    """``stakes`` with ``pixel``: the position, among the pixels given, of the nearest pixel of the stake's
+    glacier within one pixel size (:func:`glacgrid.observations.stake_pixels`); -1 where there is none.
+
+    Parameters
+    ----------
+    stakes : pandas.DataFrame
+        :func:`glacgrid.observations.read_stakes`; a stake's glacier is the observation unit whose id equals
+        its ``obs_id`` (stakes of other glaciers get -1).
+    units : sequence of str
+        The observation ids in unit order.
+    unit_pix, lon_pix, lat_pix, area_pix : numpy.ndarray
+        Per pixel of the footprints' matrix: unit (1-based), lon, lat (degrees), area (m2).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
     from ..observations import stake_pixels
 
-    pos = {oid: i + 1 for i, oid in enumerate(px.units)}
-    unit = np.asarray(px.unit.values).ravel()
-    on = unit > 0
-    size = float(np.sqrt(np.median(np.asarray(px.pixel_area.values).ravel()[on])))
+    pos = {oid: i + 1 for i, oid in enumerate(units)}
+    size = float(np.sqrt(np.median(area_pix)))
     st_unit = stakes["obs_id"].map(pos).fillna(0).to_numpy("int64")
     pixel = stake_pixels(stakes["lon"].to_numpy("float64"), stakes["lat"].to_numpy("float64"), st_unit,
-                         np.asarray(px.lon.values).ravel()[on], np.asarray(px.lat.values).ravel()[on],
-                         unit[on].astype("int64"), size)
+                         np.asarray(lon_pix, "float64"), np.asarray(lat_pix, "float64"),
+                         np.asarray(unit_pix).astype("int64"), size)
     return stakes.assign(pixel=pixel)
+
+
+def stake_summary(stakes: pd.DataFrame | None) -> dict:
+    """What ``footprints.json`` records of the stakes: how many were read and placed on a pixel."""
+    if stakes is None:
+        return {}
+    return {"stakes": {"read": int(len(stakes)), "on_pixels": int((stakes["pixel"] >= 0).sum())}}
 
 
 def fit_joint(cfg: RunConfig, X: np.ndarray, footprints, *, keep: np.ndarray | None = None):
@@ -529,11 +553,12 @@ def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, tra
     stakes = read_run_stakes(cfg)
     px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()), seasons_of(cfg, obs, stakes))
     if stakes is not None:
-        stakes = place_stakes(stakes, px)
+        on = np.asarray(px.unit.values).ravel() > 0
+        stakes = place_stakes(stakes, px.units, *(np.asarray(v.values).ravel()[on]
+                                                  for v in (px.unit, px.lon, px.lat, px.pixel_area)))
     X, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units, obs, read_band_profiles(cfg),
                              names=names, seasonal=px.seasonal, stakes=stakes)
-    extra = {} if stakes is None else {"stakes": {"read": int(len(stakes)), "on_pixels": int((stakes["pixel"] >= 0).sum())}}
-    return save_joint_model(cfg, fit_joint(cfg, X, fp), out, extra)
+    return save_joint_model(cfg, fit_joint(cfg, X, fp), out, stake_summary(stakes))
 
 
 def save_joint_model(cfg: RunConfig, model, out: Path, extra: Mapping | None = None):

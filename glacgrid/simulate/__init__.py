@@ -16,11 +16,11 @@ The glaciers of a step are a :class:`glacgrid.glaciers.GlacierGeometry`; the per
 from ._run import (LOG_COLUMNS, ensemble_members, init_store, results_fingerprint, results_template, simulate,
                    surface_for_year)
 from ._step import CheckedGeometry, annual_step, reconstruct_step
-from .domain import (REASONS, DomainRun, domain_glacier_features, domain_log, domain_results_template,
-                     simulate_domain, years_done)
+from .domain import (REASONS, DomainPixels, DomainRun, domain_glacier_features, domain_log, domain_pixel_features,
+                     domain_results_template, simulate_domain, years_done)
 
 __all__ = ["simulate", "annual_step", "reconstruct_step", "CheckedGeometry", "results_fingerprint",
            "results_template", "ensemble_members", "surface_for_year", "init_store", "LOG_COLUMNS",
            # every glacier of a region on a glacier domain, group by group
-           "DomainRun", "simulate_domain", "domain_results_template", "domain_log", "domain_glacier_features", "REASONS",
-           "years_done"]
+           "DomainRun", "simulate_domain", "domain_results_template", "domain_log", "domain_glacier_features",
+           "domain_pixel_features", "DomainPixels", "REASONS", "years_done"]

@@ -36,9 +36,9 @@ from ..atomic import clean_partials, locked, write_csv
 from ..config import DownscaleParams, GeometryParams
 from ..domain import Domain, GroupArrays, open_domain
 from ..exceptions import InputDataError
-from ..features import HydroYear, hydrological_years, slope_aspect_at
+from ..features import ClimateFeatureParams, HydroYear, check_seasonal, hydrological_years, slope_aspect_at
 from ..geometry import deltah_update, perturbed_curves
-from ..glaciers import CONSTANTS, PIXEL_CHECKS, check_reasons, pixel_check_terms
+from ..glaciers import CONSTANTS, DERIVED, PIXEL_CHECKS, YEAR_STATIC, check_reasons, pixel_check_terms
 from ..inference import assemble_climate, pixel_smb, spec_of, static_at
 from ..downscale import pixel_climate, pixel_weights
 from ..metadata import cf_dataset, stamp
@@ -46,7 +46,7 @@ from ..units import M2_PER_KM2, M3_PER_KM3
 from ._step import NAN_REASON
 
 __all__ = ["DomainRun", "simulate_domain", "domain_results_template", "domain_log", "REASONS",
-           "domain_glacier_features", "years_done"]
+           "domain_glacier_features", "DomainPixels", "domain_pixel_features", "CONSTANTS_OVER", "years_done"]
 
 #: The failure reasons of the ``failure`` code (position = code; 0 = fine).
 REASONS = ("", "no pixel on the grid", "no initial ice thickness", *(c.reason for c in PIXEL_CHECKS), NAN_REASON)
@@ -259,7 +259,7 @@ def _constants(pos: np.ndarray, G: int, area: np.ndarray, z: np.ndarray, active:
     """Glacier constants over the active pixels (area km2, max/min elevation, the slope of the lowest 20 %)
     of ``G`` glaciers, the pixels' positions ``pos`` among them (only the ones ``features`` need)."""
     need = set(features)
-    if not need & (set(CONSTANTS) | {"elevation_norm"}):
+    if not need & (set(CONSTANTS) | {"elevation_norm", "cpdd_low"}):
         return {}
     const = {"area": _sums(pos, np.where(active, area, 0.0), G) / M2_PER_KM2,
              "max_elevation": _extreme(pos, z, active, G, np.fmax, np.nan),
@@ -624,46 +624,206 @@ def domain_log(store: str | Path, domain: Domain, path: str | Path) -> pd.DataFr
     return out
 
 
-def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray, run: DomainRun,
-                            years: Sequence[int]) -> xr.Dataset:
-    """Area-weighted features of observation units (sets of the domain's glaciers) and years: a training table.
+#: The features whose values depend on the glacier constants (:data:`glacgrid.glaciers.CONSTANTS`, the
+#: elevation range): they differ between an observation unit of several outlines and each of its outlines.
+_CONSTANT_FEATURES = frozenset((*CONSTANTS, *DERIVED, "cpdd_low"))
+#: What the glacier constants of :func:`domain_pixel_features` are taken over.
+CONSTANTS_OVER = ("glacier", "unit")
 
-    ``units``: per domain glacier slot (aligned with ``domain.glaciers["glacier"]``), the unit it belongs to
-    (1..U; 0 = none). The pixels of the units' glaciers are gathered from their groups, their features
-    built with the inference kernels (the same values as the model sees at those pixels), and averaged per
-    unit and year with the pixel areas as weights. Returns ``(glacier, year)`` features with ``glacier``
-    the unit number 1..U.
+
+@dataclass(frozen=True, eq=False)
+class DomainPixels:
+    """The pixel features of the observed glaciers of a domain, years by pixels (:func:`domain_pixel_features`).
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        Shape ``(n_years * n_pixels, n_features)``, float64: row ``i * n_pixels + p`` is pixel ``p`` in
+        ``years[i]``, columns in the order of ``features``.
+    years : numpy.ndarray
+        The hydrological years (sorted, int64).
+    features : tuple of str
+        The feature columns.
+    unit_of_pixel : numpy.ndarray
+        Observation unit of each pixel (1-based, int64).
+    glacier_of_pixel : numpy.ndarray
+        Glacier slot of each pixel (the domain's ``glacier_id``, int64).
+    z : numpy.ndarray
+        Surface elevation (m, float64).
+    pixel_area : numpy.ndarray
+        Pixel area (m2, float64).
+    lon, lat : numpy.ndarray
+        Pixel centre (degrees, float64).
+    pixel : numpy.ndarray
+        Position of each pixel on the domain's ``pixel`` dimension (int64).
+    constants : {"glacier", "unit"}
+        What the glacier constants (and ``elevation_norm``, ``cpdd_low``) were taken over.
+    period : {"annual", "winter", "summer"}
+        The part of the hydrological year the features are of (:func:`domain_pixel_features`).
+    fraction : float
+        The period's share of the year's months (1 for ``annual``).
     """
-    units = np.asarray(units, dtype="int64")
-    U = int(units.max()) if units.size else 0
+
+    X: np.ndarray
+    years: np.ndarray
+    features: tuple[str, ...]
+    unit_of_pixel: np.ndarray
+    glacier_of_pixel: np.ndarray
+    z: np.ndarray
+    pixel_area: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    pixel: np.ndarray
+    constants: str = "glacier"
+    period: str = "annual"
+    fraction: float = 1.0
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of pixels (columns of a year's block of ``X``)."""
+        return int(self.pixel.size)
+
+
+def _unit_pixels(domain: Domain, units: np.ndarray) -> np.ndarray:
+    """Domain positions of the pixels of every glacier slot with a unit (``units > 0``), slot by slot."""
     slots = np.flatnonzero(units > 0)
-    first = domain.glaciers["first_pixel"].values[slots]
-    count = domain.glaciers["n_pixels"].values[slots]
-    idx = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())  # every glacier's pixels
+    first = domain.glaciers["first_pixel"].values[slots].astype("int64")
+    count = domain.glaciers["n_pixels"].values[slots].astype("int64")
+    keep = count > 0
+    first, count = first[keep], count[keep]
+    return np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())
+
+
+def _pixel_features(domain: Domain, idx: np.ndarray, units: np.ndarray, cube: xr.Dataset, run: DomainRun,
+                    years: np.ndarray, constants: str, period: str = "annual") -> DomainPixels:
+    """:func:`domain_pixel_features` of the domain pixels ``idx``."""
+    params = ClimateFeatureParams(HydroYear(run.hemisphere), period=period)
+    within = params.within()
     px = domain.pixels.isel(pixel=idx).compute()
     n = idx.size
     gid = px["glacier_id"].values.astype("int64")
     unit_of_pixel = units[gid - 1]
     z = px["surface"].values.astype("float64")
     a = px["pixel_area"].values.astype("float64")
+    lon, lat = px["lon"].values, px["lat"].values
     sa = np.stack([px["slope"].values, px["aspect_cos"].values, px["aspect_sin"].values], axis=1).astype("float32")
-    upos = unit_of_pixel - 1
-    active = np.ones(n, dtype=bool)
-    const = _constants(upos, U, a, z, active, run.features, sa[:, 0])
-    uidx = np.arange(1, U + 1)
-    spec = spec_of(run.features, const, uidx, run.downscale, run.hemisphere)
-    static = static_at(spec, z, unit_of_pixel, px["lon"].values, px["lat"].values, sa)
-    weights = pixel_weights(cube["lat"].values, cube["lon"].values, px["lat"].values, px["lon"].values)
-    sub = DomainRun(run.mode, np.asarray(sorted(years)), run.features, run.downscale, run.hemisphere)
+    key, G = (unit_of_pixel, int(units.max())) if constants == "unit" else (gid, units.size)
+    const = _constants(key - 1, G, a, z, np.ones(n, dtype=bool), run.features, sa[:, 0])
+    spec = spec_of(run.features, const, np.arange(1, G + 1), run.downscale, run.hemisphere)
+    static = static_at(spec, z, key, lon, lat, sa)
+    if within is not None:  # a season: its year-static features carry its share of the year (season_features)
+        share = np.float32(params.fraction)
+        static = {f: (v * share).astype("float32") if f in YEAR_STATIC and f in run.features else v
+                  for f, v in static.items()}
+    weights = pixel_weights(cube["lat"].values, cube["lon"].values, lat, lon)
+    sub = DomainRun(run.mode, years, run.features, run.downscale, run.hemisphere)
     clim = _climate(cube, weights, sub)
-    ny = sub.years.size
     corr = spec.lapse_rate * (z - z.astype("float32")).astype("float32")
-    X, _ = assemble_climate(spec, pixel_climate(clim.t2m, clim.tp, clim.orog, weights, z.astype("float32"),
-                                                run.downscale), clim.days, corr, static)
-    X = X.reshape(ny, n, len(run.features))
+    climate = pixel_climate(clim.t2m, clim.tp, clim.orog, weights, z.astype("float32"), run.downscale)
+    season = {} if within is None else {"within": within}  # (the numpy pass of inference sums a season)
+    X, _ = assemble_climate(spec, climate, clim.days, corr, static, **season)
+    return DomainPixels(np.asarray(X, dtype="float64").reshape(years.size * n, len(run.features)), years,
+                        run.features, unit_of_pixel, gid, z, a, np.asarray(lon, "float64"),
+                        np.asarray(lat, "float64"), idx.astype("int64"), constants, period, float(params.fraction))
+
+
+def domain_pixel_features(domain: Domain, cube: xr.Dataset, units: np.ndarray, run: DomainRun,
+                          years: Sequence[int], *, constants: str = "glacier", period: str = "annual") -> DomainPixels:
+    """The features of every pixel of the observed glaciers of a domain, built with the inference kernels.
+
+    The values the model sees at those pixels in a reconstruction run (static geometry, every glacier pixel
+    active): the pixel feature matrix of joint training (:func:`glacgrid.pipeline.footprints_from_pixels`)
+    and, averaged per unit, the training table (:func:`domain_glacier_features`).
+
+    Parameters
+    ----------
+    domain : Domain
+        The glacier domain.
+    cube : xarray.Dataset
+        The climate cube (``t2m``, ``tp``, ``orog``).
+    units : numpy.ndarray
+        Per domain glacier slot (aligned with ``domain.glaciers["glacier"]``), the observation unit it
+        belongs to (1..U; 0 = none).
+    run : DomainRun
+        The features, downscaling and hemisphere.
+    years : sequence of int
+        The hydrological years.
+    constants : {"glacier", "unit"}
+        What the glacier constants (area, elevation range, ...; and with them ``elevation_norm`` and
+        ``cpdd_low``) are taken over: each glacier slot, as the inference of a run does (default), or each
+        unit (a unit of several outlines, e.g. divides, is one glacier), as the training table does.
+    period : {"annual", "winter", "summer"}
+        The features of the hydrological year, or of a season for seasonal balances
+        (:class:`glacgrid.features.ClimateFeatureParams`): every sum over months (climate, products,
+        snow bucket) taken over the season's months only, every year-static feature times the season's
+        share of the year (as :func:`glacgrid.features.season_features` does).
+
+    Returns
+    -------
+    DomainPixels
+        The pixels of the units' glaciers, slot by slot in domain order.
+
+    Raises
+    ------
+    InputDataError
+        If ``constants`` or ``period`` is unknown, a season is asked of features that have no seasonal part
+        (neither sums over months nor year-static), or no glacier of a unit has a pixel.
+    """
+    if constants not in CONSTANTS_OVER:
+        raise InputDataError(f"constants must be one of {list(CONSTANTS_OVER)}; got {constants!r}.")
+    ClimateFeatureParams(period=period)  # (an unknown period is refused there)
+    if period != "annual":
+        check_seasonal(run.features)
+    units = np.asarray(units, dtype="int64")
+    idx = _unit_pixels(domain, units)
+    if idx.size == 0:
+        raise InputDataError(f"None of the {int((units > 0).sum())} glacier slot(s) of the observation units has a "
+                             "pixel in the domain; check the domain's glaciers and [observations] links.")
+    return _pixel_features(domain, idx, units, cube, run, np.asarray(sorted(int(y) for y in years), dtype="int64"),
+                           constants, period)
+
+
+def _by_unit(domain: Domain, cube: xr.Dataset, units: np.ndarray, run: DomainRun, px: DomainPixels) -> np.ndarray:
+    """The rows of ``px.X`` with the constants of each unit: ``px.X`` itself unless some features depend on the
+    constants and some unit has several outlines; then those units' pixels are built again over the unit."""
+    if px.period != "annual":
+        raise InputDataError(f"The training table is of annual features; got the {px.period} pixel features.")
+    if px.constants == "unit" or not _CONSTANT_FEATURES & set(run.features):
+        return px.X
+    outlines = np.bincount(units[units > 0], minlength=int(units.max()) + 1)
+    again = np.isin(px.unit_of_pixel, np.flatnonzero(outlines > 1))
+    if not again.any():
+        return px.X
+    sub = _pixel_features(domain, px.pixel[again], units, cube, run, px.years, "unit")
+    ny, n = px.years.size, px.n_pixels
+    X = px.X.reshape(ny, n, -1).copy()
+    X[:, again] = sub.X.reshape(ny, sub.n_pixels, -1)
+    return X.reshape(ny * n, -1)
+
+
+def domain_glacier_features(domain: Domain, cube: xr.Dataset, units: np.ndarray, run: DomainRun,
+                            years: Sequence[int], *, pixels: DomainPixels | None = None) -> xr.Dataset:
+    """Area-weighted features of observation units (sets of the domain's glaciers) and years: a training table.
+
+    ``units``: per domain glacier slot (aligned with ``domain.glaciers["glacier"]``), the unit it belongs to
+    (1..U; 0 = none). The pixels of the units' glaciers are gathered from their groups, their features
+    built with the inference kernels (:func:`domain_pixel_features`, glacier constants per unit) and
+    averaged per unit and year with the pixel areas as weights. Returns ``(glacier, year)`` features with
+    ``glacier`` the unit number 1..U.
+
+    ``pixels``: the pixel features already built for these ``units``, ``run`` and ``years`` (e.g. for joint
+    training, constants per glacier); only the pixels of units of several outlines are built again when a
+    feature depends on the constants.
+    """
+    units = np.asarray(units, dtype="int64")
+    px = pixels if pixels is not None else domain_pixel_features(domain, cube, units, run, years, constants="unit")
+    U = int(units.max()) if units.size else 0
+    ny, n, upos = px.years.size, px.n_pixels, px.unit_of_pixel - 1
+    X = _by_unit(domain, cube, units, run, px).reshape(ny, n, len(run.features))
+    active = np.ones(n, dtype=bool)
     out = {}
     for j, name in enumerate(run.features):
         out[name] = (("glacier", "year"),
-                     np.stack([_weighted_mean(upos, X[y, :, j].astype("float64"), a, active, U) for y in range(ny)],
+                     np.stack([_weighted_mean(upos, X[y, :, j], px.pixel_area, active, U) for y in range(ny)],
                               axis=1))
-    return xr.Dataset(out, coords={"glacier": uidx, "year": sub.years})
+    return xr.Dataset(out, coords={"glacier": np.arange(1, U + 1), "year": px.years})

@@ -1,5 +1,5 @@
 """What a run refuses before any stage: features its inference pass does not build, and what a glacier
-domain run does not do yet (joint training, a forcing)."""
+domain run does not do yet (a forcing)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_a_feature_the_inference_does_not_build_is_refused():
         check_run_features(_cfg(features=("cpdd", "albedo_summer")))
 
 
-@pytest.mark.parametrize("change, what", [({"training": "joint"}, "training = 'joint'"), ({"forcing": object()}, r"\[forcing\]")])
+@pytest.mark.parametrize("change, what", [({"forcing": object()}, r"\[forcing\]")])
 def test_what_a_domain_run_does_not_do_yet_is_refused(change, what):
     with pytest.raises(ConfigError, match=what + r".*not available with a \[domain\] run"):
         check_run_features(_cfg(domain=object(), **change))
