@@ -429,7 +429,7 @@ _CHOICES = {
 }
 _FEATURES = (
     "cpdd", "snow_winter", "snow_summer", "mean_elevation", "max_elevation", "min_elevation",
-    "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin",
+    "area", "slope", "lat", "lon", "aspect_cos", "aspect_sin", "cpdd_ablation", "ablation_months",
     "elevation_norm", "snow_winter_dz", "snowfree_months", "cpdd_ice", "cpdd_low",  # profile features (joint)
 )
 
