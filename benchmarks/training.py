@@ -60,8 +60,8 @@ def main() -> None:
     from glacgrid.models.footprint import fit_footprints, footprint_weights
     from glacgrid.pipeline import prepare, read_observed, training_table
     from glacgrid.pipeline.model import build_model
-    from glacgrid.pipeline.training import (fit_joint, kind_weights, observed_pixels, pixel_footprints,
-                                            read_band_profiles)
+    from glacgrid.pipeline.training import (balance_columns, fit_joint, kind_weights, observed_pixels,
+                                            pixel_footprints, read_band_profiles)
     from glacgrid.pipeline.validate import reconstruction_cv
     from glacgrid.testing import REPO
 
@@ -88,6 +88,8 @@ def main() -> None:
         t = time.perf_counter()
         px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()))
         t_px = time.perf_counter() - t
+        px_seasons = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()),
+                                     ("winter", "summer"))
         prof = read_band_profiles(cfg)
     glw = train[["obs_id", "year", "smb"]]
     X_tab = train[list(names)].to_numpy("float64")
@@ -107,6 +109,11 @@ def main() -> None:
     t_glw, _ = best_of(glacier_fit, repeats)
     t_level, m_level = best_of(lambda: fit_joint(level, X, fp), repeats)
     t_shape, _ = best_of(lambda: fit_joint(shape, X, fp), repeats)
+    seasons = dataclasses.replace(level, model=dataclasses.replace(level.model, season_weight=2.0))
+    X_s, fp_s = pixel_footprints(px_seasons.features, px_seasons.unit, px_seasons.surface, px_seasons.pixel_area,
+                                 px_seasons.units, train[balance_columns(train)], prof, names=names,
+                                 seasonal=px_seasons.seasonal)
+    t_seasons, _ = best_of(lambda: fit_joint(seasons, X_s, fp_s), repeats)
     ols = dataclasses.replace(level, model=dataclasses.replace(level.model, kind="ols"))
     t_ols, _ = best_of(lambda: fit_joint(ols, X, fp), repeats)
 
@@ -126,6 +133,8 @@ def main() -> None:
              ("(1) glacier-wide lasso fit", t_glw),
              ("(2) joint lasso fit, level", t_level),
              ("(3) joint lasso fit, shape", t_shape),
+             (f"    joint lasso fit, level, + {fp_s.counts().get('glacier_winter', 0)} winter and summer balances",
+              t_seasons),
              ("    joint OLS fit, level (no penalty search)", t_ols),
              ("    aggregate the features (Footprints.aggregate)", t_agg),
              ("floor: lstsq on the aggregated features", t_floor)]

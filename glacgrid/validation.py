@@ -437,7 +437,8 @@ class ValidationReport:
             head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
             body = ""
             for _, r in df.iterrows():
-                cells = [f"{r[c]:.3f}" if isinstance(r[c], (float, np.floating)) else str(r[c]) for c in cols]
+                cells = [(f"{r[c]:.0f}" if c.endswith("_n") else f"{r[c]:.3f}")
+                         if isinstance(r[c], (float, np.floating)) else str(r[c]) for c in cols]
                 body += "| " + " | ".join(cells) + " |\n"
             return head + body
 
@@ -459,6 +460,11 @@ class ValidationReport:
                        if c in self.comparison]))
             out.append("Glacier-wide r, rmse, bias and band rmse, bias in m w.e.; ELA in m (observed mean profile); "
                        "gradients in m w.e. per 100 m, ratio = modelled / observed.\n")
+            seasons = [c for c in ["winter_n", "winter_r", "winter_rmse", "winter_bias", "summer_n", "summer_r",
+                                   "summer_rmse", "summer_bias"] if c in self.comparison]
+            if seasons:
+                out.append("### Seasonal balances by training (out of sample, m w.e.)\n")
+                out.append(fmt(self.comparison.dropna(subset=seasons, how="all"), ["key", "obs_id", *seasons]))
         if self.evolution is not None:
             out.append("### Evolution run: area and volume change vs WGMS\n")
             out.append(fmt(self.evolution.summary, [c for c in ["obs_id", "name", "member", "area_start_model",
@@ -480,6 +486,8 @@ class ValidationReport:
         for scheme, cv in self.reconstruction.items():
             tables[f"{scheme}_metrics"] = (d / f"reconstruction_{scheme}_metrics.csv", cv.metrics)
             tables[f"{scheme}_predictions"] = (d / f"reconstruction_{scheme}_predictions.csv", cv.predictions)
+            if cv.seasonal is not None:
+                tables[f"{scheme}_seasonal"] = (d / f"reconstruction_{scheme}_seasonal.csv", cv.seasonal)
         if self.bands is not None:
             for part in ("metrics", "per_band", "pairs"):
                 tables[f"bands_{part}"] = (d / f"bands_{part}.csv", getattr(self.bands, part))
