@@ -174,8 +174,8 @@ class ModelConfig:
         winter, glacier-wide summer, and the same for stakes) relative to the glacier-wide annual balances;
         0 (default) leaves them out. Linear kinds only (the ANN's annual balance is not a sum of seasons).
 
-    stake_weight : joint training: share of the loss of the annual stake balances of ``[observations]
-        stakes`` relative to the glacier-wide balances (1.0).
+    stake_weight : joint training: share of the loss of the annual stake balances (``[observations] stakes``)
+        relative to the glacier-wide balances (1.0).
     """
 
     kind: str = "lasso"
