@@ -105,6 +105,29 @@ def small_region(tmp_path_factory):
                         glaciers_per_massif=7, start=2001, end=2006)
 
 
+@pytest.fixture(scope="session")
+def region_pixels(small_region, tmp_path_factory):
+    """The small region prepared for joint training (ols on cpdd, snowfall and elevation_norm): its config,
+    training table, the observed pixels with their winter and summer features, the observation table, the
+    prepared run and the linked observations."""
+    import pandas as pd
+
+    from glacgrid.config import load_config
+    from glacgrid.pipeline import prepare, read_observed, training_table
+    from glacgrid.pipeline.training import observed_pixels
+    from glacgrid.testing import write_config
+
+    out = tmp_path_factory.mktemp("footprint")
+    feats = ("cpdd", "snow_winter", "snow_summer", "elevation_norm")
+    cfg = load_config(write_config(small_region, out / "run.toml", output=out, mode="reconstruct", chunks=48,
+                                   features=feats, kind="ols"))
+    prep = prepare(cfg, out / "work")
+    observed = read_observed(cfg, prep.table)
+    train, _ = training_table(cfg, prep, observed)
+    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique()), seasons=("winter", "summer"))
+    return cfg, train, px, pd.read_csv(small_region.observations), prep, observed
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny networks train much faster on one thread than on oversubscribed cores; restored afterwards."""

@@ -187,24 +187,6 @@ def test_ann_aggregation_loss_keeps_a_monotone_network_monotone(one_torch_thread
 BETA = 1.5  # m w.e.: surface-type term, about -0.75 at a glacier's lowest pixel and +0.75 at its top
 
 
-@pytest.fixture(scope="module")
-def region_pixels(small_region, tmp_path_factory):
-    from glacgrid.config import load_config
-    from glacgrid.pipeline import prepare, read_observed, training_table
-    from glacgrid.pipeline.training import observed_pixels
-    from glacgrid.testing import write_config
-
-    out = tmp_path_factory.mktemp("footprint")
-    feats = ("cpdd", "snow_winter", "snow_summer", "elevation_norm")
-    cfg = load_config(write_config(small_region, out / "run.toml", output=out, mode="reconstruct", chunks=48,
-                                   features=feats, kind="ols"))
-    prep = prepare(cfg, out / "work")
-    observed = read_observed(cfg, prep.table)
-    train, _ = training_table(cfg, prep, observed)
-    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique()))
-    return cfg, train, px, pd.read_csv(small_region.observations), prep, observed
-
-
 def _truth(px):
     """The known pixel SMB (year, y, x): the region's temperature-index truth (acc_factor 1, ddf 4) plus a
     surface-type term BETA * (elevation_norm - its glacier mean) that steepens the profile and leaves every
@@ -280,6 +262,7 @@ def test_reconstruction_cv_joint_side_by_side(region_pixels):
     from glacgrid.validation import band_means, compare_bands, side_by_side
 
     cfg, train, px, table, _, _ = region_pixels
+    px = dataclasses.replace(px, seasonal={})  # (annual balances only here)
     _, truth = _truth(px)
     prof = band_means(truth, px.surface, px.unit, px.pixel_area, px.index).to_dataframe(name="smb").reset_index()
     prof = prof.dropna(subset=["smb"])

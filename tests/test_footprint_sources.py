@@ -107,32 +107,14 @@ def test_seasonal_footprints_are_fitted_exactly_by_a_linear_model():
             np.array([2000]), period=np.array(["annual"]), fraction=np.array([0.5]))
 
 
-@pytest.fixture(scope="module")
-def seasonal_pixels(small_region, tmp_path_factory):
-    from glacgrid.config import load_config
-    from glacgrid.pipeline import prepare, read_observed, training_table
-    from glacgrid.pipeline.training import observed_pixels
-    from glacgrid.testing import write_config
-
-    out = tmp_path_factory.mktemp("seasons")
-    feats = ("cpdd", "snow_winter", "snow_summer", "elevation_norm")
-    cfg = load_config(write_config(small_region, out / "run.toml", output=out, mode="reconstruct", chunks=48,
-                                   features=feats, kind="ols"))
-    prep = prepare(cfg, out / "work")
-    observed = read_observed(cfg, prep.table)
-    train, _ = training_table(cfg, prep, observed)
-    px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique()), seasons=("winter", "summer"))
-    return cfg, train, px, prep, observed
-
-
-def test_a_fit_on_seasonal_balances_alone_recovers_the_annual_model(seasonal_pixels):
+def test_a_fit_on_seasonal_balances_alone_recovers_the_annual_model(region_pixels):
     """The region's truth is the temperature-index model (snow - 4 cpdd) / 1000 of these very predictors:
     its winter and summer parts are that model over the season's predictors. Fitted on the glacier-wide
     winter and summer balances only, the model predicts the annual balances it never saw."""
     from glacgrid.inference import glacier_mean
     from glacgrid.pipeline.training import pixel_footprints
 
-    cfg, train, px, _, _ = seasonal_pixels
+    cfg, train, px, _, _, _ = region_pixels
     assert set(px.seasonal) == {"winter", "summer"}
     f, (fw, frac_w), (fs, frac_s) = px.features, px.seasonal["winter"], px.seasonal["summer"]
     assert frac_w == pytest.approx(7 / 12) and frac_s == pytest.approx(5 / 12)
@@ -177,7 +159,7 @@ def _schema(names):
 BETA = 1.5  # m w.e.: a surface-type term BETA * (elevation_norm - its glacier mean), invisible glacier-wide
 
 
-def test_stakes_recover_what_glacier_wide_balances_cannot(seasonal_pixels, tmp_path):
+def test_stakes_recover_what_glacier_wide_balances_cannot(region_pixels, tmp_path):
     import dataclasses
     import json
 
@@ -186,7 +168,7 @@ def test_stakes_recover_what_glacier_wide_balances_cannot(seasonal_pixels, tmp_p
     from glacgrid.pipeline.training import (fit_joint, fit_joint_model, pixel_footprints, place_stakes,
                                             read_run_stakes)
 
-    cfg, train, px, prep, observed = seasonal_pixels
+    cfg, train, px, _, prep, observed = region_pixels
     f = px.features
     norm = f["elevation_norm"]
     mean = glacier_mean(norm, px.unit, px.unit > 0, px.pixel_area, px.index).values
