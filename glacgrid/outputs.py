@@ -312,11 +312,12 @@ def summary_lines(result) -> list[str]:
     one, which = central(gy)
     m = cv.metrics
     years = gy["year"].agg(["min", "max"])
+    joint = "; the glacier-wide fit, not the joint one: see glacgrid validate" \
+        if result.config.model.training == "joint" else ""
     lines = [
         f"run '{result.config.name}' ({result.config.mode}): {gy['glacier'].nunique()} glaciers, "
         f"hydrological years {years['min']}-{years['max']}",
-        f"cross-validation {cv.scheme.upper()} ({len(cv.per_fold)} folds, {len(cv.predictions)} samples"
-        f"{'; the glacier-wide fit, not the joint one: see glacgrid validate' if result.config.model.training == 'joint' else ''}): "
+        f"cross-validation {cv.scheme.upper()} ({len(cv.per_fold)} folds, {len(cv.predictions)} samples{joint}): "
         f"r={m['r']:.3f}  r2={m['r2']:.3f}  RMSE={m['rmse']:.3f}  MAE={m['mae']:.3f}  bias={m['bias']:+.3f} m w.e.",
     ]
     if "member" in gy:

@@ -73,7 +73,8 @@ def test_seasonal_footprints_are_fitted_exactly_by_a_linear_model():
                           np.array([f"g{i}" for i in range(n)]), np.arange(n), np.full(n, np.nan),
                           np.full(n, period), np.full(n, fraction))
 
-    seasons = Footprints.concat([fp("winter", n, 7 / 12, 7 / 12 * b + xw @ c), fp("summer", 2 * n, 5 / 12, 5 / 12 * b + xs @ c)])
+    seasons = Footprints.concat([fp("winter", n, 7 / 12, 7 / 12 * b + xw @ c),
+                                 fp("summer", 2 * n, 5 / 12, 5 / 12 * b + xs @ c)])
     from glacgrid.features import FeatureSchema
 
     schema = FeatureSchema(("cpdd", "snow_winter"), ("K d", "kg m-2"))

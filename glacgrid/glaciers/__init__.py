@@ -17,6 +17,7 @@ from .reduce import FLOX_ENGINE, area_weighted_mean, glacier_sums
 
 __all__ = ["GlacierGeometry", "FLOX_ENGINE", "area_weighted_mean", "glacier_sums", "paint", "paint_flags",
            "glacier_vector", "glacier_checks", "check_reasons", "SURFACE_REASON", "FEATURES", "CONSTANTS", "PIXEL_TOPO",
-           "CLIMATE", "DERIVED", "CLIMATE_PRODUCTS", "EXPOSURE", "MONTH_SUMS", "YEAR_STATIC", "STATE_VARS", "ordered_features", "lookup",
+           "CLIMATE", "DERIVED", "CLIMATE_PRODUCTS", "EXPOSURE", "MONTH_SUMS", "YEAR_STATIC", "STATE_VARS",
+           "ordered_features", "lookup",
            "glacier_positions", "paint_lookup",
            "PixelCheck", "PIXEL_CHECKS", "pixel_check_terms", "glacier_problems"]

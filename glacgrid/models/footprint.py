@@ -54,9 +54,9 @@ from . import _kernels
 from .ann import VALIDATION_FRACTION, ANNModel, torch_threads
 from .linear import LinearModel
 
-__all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "LINEAR_KINDS", "PERIODS", "Footprints", "footprint_weights",
-           "fit_footprints", "footprint_predictions", "season_offset_column", "shape_matrix", "weight_group",
-           "SEASON_OFFSET"]
+__all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "LINEAR_KINDS", "PERIODS", "SEASON_OFFSET",
+           "Footprints", "footprint_weights", "fit_footprints", "footprint_predictions", "season_offset_column",
+           "shape_matrix", "weight_group"]
 
 #: The footprint kinds glacgrid builds: glacier-wide balances, elevation bands, stakes (one pixel).
 FOOTPRINT_KINDS = ("glacier", "band", "stake")
@@ -365,11 +365,14 @@ def season_offset_column(fp: Footprints) -> np.ndarray | None:
     A season's balance is then ``fraction * intercept + d`` (winter) or ``fraction * intercept - d``
     (summer) plus the features' part: how much of the annual intercept falls in winter is fitted, and the
     winter and summer values still add up to the annual one."""
-    seasonal = fp.period != "annual"
-    if not seasonal.any():
+    if not (fp.period != "annual").any():
         return None
-    sign = np.where(fp.period == "winter", 1.0, np.where(fp.period == "summer", -1.0, 0.0))
-    return sign / fp.fraction
+    return _season_sign(fp) / fp.fraction
+
+
+def _season_sign(fp: Footprints) -> np.ndarray:
+    """+1 for winter footprints, -1 for summer ones, 0 for annual ones: how the seasonal offset enters."""
+    return np.where(fp.period == "winter", 1.0, np.where(fp.period == "summer", -1.0, 0.0))
 
 
 def _drop_season_offset(model: LinearModel, schema: FeatureSchema) -> None:
@@ -390,7 +393,7 @@ def footprint_predictions(model, X: np.ndarray, fp: Footprints) -> np.ndarray:
     m = fp.fraction
     pred = np.asarray(model.predict(fp.aggregate(X) / m[:, None]), dtype="float64") * m
     d = float(getattr(model, "training_", {}).get(SEASON_OFFSET, 0.0))
-    return pred + d * np.where(fp.period == "winter", 1.0, np.where(fp.period == "summer", -1.0, 0.0))
+    return pred + d * _season_sign(fp)
 
 
 def _fit_linear_shape(model: LinearModel, A: np.ndarray, y: np.ndarray, fp: Footprints, schema: FeatureSchema,

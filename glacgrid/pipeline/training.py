@@ -19,9 +19,10 @@ from ..exceptions import InputDataError, ModelError
 from ..observations import ObservedUnits, observed_units, unit_raster
 from .prepare import Prepared
 
-__all__ = ["BAND_WIDTH", "TABLE_ORDER", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels", "kind_weights",
-           "observed_pixels", "pixel_footprints", "pixel_matrix", "save_joint_model", "balance_columns", "seasons_of", "read_run_stakes", "place_stakes", "stake_summary", "read_band_profiles", "read_observed", "training_table", "with_profile_features",
-           "write_training_table"]
+__all__ = ["BAND_WIDTH", "TABLE_ORDER", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels",
+           "kind_weights", "observed_pixels", "pixel_footprints", "pixel_matrix", "save_joint_model", "balance_columns",
+           "seasons_of", "read_run_stakes", "place_stakes", "stake_summary", "read_band_profiles", "read_observed",
+           "training_table", "with_profile_features", "write_training_table"]
 
 
 def read_observed(cfg: RunConfig, table: pd.DataFrame) -> ObservedUnits:
@@ -228,7 +229,7 @@ def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, yea
     topo = feat.topo_pixel_features(s["surface"], prep.grid)
     start, end = int(min(years)), int(max(years))
 
-    def period_features(period: str) -> xr.Dataset:
+    def period_features(period: str) -> tuple[xr.Dataset, float]:
         params = feat.ClimateFeatureParams(feat.HydroYear(cfg.period.hemisphere), period=period)
         climate = feat.climate_pixel_features(prep.down, s["surface"], cfg.downscale, start=start, end=end,
                                               features=params)
@@ -240,13 +241,12 @@ def observed_pixels(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, yea
             raise ModelError(f"[model] features {missing} are not pixel features; available: "
                              f"{list(pix.data_vars)}.")
         pix = pix[names].isel(window)
-        return pix.compute() if period == "annual" else feat.season_features(pix, params.fraction).compute()
+        return (pix if period == "annual" else feat.season_features(pix, params.fraction)).compute(), params.fraction
 
     crop = xr.Dataset({"unit": unit, "pixel_area": s["pixel_area"], "surface": s["surface"], "lon": topo["lon"],
                        "lat": topo["lat"]}).isel(window).compute()
-    seasonal = {p: (period_features(p), feat.ClimateFeatureParams(feat.HydroYear(cfg.period.hemisphere),
-                                                                  period=p).fraction) for p in seasons}
-    return ObservedPixels(period_features("annual"), crop["unit"], crop["pixel_area"], crop["surface"],
+    seasonal = {p: period_features(p) for p in seasons}
+    return ObservedPixels(period_features("annual")[0], crop["unit"], crop["pixel_area"], crop["surface"],
                           tuple(observed.units), _unit_names(prep.table, observed), seasonal, crop["lon"], crop["lat"])
 
 
@@ -462,7 +462,7 @@ def balance_columns(table: pd.DataFrame) -> list[str]:
 def seasons_of(cfg: RunConfig, *frames: pd.DataFrame | None) -> tuple[str, ...]:
     """The seasons whose balances joint training fits: those with a ``[model] season_weight`` above 0 and at
     least one value in one of ``frames`` (observation or stake frames with ``winter`` / ``summer`` columns)."""
-    if cfg.model.training != "joint" or not cfg.model.season_weight > 0:
+    if not cfg.model.season_weight > 0:
         return ()
     return tuple(p for p in ("winter", "summer")
                  if any(f is not None and p in f and f[p].notna().any() for f in frames))

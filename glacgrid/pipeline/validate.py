@@ -48,8 +48,8 @@ from .model import build_model
 from .outdir import purpose_of, run_lock
 from .prepare import Prepared, prepare
 from .run import run
-from .training import (ObservedPixels, balance_columns, fit_joint, observed_pixels, pixel_footprints, read_band_profiles,
-                       read_observed, seasons_of, training_table)
+from .training import (ObservedPixels, balance_columns, fit_joint, observed_pixels, pixel_footprints,
+                       read_band_profiles, read_observed, seasons_of, training_table)
 
 __all__ = ["ObservedPixels", "observed_pixels", "reconstruction_cv", "validate"]
 
@@ -268,8 +268,7 @@ def _validate(cfg: RunConfig, out: Path, schemes: Sequence[str], profiles, evolv
     observed = read_observed(cfg, prep.table)
     train, train_notes = training_table(cfg, prep, observed)
     notes = [*prep.notes, *train_notes]
-    seasons = seasons_of(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, training="joint")), train) \
-        if "joint" in trainings else ()
+    seasons = seasons_of(cfg, train) if "joint" in trainings else ()
     px = observed_pixels(cfg, prep, observed, sorted(train["year"].unique().tolist()), seasons)
     areas = None
     if cfg.observations.format == "wgms":
