@@ -512,7 +512,7 @@ def train(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)
                               metavar="{none|kde|frequency}",
                                       help="sample weights"),
           monotone: bool = typer.Option(False, "--monotone", help="SMB monotone in temperature / snowfall "
-                                        "features by construction (rf, gbm, ann)"),
+                                        "features by construction (lasso, ols, ridge, rf, gbm, ann)"),
           threads: int = typer.Option(1, help="torch threads of the ANN"),
           seed: int = typer.Option(0),
           out: Path = typer.Option(..., "--out", help="model artifact directory")):
@@ -568,7 +568,7 @@ def cv(table: Path = typer.Argument(..., help="feature table (CSV or Parquet)"),
                                            help="how ensemble members differ"),
        search: Optional[str] = typer.Option(None, help="nested hyperparameter search inside each outer fold, "
                                             "e.g. 'C=0.3,1,3;epsilon=0.05,0.1' or JSON"),
-       monotone: bool = typer.Option(False, "--monotone", help="monotone models (rf, gbm, ann)"),
+       monotone: bool = typer.Option(False, "--monotone", help="monotone models (lasso, ols, ridge, rf, gbm, ann)"),
        threads: int = typer.Option(1, help="torch threads of the ANN"),
        n_splits: int = typer.Option(5, help="folds of the kfold scheme"),
        k: int = typer.Option(2, help="lsygo group size (k glaciers x k years)"),

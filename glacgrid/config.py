@@ -154,7 +154,8 @@ class ModelConfig:
         identical members and a spread of exactly 0), seeds for the others (rf, gbm, ann).
 
     monotone : SMB non-increasing in the temperature / degree-day features and non-decreasing in the
-        snowfall features by construction (kinds rf, gbm, ann; :mod:`glacgrid.models.physics`).
+        snowfall features by construction (every kind but svr; :mod:`glacgrid.models.physics`); with the
+        profile products, at every pixel of the glaciers.
 
     threads : torch threads of each ANN fit and prediction (default 1: one per worker).
 
@@ -814,7 +815,7 @@ cv = "logo"                      # logo, loyo, lsygo (k glaciers x k years), kfo
 seed = 0
 ensemble = 0                     # members of a model ensemble (0: one model); reconstruct writes mean and spread
 ensemble_method = "auto"         # seeds, bootstrap, auto (bootstrap for lasso/ols/ridge/svr, seeds otherwise)
-monotone = false                 # rf, gbm, ann: SMB monotone in degree days / snowfall by construction
+monotone = false                 # all kinds but svr: SMB monotone in degree days / snowfall by construction
 threads = 1                      # torch threads of the ANN
 training = "glacier"             # glacier (glacier-wide rows) or joint (glacier-wide + WGMS 50 m bands)
 band_weight = 0.333              # joint: loss share of the bands relative to the glacier-wide balances (1)

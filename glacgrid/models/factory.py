@@ -31,7 +31,7 @@ def make_model(kind: str, *, seed: int = 0, preset: str | None = None, ensemble:
     **options
         Keyword arguments of :class:`ANNModel` (``hidden``, ``epochs``, ``lr``, ``batchnorm``, ...)
         or of :class:`SklearnModel` (``C``, ``n_estimators``, ...); linear kinds take none.
-        ``monotone=True`` (kinds in :data:`~glacgrid.models.MONOTONE_KINDS`: rf, gbm, ann) constrains the
+        ``monotone=True`` (kinds in :data:`~glacgrid.models.MONOTONE_KINDS`: all but svr) constrains the
         model to be monotone in the temperature / snowfall features (:mod:`glacgrid.models.physics`);
         ``threads`` sets the ANN's torch threads (default 1).
 

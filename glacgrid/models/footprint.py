@@ -53,6 +53,7 @@ from ..features import FeatureSchema
 from . import _kernels
 from .ann import VALIDATION_FRACTION, ANNModel, torch_threads
 from .linear import LinearModel
+from .physics import monotone_signs, product_factor_ranges
 
 __all__ = ["BAND_FITS", "DEFAULT_KIND_WEIGHTS", "FOOTPRINT_KINDS", "LINEAR_KINDS", "PERIODS", "SEASON_OFFSET",
            "Footprints", "footprint_weights", "fit_footprints", "footprint_predictions", "season_offset_column",
@@ -332,10 +333,12 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
         if offset is not None:  # the winter share of the intercept is fitted, not fixed by the month count
             A = np.column_stack([A, offset])
             fit_schema = FeatureSchema(tuple(schema.names) + (SEASON_OFFSET,), tuple(schema.units) + ("m",))
+        # monotone: the profile products' factors range over the pixels, not over the footprint means
+        ranges = product_factor_ranges(X[np.unique(fp.rows)], schema.names) if model.monotone else None
         if shape:
-            _fit_linear_shape(model, A, y, fp, fit_schema, w)
+            _fit_linear_shape(model, A, y, fp, fit_schema, w, ranges)
         else:
-            model.fit(A, y, fit_schema, sample_weight=w)
+            model.fit(A, y, fit_schema, sample_weight=w, factor_ranges=ranges)
         if offset is not None:
             _drop_season_offset(model, schema)
     elif isinstance(model, ANNModel):
@@ -397,7 +400,7 @@ def footprint_predictions(model, X: np.ndarray, fp: Footprints) -> np.ndarray:
 
 
 def _fit_linear_shape(model: LinearModel, A: np.ndarray, y: np.ndarray, fp: Footprints, schema: FeatureSchema,
-                      w: np.ndarray) -> None:
+                      w: np.ndarray, factor_ranges: dict | None = None) -> None:
     """The exact linear shape fit: band rows centred on their glacier-year's mean (the intercept cancels),
     the other rows on their weighted mean (the intercept profiled out), one weighted fit of the centred rows,
     then the intercept from the other rows' means."""
@@ -408,7 +411,7 @@ def _fit_linear_shape(model: LinearModel, A: np.ndarray, y: np.ndarray, fp: Foot
     Ac, yc = np.asarray(C @ A), np.asarray(C @ y)
     Ac[level] = A[level] - a_mean
     yc[level] = y[level] - y_mean
-    model.fit(Ac, yc, schema, sample_weight=w)
+    model.fit(Ac, yc, schema, sample_weight=w, factor_ranges=factor_ranges)
     model.intercept_ = float(model.intercept_ + y_mean - a_mean @ model.coef_)
 
 
@@ -438,8 +441,6 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
     M = fp_local.matrix(len(used)).tocoo()
     signs = None
     if getattr(model, "monotone", False):  # the sign-constrained network of ANNModel(monotone=True)
-        from .physics import monotone_signs
-
         signs = monotone_signs(schema.names)
     threads = getattr(model, "threads", None)
     with torch.random.fork_rng(devices=[]), torch_threads(threads):

@@ -24,7 +24,7 @@ __all__ = ["MODEL_KINDS", "MONOTONE_KINDS", "check_kind", "check_monotone", "loa
 #: Model kinds understood by :func:`glacgrid.models.make_model` and :func:`glacgrid.models.load_model`.
 MODEL_KINDS = (*LINEAR_KINDS, *SKLEARN_KINDS, "ann")
 #: The kinds that accept ``monotone=True`` (monotone in the physical features by construction).
-MONOTONE_KINDS = (*MONOTONE_SKLEARN_KINDS, "ann")
+MONOTONE_KINDS = (*LINEAR_KINDS, *MONOTONE_SKLEARN_KINDS, "ann")
 
 
 def check_kind(kind: str, preset: str | None = None) -> None:
@@ -77,7 +77,7 @@ def make_single_model(kind: str, *, seed: int = 0, preset: str | None = None, **
     if kind == "ann":
         base = preset_options(preset) if preset is not None else {}
         return ANNModel(seed=seed, preset=preset, **{**base, **options})
-    return LinearModel(kind, seed=seed)
+    return LinearModel(kind, seed=seed, **options)
 
 
 def load_single_model(directory: str | Path, *, schema: FeatureSchema | None = None) -> SMBModel:

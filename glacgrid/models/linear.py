@@ -42,6 +42,11 @@ class LinearModel:
         :data:`RIDGE_ALPHAS`); ``"ols"``: ordinary least squares.
     seed : int
         Seeds the Lasso's internal CV split.
+    monotone : bool
+        Fit non-negative coefficients in :func:`glacgrid.models.physics.monotone_basis`: SMB
+        non-increasing in the degree-day and temperature features and non-decreasing in the snowfall
+        features, at every pixel (a base with its profile product keeps its sign over the factor's training
+        range). Ridge takes the penalty of the unconstrained fit.
 
     Attributes
     ----------
@@ -57,11 +62,12 @@ class LinearModel:
         standardised features; None for OLS).
     """
 
-    def __init__(self, kind: str = "lasso", seed: int = 0):
+    def __init__(self, kind: str = "lasso", seed: int = 0, monotone: bool = False):
         if kind not in LINEAR_KINDS:
             raise ModelError(f"Unknown linear model kind {kind!r}; valid kinds: {', '.join(LINEAR_KINDS)}.")
         self.kind = kind
         self.seed = int(seed)
+        self.monotone = bool(monotone)
         self.schema: FeatureSchema | None = None
         self.coef_: np.ndarray | None = None
         self.intercept_: float | None = None
@@ -69,20 +75,33 @@ class LinearModel:
 
     def __repr__(self) -> str:
         state = self.schema.describe() if self.schema is not None else "unfitted"
-        return f"LinearModel(kind={self.kind!r}, seed={self.seed}; {state})"
+        mono = ", monotone" if self.monotone else ""
+        return f"LinearModel(kind={self.kind!r}, seed={self.seed}{mono}; {state})"
 
-    def _estimator(self, n_samples: int):
+    def _estimator(self, n_samples: int, positive: bool = False):
         from sklearn.linear_model import LassoCV, LinearRegression, RidgeCV
         from sklearn.model_selection import KFold
 
         if self.kind == "ols":
-            return LinearRegression()
+            return LinearRegression(positive=positive)
         if self.kind == "ridge":
             return RidgeCV(alphas=RIDGE_ALPHAS)
         cv = KFold(n_splits=min(5, n_samples), shuffle=True, random_state=self.seed)
-        return LassoCV(cv=cv, random_state=self.seed, max_iter=50_000, tol=1e-6)
+        return LassoCV(cv=cv, random_state=self.seed, max_iter=50_000, tol=1e-6, positive=positive)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None) -> LinearModel:
+    def _fit_positive(self, Z: np.ndarray, y: np.ndarray, w):
+        """The estimator fitted with non-negative coefficients on standardised columns ``Z``."""
+        from sklearn.linear_model import Ridge
+
+        if self.kind != "ridge":
+            return self._estimator(Z.shape[0], positive=True).fit(Z, y, sample_weight=w)
+        alpha = float(self._estimator(Z.shape[0]).fit(Z, y, sample_weight=w).alpha_)  # the free fit's penalty
+        est = Ridge(alpha=alpha, positive=True).fit(Z, y, sample_weight=w)
+        est.alpha_ = alpha
+        return est
+
+    def fit(self, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, sample_weight=None,
+            factor_ranges: dict | None = None) -> LinearModel:
         """Fit on ``X`` (n_samples, n_features; physical units, schema order) and ``y`` (target units).
 
         Parameters
@@ -95,6 +114,9 @@ class LinearModel:
             Names and units of the columns of ``X``.
         sample_weight : ndarray, shape (n_samples,), optional
             Non-negative weights.
+        factor_ranges : dict, optional
+            ``monotone``: the range of each profile product's factor over the pixels the model is meant
+            for (:func:`glacgrid.models.physics.product_factor_ranges`); default: over the rows of ``X``.
 
         Returns
         -------
@@ -103,9 +125,22 @@ class LinearModel:
         """
         X, y, w = check_training_data(X, y, schema, sample_weight, min_samples=3)
         mean, std = _kernels.column_stats(X)
-        est = self._estimator(X.shape[0])
-        est.fit(_kernels.standardise(X, mean, std), y, sample_weight=w)
-        self.coef_, self.intercept_ = _kernels.unstandardise_coefficients(est.coef_, est.intercept_, mean, std)
+        basis = None
+        if self.monotone:
+            from .physics import monotone_basis, product_factor_ranges, required_signs
+
+            required_signs(schema.names)
+            ranges = product_factor_ranges(X, schema.names) if factor_ranges is None else factor_ranges
+            basis = monotone_basis(schema.names, ranges)
+            Xb = X @ basis
+            mb, sb = _kernels.column_stats(Xb)
+            est = self._fit_positive(_kernels.standardise(Xb, mb, sb), y, w)
+            coef_b, self.intercept_ = _kernels.unstandardise_coefficients(est.coef_, est.intercept_, mb, sb)
+            self.coef_ = basis @ coef_b
+        else:
+            est = self._estimator(X.shape[0])
+            est.fit(_kernels.standardise(X, mean, std), y, sample_weight=w)
+            self.coef_, self.intercept_ = _kernels.unstandardise_coefficients(est.coef_, est.intercept_, mean, std)
         self.schema = schema
         self.training_ = {
             "n_samples": int(X.shape[0]),
@@ -114,6 +149,7 @@ class LinearModel:
             "feature_means": mean.tolist(),
             "feature_stds": X.std(axis=0).tolist(),
             "alpha": float(est.alpha_) if hasattr(est, "alpha_") else None,
+            **({"monotone_factor_ranges": {k: list(v) for k, v in ranges.items()}} if basis is not None else {}),
         }
         return self
 
@@ -142,6 +178,7 @@ class LinearModel:
                 "format_version": ARTIFACT_FORMAT,
                 "kind": self.kind,
                 "seed": self.seed,
+                "monotone": self.monotone,
                 "coef": self.coef_.tolist(),
                 "intercept": self.intercept_,
                 "schema": self.schema.to_dict(),
@@ -157,7 +194,7 @@ class LinearModel:
         meta = read_model_json(directory, kinds=LINEAR_KINDS)
         path = Path(directory) / MODEL_JSON
         with malformed_artifact(path):
-            model = cls(meta["kind"], seed=int(meta.get("seed", 0)))
+            model = cls(meta["kind"], seed=int(meta.get("seed", 0)), monotone=bool(meta.get("monotone", False)))
             model.schema = FeatureSchema.from_dict(meta["schema"])
             coef = np.asarray(meta["coef"], dtype=np.float64)
             intercept = meta["intercept"]

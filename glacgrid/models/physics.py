@@ -11,7 +11,15 @@ Sweep
     :func:`check_physics` sweeps each constrained feature of a fitted model over a grid on probe rows
     (rows of a feature table, or the model's stored training means) and counts the rows on which the
     predicted SMB moves against the feature's sign; it also warms the probe rows by +1 .. +4 K and
-    reports the SMB sensitivity per K of each step.
+    reports the SMB sensitivity per K of each step. A profile product (``cpdd_low``, ``snow_winter_dz``)
+    whose base feature is in the model moves with its base (each row keeping its factor, and ``cpdd_low``
+    also at the top and on the tongue of a glacier: factors 0 and 1), as it does on a pixel; it is not swept
+    alone.
+
+Linear models
+    ``monotone=True`` fits non-negative coefficients in :func:`monotone_basis`: each signed feature's
+    coefficient has its sign, and a pixel's response to a base with a product (``cpdd`` with ``cpdd_low``)
+    keeps its sign over the factor's whole training range (every elevation of the glaciers).
 
 Warming (how +dT reaches the features)
     Temperature features (``temp_<mon>``, ``t2m*``, ``temp``) are shifted by +dT. Degree days are
@@ -22,9 +30,10 @@ Warming (how +dT reaches the features)
     bisection; ``amplitude`` 10 K by default, half the January-July difference of the ERA5-Land monthly
     means around Hintereisferner), and warmed: ``cpdd(+dT) = sum_k max(T_k + dT, 0) * days``. The
     positive season lengthens as it warms, so degree days grow faster than linearly, as they do in
-    glacgrid's own features. ``cpdd_ablation`` (and any ``*_anom`` degree-day feature) is scaled /
-    shifted by the same change as ``cpdd`` of its row (or, without ``cpdd``, warmed by the sinusoid
-    itself). Snowfall is kept fixed: the sensitivity is the response to the temperature features alone
+    glacgrid's own features. ``cpdd_ablation``, ``cpdd_low``, ``cpdd_ice`` (and any ``*_anom`` degree-day
+    feature) are scaled / shifted by the same change as ``cpdd`` of its row (exact for ``cpdd_low``; for
+    ``cpdd_ice``, which grows faster as the snow melts earlier, an underestimate), or, without ``cpdd``,
+    warmed by the sinusoid itself. Snowfall is kept fixed: the sensitivity is the response to the temperature features alone
     (the loss of solid precipitation under warming would need the precipitation, which a model's
     features do not hold).
 """
@@ -40,16 +49,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..exceptions import InputDataError, ModelError
+from ..glaciers import CLIMATE_PRODUCTS
 
 __all__ = ["MONOTONE_RULES", "PhysicsReport", "FeatureViolations", "ProjectionWarning", "monotone_sign",
-           "monotone_signs", "required_signs", "check_physics", "warm_features", "sine_warmed_cpdd", "training_moments", "is_monotone",
-           "warn_unconstrained_projection"]
+           "monotone_signs", "required_signs", "check_physics", "warm_features", "sine_warmed_cpdd", "training_moments",
+           "is_monotone", "warn_unconstrained_projection", "products_of", "product_factor_ranges", "monotone_basis"]
 
 _MONTHS = "|".join(calendar.month_abbr[m].lower() for m in range(1, 13))
 #: ``(regex on the feature name without its "_anom" suffix, sign, type)``; first match wins. Types:
 #: ``degree_days`` and ``temperature`` (sign -1), ``snowfall`` and ``precipitation`` (sign +1).
 MONOTONE_RULES: tuple[tuple[str, int, str], ...] = (
-    (r"cpdd|cpdd_ablation", -1, "degree_days"),
+    (r"cpdd|cpdd_ablation|cpdd_low|cpdd_ice", -1, "degree_days"),
     (rf"temp|temp_({_MONTHS})|t2m|t2m_(mean|max|min|{_MONTHS})", -1, "temperature"),
     (rf"snow_winter|snow_summer|snow_({_MONTHS})|sf|sf_(sum|mean|{_MONTHS})|prcp_solid", +1, "snowfall"),
     (rf"prcp|tp|tp_(sum|mean|{_MONTHS})", +1, "precipitation"),
@@ -93,6 +103,92 @@ def required_signs(names: Sequence[str]) -> tuple[int, ...]:
                          "(temperature / degree-day or snowfall / precipitation features, see "
                          "glacgrid.models.physics.MONOTONE_RULES); drop monotone or add such a feature.")
     return signs
+
+
+def products_of(names: Sequence[str]) -> dict[str, str]:
+    """The profile products among ``names`` whose base feature is there too, as ``{product: base}``
+    (:data:`glacgrid.glaciers.CLIMATE_PRODUCTS`: ``cpdd_low`` = ``cpdd`` x (1 - elevation_norm),
+    ``snow_winter_dz`` = ``snow_winter`` x height above 3,000 m). With its base in a model, a product is not
+    a separate physical input: a pixel's response to the base is ``coef(base) + coef(product) * factor``."""
+    return {p: b for p, b in CLIMATE_PRODUCTS if p in names and b in names}
+
+
+#: The factor range every pixel can take, whatever the training rows: ``cpdd_low``'s 1 - elevation_norm.
+FACTOR_BOUNDS = {"cpdd_low": (0.0, 1.0)}
+
+
+def product_factor_ranges(X: np.ndarray, names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The range of the per-row factor ``product / base`` of each product of :func:`products_of` over the
+    rows of ``X`` (schema order ``names``) whose base is positive, widened to :data:`FACTOR_BOUNDS`;
+    ``(0, 0)`` where no row has one and no bound is known."""
+    X = np.asarray(X, dtype=np.float64)
+    idx = {n: i for i, n in enumerate(names)}
+    out = {}
+    for p, b in products_of(names).items():
+        base = X[:, idx[b]]
+        ok = np.isfinite(base) & (base > 1e-9) & np.isfinite(X[:, idx[p]])
+        f = np.r_[X[ok, idx[p]] / base[ok], FACTOR_BOUNDS.get(p, ())]
+        out[p] = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
+    return out
+
+
+def monotone_basis(names: Sequence[str], factor_ranges: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """The basis in which a linear model is monotone when all its coefficients are >= 0.
+
+    Returns ``M`` (n_features x n_columns): fit non-negative coefficients ``c'`` on ``X @ M``, and the
+    model's coefficients are ``M @ c'``. Columns:
+
+    - a feature of sign ``s`` (:func:`monotone_sign`): ``s * x`` (its coefficient has sign ``s``);
+    - a feature without a sign: ``x`` and ``-x`` (free);
+    - a base of sign ``s`` with its product (:func:`products_of`), the factor ranging over
+      ``[f_lo, f_hi]`` (``factor_ranges``): the two columns ``s * (f_hi x_base - x_prod) / (f_hi - f_lo)``
+      and ``s * (x_prod - f_lo x_base) / (f_hi - f_lo)``, whose coefficients are the pixel's response to
+      the base at ``f_lo`` and at ``f_hi`` (the response is linear in the factor, so it keeps its sign over
+      the whole range). A product whose factor does not vary is free.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The model's features.
+    factor_ranges : dict, optional
+        ``{product: (f_lo, f_hi)}`` (:func:`product_factor_ranges` of the training pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    names = list(names)
+    idx = {n: i for i, n in enumerate(names)}
+    pairs = products_of(names)
+    ranges = dict(factor_ranges or {})
+    cols = []
+
+    def col(entries):
+        c = np.zeros(len(names))
+        for j, v in entries:
+            c[j] = v
+        cols.append(c)
+
+    paired = set()
+    for p, b in pairs.items():
+        s = monotone_sign(b)
+        lo, hi = ranges.get(p, (0.0, 0.0))
+        if s == 0 or not hi > lo:
+            continue
+        d = hi - lo
+        col([(idx[b], s * hi / d), (idx[p], -s / d)])
+        col([(idx[b], -s * lo / d), (idx[p], s / d)])
+        paired |= {p, b}
+    for n in names:
+        if n in paired:
+            continue
+        s = 0 if n in pairs else monotone_sign(n)  # an unpaired product is free
+        if s:
+            col([(idx[n], float(s))])
+        else:
+            col([(idx[n], 1.0)])
+            col([(idx[n], -1.0)])
+    return np.column_stack(cols)
 
 
 @dataclass(frozen=True)
@@ -208,7 +304,7 @@ def warn_unconstrained_projection(model, *, last_training_year: int, last_year: 
         f"The {getattr(model, 'kind', 'SMB')} model is not monotone by construction and is applied to "
         f"{last_training_year + 1}-{last_year}, beyond its training years (to {last_training_year}): in a warmer "
         "climate it may flatten or reverse its response to degree days. Check it with `glacgrid check-physics "
-        "MODEL_DIR --table TABLE`, or train with monotone = true (rf, gbm, ann).",
+        "MODEL_DIR --table TABLE`, or train with monotone = true (any kind but svr).",
         ProjectionWarning, stacklevel=2)
     return True
 
@@ -287,6 +383,20 @@ def warm_features(X: np.ndarray, names: Sequence[str], dT: float, *,
     return X, how
 
 
+def _factor_variants(X: np.ndarray, j: int, cols: list[int], products: list[str]) -> list[dict[int, np.ndarray]]:
+    """The factors (product / base, per probe row) the products of base column ``j`` are swept with: each
+    row's own and, for a product whose factor has known bounds (:data:`FACTOR_BOUNDS`: ``cpdd_low`` at a
+    glacier's top and its tongue), each bound, so that a glacier-mean probe row also checks its extreme
+    pixels."""
+    n = len(X)
+    own = {k: np.divide(X[:, k], X[:, j], out=np.zeros(n), where=X[:, j] != 0) for k in cols}
+    variants = [own]
+    for k, p in zip(cols, products):
+        for bound in FACTOR_BOUNDS.get(p, ()):
+            variants.append({**own, k: np.full(n, float(bound))})
+    return variants
+
+
 def _probe_rows(model, table, n_probe: int, seed: int) -> tuple[np.ndarray, str]:
     names = list(model.schema.names)
     if table is None:
@@ -343,19 +453,27 @@ def check_physics(model, table=None, *, n_probe: int = 50, warming: Sequence[flo
     mean, std = training_moments(model)
     n = len(X)
     out = []
+    pairs = products_of(names)
+    idx = {m: i for i, m in enumerate(names)}
     for j, name in enumerate(names):
         sign, kind = _rule(name)
-        if sign == 0:
+        if sign == 0 or name in pairs:  # a product moves with its base (swept there)
             continue
         lo, hi = mean[j] - SWEEP_STDS * std[j], mean[j] + SWEEP_STDS * std[j]
         if kind in ("degree_days", "snowfall", "precipitation") and not name.endswith("_anom"):
             lo = max(lo, 0.0)
         grid = np.linspace(lo, hi, SWEEP_POINTS) if hi > lo else np.array([lo])
-        rows = np.repeat(X, len(grid), axis=0)
-        rows[:, j] = np.tile(grid, n)
-        pred = model.predict(rows).reshape(n, len(grid))
-        against = -sign * np.diff(pred, axis=1)  # > 0 where SMB moved against the sign
-        worst = against.max(axis=1) if against.shape[1] else np.zeros(n)
+        variants = _factor_variants(X, j, [idx[p] for p, b in pairs.items() if b == name],
+                                    [p for p, b in pairs.items() if b == name])
+        worst = np.zeros(n)
+        for factors in variants:  # each row keeps its factor product / base (or a pixel's extreme one)
+            rows = np.repeat(X, len(grid), axis=0)
+            rows[:, j] = np.tile(grid, n)
+            for k, f in factors.items():
+                rows[:, k] = np.tile(grid, n) * np.repeat(f, len(grid))
+            pred = model.predict(rows).reshape(n, len(grid))
+            against = -sign * np.diff(pred, axis=1)  # > 0 where SMB moved against the sign
+            worst = np.maximum(worst, against.max(axis=1) if against.shape[1] else 0.0)
         out.append(FeatureViolations(name, sign, int((worst > TOLERANCE).sum()), n,
                                      max(0.0, float(worst.max(initial=0.0))), tuple(float(g) for g in grid)))
     smb, how = [], "none"

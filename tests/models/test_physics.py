@@ -52,10 +52,12 @@ def counts(rep: PhysicsReport) -> dict[str, int]:
 
 
 def test_signs_come_from_one_table():
-    assert [monotone_sign(n) for n in ("cpdd", "cpdd_ablation", "cpdd_anom", "temp_jul", "t2m_mean")] == [-1] * 5
+    assert [monotone_sign(n) for n in ("cpdd", "cpdd_ablation", "cpdd_anom", "temp_jul", "t2m_mean", "cpdd_low",
+                                       "cpdd_ice")] == [-1] * 7
     assert [monotone_sign(n) for n in ("snow_winter", "snow_summer", "snow_jan", "tp_sum", "prcp")] == [1] * 5
-    assert [monotone_sign(n) for n in ("mean_elevation", "slope", "ablation_months", "snowline", "x1")] == [0] * 5
-    assert set(MONOTONE_KINDS) == {"rf", "gbm", "ann"}
+    assert [monotone_sign(n) for n in ("mean_elevation", "slope", "ablation_months", "snowline", "x1",
+                                       "snow_winter_dz")] == [0] * 6
+    assert set(MONOTONE_KINDS) == {"lasso", "ols", "ridge", "rf", "gbm", "ann"}
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -88,10 +90,9 @@ def test_monotone_ann_is_monotone_by_construction_before_training_and_with_batch
 
 
 def test_monotone_options_are_checked():
-    with pytest.raises(ModelError, match="rf, gbm, ann"):
+    with pytest.raises(ModelError, match="lasso, ols, ridge, rf, gbm, ann"):
         make_model("svr", monotone=True)
-    with pytest.raises(ModelError, match="rf, gbm, ann"):
-        make_model("lasso", monotone=True)
+    assert make_model("lasso", monotone=True).monotone  # (tests/models/test_monotone_linear.py)
     with pytest.raises(ModelError, match="leaky_slope"):
         make_model("ann", monotone=True, leaky_slope=-0.1)
     X, y, _ = adversarial(40)
