@@ -173,7 +173,7 @@ class ModelConfig:
 
     season_weight : joint training: share of the loss of each group of seasonal balances (glacier-wide
         winter, glacier-wide summer, and the same for stakes) relative to the glacier-wide annual balances;
-        0 (default) leaves them out. Linear kinds only (the ANN's annual balance is not a sum of seasons).
+        0 (default) leaves them out.
 
     stake_weight : joint training: share of the loss of the annual stake balances (``[observations] stakes``)
         relative to the glacier-wide balances (1.0).
@@ -642,10 +642,6 @@ def _check_semantics(kw: dict[str, Any], errs: _Collector) -> None:
         v = getattr(model, key)
         if not (v >= 0 and v < float("inf")):
             errs.add(f"[model] {key} = {v}: use a non-negative number (0: leave those balances out).")
-    if model.training == "joint" and model.season_weight > 0 and model.kind not in ("lasso", "ols", "ridge"):
-        errs.add(f"[model] season_weight = {model.season_weight} fits winter and summer balances, which needs a model "
-                 f"whose annual balance is the sum of its seasons (lasso, ols, ridge); kind = {model.kind!r}. Set "
-                 "season_weight = 0 or use a linear kind.")
     if model.training == "joint" and model.kind not in ("lasso", "ols", "ridge", "ann"):
         errs.add(f"[model] training = 'joint' fits linear kinds and ann; kind = {model.kind!r} is not one of them.")
     errs.problems.extend(cluster_problems(kw.get("cluster", ClusterConfig())))
@@ -820,7 +816,7 @@ threads = 1                      # torch threads of the ANN
 training = "glacier"             # glacier (glacier-wide rows) or joint (glacier-wide + WGMS 50 m bands)
 band_weight = 0.333              # joint: loss share of the bands relative to the glacier-wide balances (1)
 band_fit = "level"               # joint: level (band values) or shape (each glacier-year's mean band removed)
-season_weight = 0.0              # joint, linear kinds: loss share of each group of winter/summer balances (0: none)
+season_weight = 0.0              # joint: loss share of each group of winter/summer balances (0: none)
 stake_weight = 1.0               # joint: loss share of the stake balances of [observations] stakes
 
 [observations]

@@ -77,7 +77,8 @@ class ReconstructionCV:
     pixels (each glacier-year from the model that did not see it; NaN where not observed).
     ``training``: ``glacier`` (fitted on glacier-wide rows) or ``joint`` (glacier-wide and band footprints).
     ``seasonal``: held-out winter and summer balances (``obs_id``, ``year``, ``period``, ``fold``,
-    ``observed``, ``reconstructed``) when they were asked for (linear kinds), else None.
+    ``observed``, ``reconstructed``: :func:`glacgrid.models.footprint.footprint_predictions`) when they were
+    asked for, else None.
     """
 
     scheme: str

@@ -29,8 +29,10 @@ Seasons: a footprint also has a period of the hydrological year (:data:`PERIODS`
 period's share of the year, ``fraction``), so that the annual model is the sum of its seasonal parts. A
 linear model is additive in exactly that way, so seasonal footprints are fitted exactly too (each row is
 divided by its ``fraction``, its weight multiplied by ``fraction**2``: the same least-squares objective
-with one free intercept). The ANN's annual prediction is not a sum over seasons, so it is fitted on annual
-footprints only (:class:`~glacgrid.exceptions.ModelError` otherwise).
+with one free intercept). The ANN is a *period model*: its value over a season is the network on the
+season's rows, averaged over the footprint, as its annual value is the network on the year's rows (a
+temperature-index model applies to any period the same way); its winter and summer values need not add up
+to its annual one (:func:`footprint_predictions` gives both kinds' values).
 
 Weighting: each footprint ``i`` of weight group ``k`` (its kind, ``<kind>_<period>`` for a seasonal one)
 gets the sample weight ``kind_weights[k] / n_k`` (``n_k`` the number of footprints of that group in the
@@ -342,11 +344,6 @@ def fit_footprints(model, X: np.ndarray, footprints: Footprints, schema: Feature
         if offset is not None:
             _drop_season_offset(model, schema)
     elif isinstance(model, ANNModel):
-        if (fp.period != "annual").any():
-            raise ModelError(f"Seasonal footprints ({int((fp.period != 'annual').sum())} winter/summer balances) "
-                             "need a model whose annual balance is the sum of its seasonal parts: fit them with a "
-                             "linear kind (lasso, ols, ridge), or give the ANN a weight of 0 for the seasonal "
-                             "groups (e.g. [model] season_weight = 0).")
         _fit_ann(model, np.asarray(X, dtype=np.float64), fp, schema, w, shape_matrix(fp) if shape else None)
     else:
         raise ModelError(f"fit_footprints fits linear models (lasso, ols, ridge) and the ANN; got "
@@ -390,9 +387,17 @@ def _drop_season_offset(model: LinearModel, schema: FeatureSchema) -> None:
 
 
 def footprint_predictions(model, X: np.ndarray, fp: Footprints) -> np.ndarray:
-    """A linear model's value on every footprint, seasonal ones included: the prediction on the footprint's
-    mean features divided by its ``fraction``, times the fraction, plus or minus the fitted seasonal offset
-    (:func:`season_offset_column`; 0 for a model fitted without seasonal balances)."""
+    """A model's value on every footprint, seasonal ones included.
+
+    A linear model: the prediction on the footprint's mean features divided by its ``fraction``, times the
+    fraction, plus or minus the fitted seasonal offset (:func:`season_offset_column`; 0 for a model fitted
+    without seasonal balances). Any other model (the ANN, a period model): the mean of its predictions on the
+    footprint's rows.
+    """
+    if not isinstance(model, LinearModel):
+        used = np.unique(fp.rows)
+        local = dataclasses.replace(fp, rows=np.searchsorted(used, fp.rows))
+        return np.asarray(local.matrix(len(used)) @ np.asarray(model.predict(np.asarray(X)[used]), dtype="float64"))
     m = fp.fraction
     pred = np.asarray(model.predict(fp.aggregate(X) / m[:, None]), dtype="float64") * m
     d = float(getattr(model, "training_", {}).get(SEASON_OFFSET, 0.0))

@@ -30,7 +30,7 @@ from ..cube import open_store
 from ..exceptions import InputDataError, ModelError
 from ..inference import glacier_mean, predict_pixels
 from ..models import SMBModel
-from ..models.footprint import LINEAR_KINDS, footprint_predictions
+from ..models.footprint import footprint_predictions
 from ..models.folds import SCHEMES, make_folds
 from ..observations import ObservedUnits, read_areas, read_profiles
 from ..validation import (
@@ -148,7 +148,7 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
         rec[test] = gl.values[[years.index(v) for v in tab["year"]], [pos[u] - 1 for u in tab["obs_id"]]]
         fold_of[test] = fold.name
         _paint_held_out(field_oos, smb.values, px.unit.values, years_all, tab, years, pos)
-        if px.seasonal and cfg.model.kind in LINEAR_KINDS:
+        if px.seasonal:
             held = pd.MultiIndex.from_arrays([tab["obs_id"].to_numpy(), tab["year"].to_numpy()])
             seasonal_rows.append(_seasonal_predictions(model, X_pix, fp.select((fp.period != "annual")
                                                                                 & fp_keys.isin(held)), fold.name))
