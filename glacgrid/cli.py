@@ -22,7 +22,7 @@ import typer
 
 from . import __version__
 from .atomic import write_csv
-from .config import CLUSTER_KINDS
+from .config import CLUSTER_KINDS, TRAININGS
 from .exceptions import ConfigError, GlacgridError, InputDataError
 from .logs import CLI_LOGGER, LogSession, current_session
 from .logs import session as log_session
@@ -1037,7 +1037,6 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="output dir
 
 
 #: How models are trained (``[model] training``; ``glacgrid validate --training``).
-_TRAININGS = ("glacier", "joint")
 
 
 @_command(app)
@@ -1052,7 +1051,7 @@ def validate(config: Path = typer.Argument(..., help="run configuration (TOML) w
              evolve: Optional[bool] = typer.Option(None, "--evolve/--no-evolve", help="also run the evolution "
                                                    "and compare area and volume with WGMS (default: when "
                                                    "mode = \"evolve\")"),
-             training: Optional[str] = typer.Option(None, "--training", parser=_OneOf(None, _TRAININGS, comma=True),
+             training: Optional[str] = typer.Option(None, "--training", parser=_OneOf(None, TRAININGS, comma=True),
                                                     metavar="{glacier|joint},...",
                                                     help="how the fold models are trained, "
                                                     "comma-separated: glacier (glacier-wide rows), joint "

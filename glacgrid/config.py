@@ -27,6 +27,7 @@ from .storage import is_url, location
 _StorageOptions = typing.NewType("_StorageOptions", dict)
 
 __all__ = [
+    "TRAININGS",
     "config_digest",
     "cluster_problems",
     "CLUSTER_KINDS",
@@ -343,6 +344,8 @@ class ClusterConfig:
     image: str = ""
 
 
+#: What ``[model] training`` fits on: the glacier-wide rows of the training table, or every footprint at once.
+TRAININGS = ("glacier", "joint")
 #: Cluster kinds besides a scheduler address.
 CLUSTER_KINDS = ("local", "threads", "slurm", "mpi", "gateway")
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://", "gateway://")
@@ -421,7 +424,7 @@ _CHOICES = {
     ("model", "kind"): ("lasso", "ols", "ridge", "svr", "rf", "gbm", "ann"),
     ("model", "cv"): ("logo", "loyo", "lsygo", "kfold", "random"),
     ("model", "ensemble_method"): ("auto", "seeds", "bootstrap"),
-    ("model", "training"): ("glacier", "joint"),
+    ("model", "training"): TRAININGS,
     ("model", "band_fit"): ("level", "shape"),
     ("observations", "format"): ("wgms", "table"),
     ("observations", "stake_format"): ("table", "nve", "iceland"),

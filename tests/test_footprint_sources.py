@@ -109,7 +109,6 @@ def test_a_fit_on_seasonal_balances_alone_recovers_the_annual_model(region_pixel
     """The region's truth is the temperature-index model (snow - 4 cpdd) / 1000 of these very predictors:
     its winter and summer parts are that model over the season's predictors. Fitted on the glacier-wide
     winter and summer balances only, the model predicts the annual balances it never saw."""
-    from glacgrid.inference import glacier_mean
     from glacgrid.pipeline.training import pixel_footprints
 
     cfg, train, px, _, _, _ = region_pixels
@@ -121,16 +120,7 @@ def test_a_fit_on_seasonal_balances_alone_recovers_the_annual_model(region_pixel
     np.testing.assert_allclose((fw["elevation_norm"] + fs["elevation_norm"]).values, f["elevation_norm"].values,
                                atol=1e-6)
 
-    def ti(ds):
-        return (ds["snow_winter"] + ds["snow_summer"] - 4.0 * ds["cpdd"]) / 1000.0
-
-    def means(field):
-        gm = glacier_mean(field, px.unit, px.unit > 0, px.pixel_area, px.index).to_pandas().stack()
-        df = gm.rename("v").reset_index()
-        df["obs_id"] = np.asarray(px.units)[df["glacier"].to_numpy() - 1]
-        return df.set_index(["obs_id", "year"])["v"]
-
-    obs = pd.DataFrame({"smb": means(ti(f)), "winter": means(ti(fw)), "summer": means(ti(fs))}).reset_index()
+    obs = _seasonal_truth(px)
     assert (obs["winter"] > 0).mean() > 0.9 and (obs["summer"] < 0).mean() > 0.9  # seasons as on a glacier
     np.testing.assert_allclose(obs["winter"] + obs["summer"], obs["smb"], atol=1e-5)
     names = tuple(cfg.model.features)
@@ -146,6 +136,24 @@ def test_a_fit_on_seasonal_balances_alone_recovers_the_annual_model(region_pixel
     np.testing.assert_allclose(model.predict(annual.aggregate(X)), annual.value, atol=1e-4)
 
 
+def _seasonal_truth(px) -> pd.DataFrame:
+    """The glacier-wide annual, winter and summer balances of the temperature-index truth
+    (snow - 4 cpdd) / 1000 over each period's features of ``px`` (obs_id, year, smb, winter, summer)."""
+    from glacgrid.inference import glacier_mean
+
+    def ti(ds):
+        return (ds["snow_winter"] + ds["snow_summer"] - 4.0 * ds["cpdd"]) / 1000.0
+
+    def means(ds):
+        gm = glacier_mean(ti(ds), px.unit, px.unit > 0, px.pixel_area, px.index).to_pandas().stack()
+        df = gm.rename("v").reset_index()
+        df["obs_id"] = np.asarray(px.units)[df["glacier"].to_numpy() - 1]
+        return df.set_index(["obs_id", "year"])["v"]
+
+    return pd.DataFrame({"smb": means(px.features), "winter": means(px.seasonal["winter"][0]),
+                         "summer": means(px.seasonal["summer"][0])}).reset_index()
+
+
 def _schema(names):
     from glacgrid.features import FeatureSchema
     from glacgrid.metadata import registry
@@ -159,22 +167,10 @@ def test_the_ann_learns_the_seasons_as_a_period_model(region_pixels):
     """The ANN's value over a season is the network on the season's rows: fitted on the annual and seasonal
     glacier-wide balances of the temperature-index truth, it gets the held-out seasons right; fitted on the
     annual ones only, it cannot (its winter, from the winter's smaller sums, is far off)."""
-    from glacgrid.inference import glacier_mean
     from glacgrid.pipeline.training import pixel_footprints
 
     cfg, train, px, _, _, _ = region_pixels
-    f, (fw, _), (fs, _) = px.features, px.seasonal["winter"], px.seasonal["summer"]
-
-    def ti(ds):
-        return (ds["snow_winter"] + ds["snow_summer"] - 4.0 * ds["cpdd"]) / 1000.0
-
-    def means(field):
-        gm = glacier_mean(field, px.unit, px.unit > 0, px.pixel_area, px.index).to_pandas().stack()
-        df = gm.rename("v").reset_index()
-        df["obs_id"] = np.asarray(px.units)[df["glacier"].to_numpy() - 1]
-        return df.set_index(["obs_id", "year"])["v"]
-
-    obs = pd.DataFrame({"smb": means(ti(f)), "winter": means(ti(fw)), "summer": means(ti(fs))}).reset_index()
+    obs = _seasonal_truth(px)
     names = tuple(cfg.model.features)
     X, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units, obs, names=names,
                              seasonal=px.seasonal)

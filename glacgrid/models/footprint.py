@@ -180,6 +180,12 @@ class Footprints:
             raise InputDataError(f"Footprints address row {int(self.rows.max())} but X has {X.shape[0]} rows.")
         return np.asarray(self.matrix(X.shape[0]) @ X)
 
+    def compact(self) -> tuple[np.ndarray, Footprints]:
+        """The rows the footprints use (sorted) and the footprints renumbered onto them: ``X[used]`` is
+        then the whole feature matrix of the returned footprints."""
+        used = np.unique(self.rows)
+        return used, dataclasses.replace(self, rows=np.searchsorted(used, self.rows))
+
     def select(self, mask: np.ndarray) -> Footprints:
         """The footprints where ``mask`` (bool, one per footprint) is True."""
         mask = np.asarray(mask, dtype=bool)
@@ -395,8 +401,7 @@ def footprint_predictions(model, X: np.ndarray, fp: Footprints) -> np.ndarray:
     footprint's rows.
     """
     if not isinstance(model, LinearModel):
-        used = np.unique(fp.rows)
-        local = dataclasses.replace(fp, rows=np.searchsorted(used, fp.rows))
+        used, local = fp.compact()
         return np.asarray(local.matrix(len(used)) @ np.asarray(model.predict(np.asarray(X)[used]), dtype="float64"))
     m = fp.fraction
     pred = np.asarray(model.predict(fp.aggregate(X) / m[:, None]), dtype="float64") * m
@@ -427,12 +432,10 @@ def _fit_ann(model: ANNModel, X: np.ndarray, fp: Footprints, schema: FeatureSche
     (:func:`shape_matrix`): the errors are those of the footprint means and the observed values after it."""
     import torch
 
-    used = np.unique(fp.rows)
+    used, fp_local = fp.compact()
     Xu = X[used]
     if not np.isfinite(Xu).all():
         raise InputDataError("Pixel features used by the footprints hold NaN or inf; drop or fill those pixels.")
-    local = np.searchsorted(used, fp.rows)
-    fp_local = dataclasses.replace(fp, rows=local)
     # the schema of the features (their names give the monotone signs below)
     model.schema = schema
     x_mean, x_std = _kernels.column_stats(Xu)

@@ -85,16 +85,18 @@ def observed_on(cfg: RunConfig, domain: Domain) -> ObservedUnits:
                           links=o.links)
 
 
-def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnits, run: DomainRun):
+def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnits, run: DomainRun,
+                    stakes: pd.DataFrame | None = None):
     """The training table and its notes, and (joint training) the pixel features it was averaged from
     (:func:`glacgrid.simulate.domain.domain_pixel_features`, glacier constants per outline as the run's
-    inference sees them; one feature pass for both) with those of the seasons whose balances are fitted."""
+    inference sees them; one feature pass for both) with those of the seasons whose balances (glacier-wide
+    or of the ``stakes``) are fitted."""
     notes, units, obs, years = observed_years(cfg, observed)
     slots = np.asarray(observed.unit_of_outline)[1:]
     pixels = None
     if cfg.model.training == "joint":
         pixels = [domain_pixel_features(domain, cube, slots, run, years, period=p)
-                  for p in ("annual", *seasons_of(cfg, obs[obs["year"].isin(years)], read_run_stakes(cfg)))]
+                  for p in ("annual", *seasons_of(cfg, obs[obs["year"].isin(years)], stakes))]
     gf = domain_glacier_features(domain, cube, slots, run, years, pixels=pixels[0] if pixels else None)
     df = gf.to_dataframe(dim_order=TABLE_ORDER).reset_index()
     df["obs_id"] = np.asarray(units)[df["glacier"].to_numpy() - 1]
@@ -102,11 +104,11 @@ def _training_table(cfg: RunConfig, domain: Domain, cube, observed: ObservedUnit
 
 
 def _fit_joint(cfg: RunConfig, pixels: list[DomainPixels], observed: ObservedUnits, train: pd.DataFrame,
-               out: Path):
+               out: Path, stakes: pd.DataFrame | None = None):
     """The model stage of joint training on a glacier domain: one pixel model fitted against the glacier-wide
-    balances of ``train`` (annual, and the seasonal ones of the seasons in ``pixels``) and the band profiles on
-    the pixel features of the observed glaciers; writes ``out/model`` and ``out/footprints.json``
-    (:func:`glacgrid.pipeline.training.save_joint_model`).
+    balances of ``train`` (annual, and the seasonal ones of the seasons in ``pixels``), the band profiles and
+    the ``stakes`` on the pixel features of the observed glaciers; writes ``out/model`` and
+    ``out/footprints.json`` (:func:`glacgrid.pipeline.training.save_joint_model`).
 
     Parameters
     ----------
@@ -122,6 +124,8 @@ def _fit_joint(cfg: RunConfig, pixels: list[DomainPixels], observed: ObservedUni
         glacier-wide footprints.
     out : Path
         Output directory.
+    stakes : pandas.DataFrame, optional
+        The stake balances of ``[observations] stakes`` (:func:`glacgrid.pipeline.training.read_run_stakes`).
 
     Returns
     -------
@@ -130,7 +134,6 @@ def _fit_joint(cfg: RunConfig, pixels: list[DomainPixels], observed: ObservedUni
     """
     px = pixels[0]
     periods = {s.period: (k * px.X.shape[0], s.fraction) for k, s in enumerate(pixels) if k}  # (block offsets)
-    stakes = read_run_stakes(cfg)
     if stakes is not None:
         stakes = place_stakes(stakes, observed.units, px.unit_of_pixel, px.lon, px.lat, px.pixel_area)
     fp = footprints_from_pixels(px.years, px.unit_of_pixel, px.z, px.pixel_area, observed.units,
@@ -195,12 +198,13 @@ def shared_stages(cfg: RunConfig, steps: Steps) -> DomainStages:
     with steps.stage("features"):
         observed = observed_on(cfg, domain)
         cube = cube_mod.open_store(cube_path, require_complete=True)
-        train, train_notes, pixels = _training_table(cfg, domain, cube, observed, spec)
+        stakes = read_run_stakes(cfg) if cfg.model.training == "joint" else None  # (read once)
+        train, train_notes, pixels = _training_table(cfg, domain, cube, observed, spec, stakes)
         write_training_table(train, out)
     with steps.stage("model"):
         model, cv = fit_model(cfg, train, out)  # (cv.json: the glacier-wide cross-validation)
         if pixels is not None:  # one pixel model against glacier-wide (annual, seasonal) and band footprints
-            model = _fit_joint(cfg, pixels, observed, train, out)
+            model = _fit_joint(cfg, pixels, observed, train, out, stakes)
     return DomainStages(cube_path, domain, observed, model, cv, spec, tuple(notes) + tuple(train_notes))
 
 

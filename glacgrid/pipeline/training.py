@@ -16,7 +16,8 @@ from .. import features as feat
 from ..atomic import write_csv
 from ..config import RunConfig
 from ..exceptions import InputDataError, ModelError
-from ..observations import ObservedUnits, observed_units, unit_raster
+from ..observations import (ObservedUnits, observed_units, profile_files, read_profiles, read_stakes, stake_pixels,
+                            unit_raster)
 from .prepare import Prepared
 
 __all__ = ["BAND_WIDTH", "TABLE_ORDER", "ObservedPixels", "fit_joint", "fit_joint_model", "footprints_from_pixels",
@@ -436,8 +437,6 @@ def footprints_from_pixels(years: np.ndarray, unit_pix: np.ndarray, z_pix: np.nd
 def read_band_profiles(cfg: RunConfig) -> pd.DataFrame | None:
     """The elevation-band profiles of ``[observations] profiles`` (default: the ``profile_WGMS-*.csv`` beside
     WGMS ``mbdata`` files), read with :func:`glacgrid.observations.read_profiles`; None when there are none."""
-    from ..observations import profile_files, read_profiles
-
     o = cfg.observations
     files = dict.fromkeys(o.profiles) if o.profiles else (profile_files(o.files) if o.format == "wgms" else {})
     return read_profiles(files, id_column=o.id_column) if files else None
@@ -471,8 +470,6 @@ def seasons_of(cfg: RunConfig, *frames: pd.DataFrame | None) -> tuple[str, ...]:
 def read_run_stakes(cfg: RunConfig) -> pd.DataFrame | None:
     """The stake balances of ``[observations] stakes`` (:func:`glacgrid.observations.read_stakes`); None
     without stakes."""
-    from ..observations import read_stakes
-
     o = cfg.observations
     return read_stakes(o.stakes, fmt=o.stake_format, id_column=o.id_column) if o.stakes else None
 
@@ -496,8 +493,6 @@ def place_stakes(stakes: pd.DataFrame, units: Sequence[str], unit_pix: np.ndarra
     -------
     pandas.DataFrame
     """
-    from ..observations import stake_pixels
-
     pos = {oid: i + 1 for i, oid in enumerate(units)}
     size = float(np.sqrt(np.median(area_pix)))
     st_unit = stakes["obs_id"].map(pos).fillna(0).to_numpy("int64")
@@ -527,7 +522,8 @@ def fit_joint(cfg: RunConfig, X: np.ndarray, footprints, *, keep: np.ndarray | N
 
 def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, train: pd.DataFrame, out: Path):
     """The model stage of joint training (``[model] training = "joint"``): fit one pixel model against the
-    glacier-wide balances of ``train`` and the band profiles, write ``out/model`` and ``out/footprints.json``.
+    glacier-wide balances of ``train`` (annual, and winter / summer with a ``[model] season_weight``), the band
+    profiles and the stakes of ``[observations]``; write ``out/model`` and ``out/footprints.json``.
 
     Parameters
     ----------
@@ -538,8 +534,8 @@ def fit_joint_model(cfg: RunConfig, prep: Prepared, observed: ObservedUnits, tra
     observed : ObservedUnits
         The observations linked to the outlines.
     train : pandas.DataFrame
-        The training table (:func:`training_table`): its (``obs_id``, ``year``, ``smb``) rows are the
-        glacier-wide footprints.
+        The training table (:func:`training_table`): its (``obs_id``, ``year``, ``smb``, ``winter``,
+        ``summer``) rows are the glacier-wide footprints.
     out : Path
         Output directory.
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import RunConfig
+from ..config import TRAININGS, RunConfig
 from ..cube import open_store
 from ..exceptions import InputDataError, ModelError
 from ..inference import glacier_mean, predict_pixels
@@ -108,7 +108,7 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
     ReconstructionCV
     """
     training = training or cfg.model.training
-    if training not in ("glacier", "joint"):
+    if training not in TRAININGS:
         raise ModelError(f"training must be 'glacier' or 'joint'; got {training!r}.")
     if scheme == "random":
         raise ModelError("scheme 'random' holds out only 15 % of the rows; use logo, loyo, lsygo or kfold.")
@@ -128,10 +128,9 @@ def reconstruction_cv(cfg: RunConfig, train: pd.DataFrame, px: ObservedPixels, s
         X_pix, fp = pixel_footprints(px.features, px.unit, px.surface, px.pixel_area, px.units,
                                      train[balance_columns(train)], profiles if training == "joint" else None,
                                      names=tuple(names), seasonal=px.seasonal)
-        fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
         if training == "glacier":
             fp = fp.select(fp.kind == "glacier")
-            fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
+        fp_keys = pd.MultiIndex.from_arrays([fp.obs_id, fp.year])
     for fold in folds:
         if training == "joint":
             seen = pd.MultiIndex.from_arrays([train["obs_id"].to_numpy()[fold.train],
@@ -254,7 +253,7 @@ def validate(cfg: RunConfig, out: str | Path, *, schemes: Sequence[str] = ("logo
     """
     _check_schemes(schemes)
     trainings = tuple(trainings or (cfg.model.training,))
-    bad = [t for t in trainings if t not in ("glacier", "joint")]
+    bad = [t for t in trainings if t not in TRAININGS]
     if bad:
         raise ModelError(f"Trainings {bad} are not known; give glacier and/or joint.")
     out = Path(out)
